@@ -1,0 +1,59 @@
+# Two commands set everything up on a fresh Debian machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SOURCES := $(shell find core api executor transcoder operator migrations -name '*.py' 2>/dev/null)
+
+export VIDEO_SERVICE_DID ?= did:web:localhost%3A2585
+export VIDEO_PUBLIC_URL ?= http://127.0.0.1:2585
+
+.PHONY: run test test-fast lint deps system-deps test-deps cluster-up cluster-down worker-image bench clean
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+
+# Editable install in strict mode: the folders map onto the atproto_video package (pyproject).
+$(VENV)/.installed: pyproject.toml $(SOURCES) | $(BIN)/python
+	$(BIN)/pip install -q --no-build-isolation -e '.[dev,operator]' --config-settings editable_mode=strict
+	@touch $@
+
+deps: system-deps $(VENV)/.installed
+
+## The embedded service on 127.0.0.1:2585 in the foreground (SQLite + local storage under .data/).
+run: deps
+	$(BIN)/atproto-video serve
+
+test-deps: deps
+	@bash scripts/install-system-deps.sh --test
+	@bash scripts/install-test-deps.sh
+
+lint: deps
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## The whole suite: unit, Postgres, API end to end, transcoder, PDS, image and cluster tiers.
+test: test-deps lint
+	$(BIN)/pytest -q -ra
+
+test-fast: deps
+	$(BIN)/pytest -q -ra -m 'not cluster and not image and not pds'
+
+cluster-up: deps
+	@bash cluster/up.sh
+
+cluster-down:
+	@bash cluster/down.sh
+
+worker-image: deps
+	@bash transcoder-image/build.sh
+
+bench: deps
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""The XRPC service: authentication, uploads, job status and playback."""

@@ -1,0 +1,3 @@
+module local/atproto-video-pause
+
+go 1.24.0

@@ -1,0 +1,92 @@
+"""Database schema and engine: Postgres (psycopg 3) in production, SQLite when embedded.
+
+The schema is SQLAlchemy Core tables; the migrations in ``migrations/`` create exactly these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+
+metadata = MetaData()
+
+video_job = Table(
+    "video_job",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("did", String(255), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("progress", Integer, nullable=False, default=0),
+    Column("failure_code", String(64)),
+    Column("error", Text),
+    Column("message", Text),
+    Column("mime_type", String(255)),
+    Column("upload_name", String(255)),
+    Column("source_size", BigInteger, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("output_size", BigInteger),
+    Column("cid", String(100)),
+    Column("blob", JSON),
+    Column("executor", String(32), nullable=False, default="local"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("details", JSON),
+    Column("pds_url", String(512)),
+    Column("upload_token", LargeBinary),
+    Column("token_expires_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("ix_video_job_did_hash", "did", "content_hash"),
+    Index("ix_video_job_did_cid", "did", "cid"),
+    Index("ix_video_job_state", "state"),
+)
+
+video_upload_limit = Table(
+    "video_upload_limit",
+    metadata,
+    Column("did", String(255), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("videos", Integer, nullable=False, default=0),
+    Column("bytes", BigInteger, nullable=False, default=0),
+)
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine tuned for the dialect: WAL and a busy timeout for SQLite, pre-ping for Postgres."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=8,
+            max_overflow=32,
+            **kwargs,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()

@@ -1,0 +1,383 @@
+"""The job record: creation under daily quotas, state transitions, and the status clients see.
+
+Every writer (API, in-process executor, operator) goes through :class:`JobStore`, so the rules
+live here: states only move forward, progress never goes backwards within a state, and a
+terminal job never changes again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, and_, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import RowMapping
+
+from atproto_video.db import video_job, video_upload_limit
+from atproto_video.lexicon import (
+    QUOTA_BYTES_EXCEEDED,
+    QUOTA_VIDEOS_EXCEEDED,
+    STATE_ORDER,
+    FailureCode,
+    JobState,
+    JobStatus,
+    UploadLimits,
+)
+
+TERMINAL = (JobState.COMPLETED.value, JobState.FAILED.value)
+
+
+def new_job_id() -> str:
+    """An opaque, unguessable id (160 random bits): getJobStatus is tokenless."""
+    return secrets.token_hex(20)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class Quota:
+    daily_videos: int
+    daily_bytes: int
+
+
+class QuotaExceeded(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class NewJob:
+    id: str
+    did: str
+    source_size: int
+    content_hash: str
+    mime_type: str | None = None
+    upload_name: str | None = None
+    executor: str = "local"
+    pds_url: str | None = None
+    upload_token: bytes | None = None
+    token_expires_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    did: str
+    state: JobState
+    progress: int
+    failure_code: str | None
+    error: str | None
+    message: str | None
+    source_size: int
+    content_hash: str
+    mime_type: str | None
+    cid: str | None
+    blob: dict[str, Any] | None
+    executor: str
+    attempts: int
+    details: dict[str, Any] | None
+    pds_url: str | None
+    upload_token: bytes | None
+    token_expires_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Job:
+        return cls(
+            id=row["id"],
+            did=row["did"],
+            state=JobState(row["state"]),
+            progress=row["progress"],
+            failure_code=row["failure_code"],
+            error=row["error"],
+            message=row["message"],
+            source_size=row["source_size"],
+            content_hash=row["content_hash"],
+            mime_type=row["mime_type"],
+            cid=row["cid"],
+            blob=row["blob"],
+            executor=row["executor"],
+            attempts=row["attempts"],
+            details=row["details"],
+            pds_url=row["pds_url"],
+            upload_token=row["upload_token"],
+            token_expires_at=_aware(row["token_expires_at"]),
+            created_at=_aware(row["created_at"]) or utcnow(),
+            updated_at=_aware(row["updated_at"]) or utcnow(),
+        )
+
+    def status(self) -> JobStatus:
+        return status_from_row(self.__dict__)
+
+
+def status_from_row(row: Any) -> JobStatus:
+    """The lexicon jobStatus, leaving out absent optional fields."""
+    out: JobStatus = {"jobId": row["id"], "did": row["did"], "state": row["state"]}
+    out["progress"] = int(row["progress"])
+    if row["blob"] is not None:
+        out["blob"] = row["blob"]
+    if row["error"]:
+        out["error"] = row["error"]
+    if row["failure_code"]:
+        out["failureCode"] = row["failure_code"]
+    if row["message"]:
+        out["message"] = row["message"]
+    return out
+
+
+_STATUS_COLUMNS = (
+    video_job.c.id,
+    video_job.c.did,
+    video_job.c.state,
+    video_job.c.progress,
+    video_job.c.blob,
+    video_job.c.error,
+    video_job.c.failure_code,
+    video_job.c.message,
+)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+class JobStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    # -- creation under quota -------------------------------------------------------------
+
+    def create(self, job: NewJob, quota: Quota | None, *, day: dt.date | None = None) -> Job:
+        """Insert the job and count it against the DID's daily quota in one transaction.
+
+        The quota update is a single conditional UPDATE, so concurrent uploads serialise on
+        the quota row and can never overshoot the limits. Raises :class:`QuotaExceeded`.
+        """
+        now = utcnow()
+        day = day or now.date()
+        with self.engine.begin() as conn:
+            if quota is not None:
+                conn.execute(
+                    self._insert(video_upload_limit)
+                    .values(did=job.did, day=day, videos=0, bytes=0)
+                    .on_conflict_do_nothing()
+                )
+                lim = video_upload_limit.c
+                res = conn.execute(
+                    update(video_upload_limit)
+                    .where(
+                        lim.did == job.did,
+                        lim.day == day,
+                        lim.videos + 1 <= quota.daily_videos,
+                        lim.bytes + job.source_size <= quota.daily_bytes,
+                    )
+                    .values(videos=lim.videos + 1, bytes=lim.bytes + job.source_size)
+                )
+                if res.rowcount != 1:
+                    used = conn.execute(
+                        select(lim.videos, lim.bytes).where(lim.did == job.did, lim.day == day)
+                    ).one()
+                    if used.videos + 1 > quota.daily_videos:
+                        raise QuotaExceeded(QUOTA_VIDEOS_EXCEEDED)
+                    raise QuotaExceeded(QUOTA_BYTES_EXCEEDED)
+            conn.execute(
+                insert(video_job).values(
+                    id=job.id,
+                    did=job.did,
+                    state=JobState.CREATED.value,
+                    progress=0,
+                    mime_type=job.mime_type,
+                    upload_name=job.upload_name,
+                    source_size=job.source_size,
+                    content_hash=job.content_hash,
+                    executor=job.executor,
+                    attempts=0,
+                    pds_url=job.pds_url,
+                    upload_token=job.upload_token,
+                    token_expires_at=job.token_expires_at,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        created = self.get(job.id)
+        assert created is not None
+        return created
+
+    def limits(self, did: str, quota: Quota, *, day: dt.date | None = None) -> UploadLimits:
+        day = day or utcnow().date()
+        lim = video_upload_limit.c
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(lim.videos, lim.bytes).where(lim.did == did, lim.day == day)
+            ).first()
+        used_videos, used_bytes = (row.videos, row.bytes) if row else (0, 0)
+        videos = max(0, quota.daily_videos - used_videos)
+        nbytes = max(0, quota.daily_bytes - used_bytes)
+        out: UploadLimits = {
+            "canUpload": videos > 0 and nbytes > 0,
+            "remainingDailyVideos": videos,
+            "remainingDailyBytes": nbytes,
+        }
+        if videos <= 0:
+            out["error"] = out["message"] = QUOTA_VIDEOS_EXCEEDED
+        elif nbytes <= 0:
+            out["error"] = out["message"] = QUOTA_BYTES_EXCEEDED
+        return out
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(video_job).where(video_job.c.id == job_id)).mappings().first()
+        return Job.from_row(row) if row else None
+
+    def status(self, job_id: str) -> JobStatus | None:
+        """The hot path of getJobStatus: one primary-key lookup of the few status columns."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*_STATUS_COLUMNS).where(video_job.c.id == job_id)).first()
+        return status_from_row(row._mapping) if row else None
+
+    def find_completed_by_cid(self, did: str, cid: str) -> Job | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(video_job).where(
+                        video_job.c.did == did,
+                        video_job.c.cid == cid,
+                        video_job.c.state == JobState.COMPLETED.value,
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return Job.from_row(row) if row else None
+
+    def find_duplicate(self, did: str, content_hash: str) -> Job | None:
+        """An earlier job of this DID for the same bytes that has not failed."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(video_job)
+                    .where(
+                        video_job.c.did == did,
+                        video_job.c.content_hash == content_hash,
+                        video_job.c.state != JobState.FAILED.value,
+                    )
+                    .order_by(video_job.c.created_at)
+                )
+                .mappings()
+                .first()
+            )
+        return Job.from_row(row) if row else None
+
+    def unfinished(self, executor: str | None = None) -> list[Job]:
+        q = select(video_job).where(video_job.c.state.not_in(TERMINAL))
+        if executor is not None:
+            q = q.where(video_job.c.executor == executor)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q.order_by(video_job.c.created_at)).mappings().all()
+        return [Job.from_row(r) for r in rows]
+
+    # -- transitions ------------------------------------------------------------------------
+
+    def advance(
+        self,
+        job_id: str,
+        state: JobState,
+        progress: int = 0,
+        *,
+        message: str | None = None,
+        **values: Any,
+    ) -> bool:
+        """Move to ``state`` with ``progress`` unless that would go backwards.
+
+        Returns False when the job is terminal, already later, or already further along in
+        this state: callers may report progress freely and out of order.
+        """
+        if state.terminal:
+            raise ValueError("use complete() or fail() for terminal states")
+        progress = max(0, min(100, int(progress)))
+        rank = STATE_ORDER.index(state)
+        earlier = [s.value for s in STATE_ORDER[:rank]]
+        c = video_job.c
+        cond = or_(c.state.in_(earlier), and_(c.state == state.value, c.progress < progress))
+        vals: dict[str, Any] = {"state": state.value, "progress": progress, "updated_at": utcnow()}
+        if message is not None:
+            vals["message"] = message
+        vals.update(values)
+        with self.engine.begin() as conn:
+            res = conn.execute(update(video_job).where(c.id == job_id, cond).values(**vals))
+        return res.rowcount == 1
+
+    def start_attempt(self, job_id: str) -> int:
+        """Count an attempt (also when resuming after a restart); returns the new count."""
+        c = video_job.c
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(video_job)
+                .where(c.id == job_id, c.state.not_in(TERMINAL))
+                .values(attempts=c.attempts + 1, started_at=now, updated_at=now)
+            )
+            attempts = conn.execute(select(c.attempts).where(c.id == job_id)).scalar_one()
+        return int(attempts)
+
+    def update_fields(self, job_id: str, **values: Any) -> None:
+        """Set non-state columns (details, cid, ...) of a job that is not terminal."""
+        c = video_job.c
+        values["updated_at"] = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(video_job).where(c.id == job_id, c.state.not_in(TERMINAL)).values(**values)
+            )
+
+    def complete(self, job_id: str, *, blob: dict[str, Any], cid: str, output_size: int) -> bool:
+        c = video_job.c
+        now = utcnow()
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(video_job)
+                .where(c.id == job_id, c.state.not_in(TERMINAL))
+                .values(
+                    state=JobState.COMPLETED.value,
+                    progress=100,
+                    blob=blob,
+                    cid=cid,
+                    output_size=output_size,
+                    failure_code=None,
+                    error=None,
+                    upload_token=None,
+                    updated_at=now,
+                    finished_at=now,
+                )
+            )
+        return res.rowcount == 1
+
+    def fail(self, job_id: str, code: FailureCode, error: str) -> bool:
+        c = video_job.c
+        now = utcnow()
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(video_job)
+                .where(c.id == job_id, c.state.not_in(TERMINAL))
+                .values(
+                    state=JobState.FAILED.value,
+                    failure_code=code.value,
+                    error=error[:2000],
+                    upload_token=None,
+                    updated_at=now,
+                    finished_at=now,
+                )
+            )
+        return res.rowcount == 1

@@ -1,0 +1,197 @@
+"""The embedded executor: runs the transcoder in this process, a few jobs at a time.
+
+Jobs are taken from the database, not only from memory, so a restart resumes whatever was in
+progress (or fails it cleanly after too many interrupted attempts): no job stays in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from atproto_video.config import VideoConfig
+from atproto_video.executor.delivery import deliver
+from atproto_video.jobs import Job, JobStore
+from atproto_video.lexicon import FailureCode, JobState
+from atproto_video.storage import LocalStorage
+from atproto_video.transcoder.errors import TranscodeError
+from atproto_video.transcoder.limits import TranscodeLimits
+from atproto_video.transcoder.pipeline import transcode
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_ATTEMPTS = 3
+_PROGRESS_INTERVAL_S = 0.25
+
+
+class ProgressReporter:
+    """Turns the transcoder's fraction callbacks into throttled, monotonic DB updates."""
+
+    def __init__(self, store: JobStore, job_id: str, state: JobState) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.state = state
+        self._last_pct = -1
+        self._last_at = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, fraction: float) -> None:
+        pct = max(0, min(99, int(fraction * 100)))
+        now = time.monotonic()
+        with self._lock:
+            if pct <= self._last_pct or now - self._last_at < _PROGRESS_INTERVAL_S:
+                return
+            self._last_pct, self._last_at = pct, now
+        self.store.advance(self.job_id, self.state, pct)
+
+
+class LocalExecutor:
+    def __init__(self, cfg: VideoConfig, store: JobStore, storage: LocalStorage) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.storage = storage
+        self.limits = TranscodeLimits.from_config(cfg)
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._workers: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    async def start(self) -> None:
+        for job in await asyncio.to_thread(self.store.unfinished, "local"):
+            await self._resume(job)
+        for i in range(self.cfg.processing_concurrency):
+            self._workers.append(asyncio.create_task(self._worker(), name=f"video-worker-{i}"))
+
+    async def stop(self) -> None:
+        """Stop taking work; interrupted jobs stay in the database and resume at next start."""
+        self._stopping = True
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._workers.clear()
+
+    async def submit(self, job: Job) -> None:
+        self._enqueue(job.id)
+
+    async def idle(self) -> None:
+        """Wait until the queue is drained (used by tests and benchmarks)."""
+        await self._queue.join()
+
+    def _enqueue(self, job_id: str) -> None:
+        if job_id not in self._queued:
+            self._queued.add(job_id)
+            self._queue.put_nowait(job_id)
+
+    async def _resume(self, job: Job) -> None:
+        extra = {"job_id": job.id, "did": job.did}
+        if job.attempts >= MAX_ATTEMPTS:
+            log.warning("job interrupted too many times; failing it", extra=extra)
+            await asyncio.to_thread(
+                self.store.fail,
+                job.id,
+                FailureCode.GENERIC,
+                f"processing was interrupted {job.attempts} times",
+            )
+            self.storage.remove_source(job.id)
+            return
+        log.info("resuming job after restart", extra=extra)
+        self._enqueue(job.id)
+
+    async def _worker(self) -> None:
+        while not self._stopping:
+            job_id = await self._queue.get()
+            try:
+                await self._process(job_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("unexpected executor error", extra={"job_id": job_id})
+                await asyncio.to_thread(
+                    self.store.fail, job_id, FailureCode.GENERIC, "internal error while processing"
+                )
+            finally:
+                self._queued.discard(job_id)
+                self._queue.task_done()
+
+    async def _process(self, job_id: str) -> None:
+        job = await asyncio.to_thread(self.store.get, job_id)
+        if job is None or job.state.terminal:
+            return
+        extra = {"job_id": job.id, "did": job.did}
+        attempt = await asyncio.to_thread(self.store.start_attempt, job.id)
+        log.info("processing job", extra={**extra, "attempt": attempt})
+        source = self.storage.source_path(job.id)
+        out_dir = self.storage.output_dir(job.id)
+        if not source.is_file():
+            await asyncio.to_thread(
+                self.store.fail, job.id, FailureCode.GENERIC, "the uploaded file is missing"
+            )
+            return
+        shutil.rmtree(out_dir, ignore_errors=True)
+        await asyncio.to_thread(self.store.advance, job.id, JobState.ENCODING, 0)
+        started = time.monotonic()
+        try:
+            result = await _run_cancellable(self._transcode, job, source, out_dir)
+        except TranscodeError as exc:
+            log.info(
+                "job failed",
+                extra={**extra, "failure_code": exc.failure_code, "error": exc.message},
+            )
+            await asyncio.to_thread(
+                self.store.fail, job.id, FailureCode(exc.failure_code), exc.message
+            )
+            self.storage.remove_source(job.id)
+            shutil.rmtree(out_dir, ignore_errors=True)
+            return
+        await asyncio.to_thread(self.store.update_fields, job.id, details=result)
+        await deliver(self.store, job, out_dir)
+        self.storage.remove_source(job.id)
+        log.info("job finished", extra={**extra, "seconds": round(time.monotonic() - started, 3)})
+
+    def _transcode(
+        self, job: Job, source: Path, out_dir: Path, cancel: threading.Event
+    ) -> dict[str, Any]:
+        result = transcode(
+            source,
+            out_dir,
+            self.limits,
+            strategy=self.cfg.encoding_strategy,
+            on_progress=ProgressReporter(self.store, job.id, JobState.ENCODING),
+        )
+        src = result.source
+        return {
+            "source": {
+                "width": src.width,
+                "height": src.height,
+                "duration_s": src.duration_s,
+                "has_audio": src.has_audio,
+            },
+            "renditions": [v.name for v in result.variants],
+            "strategy": result.strategy,
+            "encode_seconds": round(result.elapsed_s, 3),
+        }
+
+
+async def _run_cancellable(
+    fn: Callable[[Job, Path, Path, threading.Event], T], job: Job, source: Path, out_dir: Path
+) -> T:
+    """Run a blocking transcode in a thread; cancelling the task stops ffmpeg via the event."""
+    cancel = threading.Event()
+    task = asyncio.ensure_future(asyncio.to_thread(fn, job, source, out_dir, cancel))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        cancel.set()
+        with contextlib.suppress(Exception):
+            await task
+        raise

@@ -1,0 +1,1 @@
+"""Alembic migrations for the service schema (``atproto-video migrate`` and at startup)."""

@@ -1,0 +1,60 @@
+"""An HLS playlist disguised as an MP4, uploaded through the API, fails without being followed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.api.test_service import upload, user, wait_terminal
+from tests.support.didserver import DidServer
+from tests.support.service import ServiceProcess
+from tests.transcoder.test_hostile_inputs import ReaderWatcher
+
+
+@pytest.fixture(scope="module")
+def dids() -> Iterator[DidServer]:
+    server = DidServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, dids: DidServer) -> Iterator[ServiceProcess]:
+    svc = ServiceProcess(tmp_path_factory.mktemp("svc"), {"VIDEO_DID_PLC_URL": dids.url}).start()
+    yield svc
+    svc.stop()
+
+
+def playlist(target: str) -> bytes:
+    return (
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-PLAYLIST-TYPE:VOD\n"
+        b"#EXTINF:4.0,\n" + target.encode() + b"\n#EXT-X-ENDLIST\n"
+    )
+
+
+@pytest.mark.parametrize("target", ["file:///etc/passwd", "http://127.0.0.1:9/seg.ts"])
+def test_playlist_upload_is_a_validation_failure(
+    service: ServiceProcess, dids: DidServer, target: str
+) -> None:
+    resp = upload(service, user(dids), playlist(target), ctype="video/mp4")
+    assert resp.status_code == 200
+    status = wait_terminal(service, resp.json()["jobId"])
+    assert status["state"] == "JOB_STATE_FAILED"
+    assert status["failureCode"] == "validation_failure"
+    assert "root:" not in status["error"]
+
+
+def test_referenced_file_is_never_opened(
+    service: ServiceProcess, dids: DidServer, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.ts"
+    os.mkfifo(secret)  # any open for reading would be seen by the watcher
+    with ReaderWatcher(secret) as watcher:
+        resp = upload(service, user(dids), playlist(f"file://{secret}"), ctype="video/mp4")
+        status = wait_terminal(service, resp.json()["jobId"])
+    assert status["state"] == "JOB_STATE_FAILED"
+    assert status["failureCode"] == "validation_failure"
+    assert not watcher.opened

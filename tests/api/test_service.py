@@ -1,0 +1,398 @@
+"""The embedded service end to end: a real process, real tokens, real HTTP, real ffmpeg."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from atproto_video.blob import cid_for_bytes
+from tests.support.didserver import DidServer
+from tests.support.identity import Identity, new_plc_did
+from tests.support.media import make_clip
+from tests.support.service import ServiceProcess
+
+SERVICE_DID = "did:web:video.test"
+UPLOAD = "app.bsky.video.uploadVideo"
+STATUS = "app.bsky.video.getJobStatus"
+LIMITS = "app.bsky.video.getUploadLimits"
+
+
+@pytest.fixture(scope="module")
+def dids() -> Iterator[DidServer]:
+    server = DidServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, dids: DidServer) -> Iterator[ServiceProcess]:
+    svc = ServiceProcess(
+        tmp_path_factory.mktemp("svc"),
+        {"VIDEO_DID_PLC_URL": dids.url, "VIDEO_PROCESSING_CONCURRENCY": "2"},
+    ).start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return make_clip(
+        tmp_path_factory.mktemp("media") / "clip.mp4", seconds=2, size="640x360"
+    ).read_bytes()
+
+
+def user(dids: DidServer, **kw: Any) -> Identity:
+    who = Identity(new_plc_did(), **kw)
+    dids.publish(who)
+    return who
+
+
+def upload(
+    svc: ServiceProcess,
+    who: Identity,
+    body: bytes,
+    *,
+    token: str | None = None,
+    ctype: str = "video/mp4",
+) -> httpx.Response:
+    token = token if token is not None else who.token(SERVICE_DID, UPLOAD)
+    return httpx.post(
+        f"{svc.url}/xrpc/{UPLOAD}",
+        params={"did": who.did, "name": "abc123.mp4"},
+        content=body,
+        headers={"authorization": f"Bearer {token}", "content-type": ctype},
+        timeout=60,
+    )
+
+
+def wait_terminal(svc: ServiceProcess, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    seen: list[tuple[str, int]] = []
+    while time.monotonic() < deadline:
+        resp = httpx.get(f"{svc.url}/xrpc/{STATUS}", params={"jobId": job_id}, timeout=10)
+        assert resp.status_code == 200, resp.text
+        status: dict[str, Any] = resp.json()["jobStatus"]
+        seen.append((status["state"], status.get("progress", 0)))
+        if status["state"] in ("JOB_STATE_COMPLETED", "JOB_STATE_FAILED"):
+            status["_seen"] = seen
+            return status
+        time.sleep(0.2)
+    raise AssertionError(
+        f"job {job_id} not terminal after {timeout}s: {seen[-5:]}\n{svc.logs()[-3000:]}"
+    )
+
+
+def test_upload_to_completed(service: ServiceProcess, dids: DidServer, clip: bytes) -> None:
+    who = user(dids)
+    resp = upload(service, who, clip)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    # Production answers with the bare job status; lexicon clients read jobStatus (SPEC 1).
+    assert body["jobId"] == body["jobStatus"]["jobId"]
+    assert body["did"] == who.did and body["state"] == "JOB_STATE_CREATED"
+    assert len(body["jobId"]) >= 30
+
+    status = wait_terminal(service, body["jobId"])
+    assert status["state"] == "JOB_STATE_COMPLETED", status
+    states = [s for s, _ in status["_seen"]]
+    order = ["JOB_STATE_CREATED", "JOB_STATE_ENCODING", "JOB_STATE_ENCODED", "JOB_STATE_COMPLETED"]
+    assert [s for s in order if s in states] == [s for s in dict.fromkeys(states)]
+    for state in set(states):  # progress never goes backwards within a state
+        values = [p for s, p in status["_seen"] if s == state]
+        assert values == sorted(values)
+    assert status["progress"] == 100
+
+    blob = status["blob"]
+    assert blob["$type"] == "blob" and blob["mimeType"] == "video/mp4"
+    cid = blob["ref"]["$link"]
+    base = f"{service.url}/watch/{quote(who.did, safe='')}/{cid}"
+    mp4 = httpx.get(f"{base}/video.mp4", timeout=30)
+    assert mp4.status_code == 200 and mp4.headers["content-type"] == "video/mp4"
+    assert cid_for_bytes(mp4.content) == cid and len(mp4.content) == blob["size"]
+
+    master = httpx.get(f"{base}/playlist.m3u8", timeout=10)
+    assert master.status_code == 200
+    assert master.headers["content-type"].startswith("application/vnd.apple.mpegurl")
+    variants = [line for line in master.text.splitlines() if line and not line.startswith("#")]
+    assert variants == ["360p/video.m3u8"]  # never above the 640x360 source
+    assert "RESOLUTION=640x360" in master.text
+    variant = httpx.get(f"{base}/360p/video.m3u8", timeout=10)
+    assert "#EXT-X-ENDLIST" in variant.text
+    segment = next(line for line in variant.text.splitlines() if line and not line.startswith("#"))
+    seg = httpx.get(f"{base}/360p/{segment}", timeout=10)
+    assert seg.status_code == 200 and len(seg.content) > 0
+    thumb = httpx.get(f"{base}/thumbnail.jpg", timeout=10)
+    assert thumb.headers["content-type"] == "image/jpeg" and thumb.content[:2] == b"\xff\xd8"
+    for sneaky in ("..%2F..%2Fsource", "360p%2F..%2F..%2Fsource", ".hidden"):
+        assert httpx.get(f"{base}/{sneaky}", timeout=10).status_code == 404
+    assert httpx.get(f"{service.url}/watch/did%3Aplc%3Ax/{cid}/video.mp4").status_code == 404
+
+    # The same bytes again: the existing job, not a new one, and no quota spent (SPEC 1).
+    limits_before = httpx.get(
+        f"{service.url}/xrpc/{LIMITS}",
+        headers={"authorization": f"Bearer {who.token(SERVICE_DID, LIMITS)}"},
+    ).json()
+    again = upload(service, who, clip)
+    assert again.status_code == 200
+    assert again.json()["jobId"] == body["jobId"] and again.json()["error"] == "already_exists"
+    limits_after = httpx.get(
+        f"{service.url}/xrpc/{LIMITS}",
+        headers={"authorization": f"Bearer {who.token(SERVICE_DID, LIMITS)}"},
+    ).json()
+    assert limits_after == limits_before
+    assert limits_after["remainingDailyVideos"] == 24
+
+
+def test_get_upload_limits(service: ServiceProcess, dids: DidServer) -> None:
+    who = user(dids, alg="ES256", key_form="legacy")
+    resp = httpx.get(
+        f"{service.url}/xrpc/{LIMITS}",
+        headers={"authorization": f"Bearer {who.token(SERVICE_DID, LIMITS)}"},
+    )
+    assert resp.status_code == 200
+    assert resp.json() == {
+        "canUpload": True,
+        "remainingDailyVideos": 25,
+        "remainingDailyBytes": 10_000_000_000,
+    }
+    wrong = httpx.get(
+        f"{service.url}/xrpc/{LIMITS}",
+        headers={"authorization": f"Bearer {who.token(SERVICE_DID, UPLOAD)}"},
+    )
+    assert (wrong.status_code, wrong.json()["error"]) == (401, "BadJwtLexiconMethod")
+
+
+@pytest.mark.parametrize(
+    ("case", "error"),
+    [
+        ("no token", "AuthMissing"),
+        ("wrong aud", "BadJwtAudience"),
+        ("wrong lxm", "BadJwtLexiconMethod"),
+        ("expired", "JwtExpired"),
+        ("bad signature", "BadJwtSignature"),
+        ("did param mismatch", "BadJwtIss"),
+    ],
+)
+def test_auth_failures(
+    service: ServiceProcess, dids: DidServer, clip: bytes, case: str, error: str
+) -> None:
+    who = user(dids)
+    stranger = Identity(who.did)  # same DID, different key
+    tokens = {
+        "wrong aud": who.token("did:web:other.example", UPLOAD),
+        "wrong lxm": who.token(SERVICE_DID, STATUS),
+        "expired": who.token(SERVICE_DID, UPLOAD, exp=time.time() - 1),
+        "bad signature": stranger.token(SERVICE_DID, UPLOAD),
+        "did param mismatch": user(dids).token(SERVICE_DID, UPLOAD),
+    }
+    headers = {"content-type": "video/mp4"}
+    if case != "no token":
+        headers["authorization"] = f"Bearer {tokens[case]}"
+    resp = httpx.post(
+        f"{service.url}/xrpc/{UPLOAD}", params={"did": who.did}, content=clip, headers=headers
+    )
+    assert resp.status_code == 401
+    assert resp.json()["error"] == error and resp.json()["message"]
+    assert _job_count(service, who.did) == 0
+
+
+def test_empty_body(service: ServiceProcess, dids: DidServer) -> None:
+    who = user(dids)
+    resp = upload(service, who, b"")
+    assert (resp.status_code, resp.json()["error"]) == (400, "InvalidRequest")
+    assert _job_count(service, who.did) == 0
+
+
+def test_non_video_body_fails_validation(service: ServiceProcess, dids: DidServer) -> None:
+    who = user(dids)
+    resp = upload(service, who, b"this is not a video\n" * 100, ctype="text/plain")
+    assert resp.status_code == 200
+    status = wait_terminal(service, resp.json()["jobId"])
+    assert status["state"] == "JOB_STATE_FAILED"
+    assert status["failureCode"] == "validation_failure" and status["error"]
+    assert "blob" not in status
+
+
+def test_unknown_job_and_methods(service: ServiceProcess) -> None:
+    resp = httpx.get(f"{service.url}/xrpc/{STATUS}", params={"jobId": "0" * 40})
+    assert resp.status_code == 404 and resp.json()["error"] == "NotFound"
+    resp = httpx.get(f"{service.url}/xrpc/{STATUS}")
+    assert resp.status_code == 400 and resp.json()["error"] == "InvalidRequest"
+    resp = httpx.get(f"{service.url}/xrpc/app.bsky.video.doesNotExist")
+    assert resp.status_code == 501 and resp.json()["error"] == "MethodNotImplemented"
+    resp = httpx.get(f"{service.url}/xrpc/{UPLOAD}")
+    assert resp.status_code == 400 and resp.json()["error"] == "InvalidRequest"
+    health = httpx.get(f"{service.url}/xrpc/_health")
+    assert health.status_code == 200 and "version" in health.json()
+
+
+def test_cors_and_did_document(service: ServiceProcess) -> None:
+    pre = httpx.options(
+        f"{service.url}/xrpc/{UPLOAD}",
+        headers={
+            "origin": "https://bsky.app",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization, content-type",
+        },
+    )
+    assert pre.status_code == 200
+    assert pre.headers["access-control-allow-origin"] in ("*", "https://bsky.app")
+    assert "POST" in pre.headers["access-control-allow-methods"]
+    assert "authorization" in pre.headers["access-control-allow-headers"].lower()
+    doc = httpx.get(f"{service.url}/.well-known/did.json").json()
+    assert doc["id"] == SERVICE_DID
+    assert doc["service"][0]["type"] == "BskyVideoService"
+
+
+def test_cut_off_upload_leaves_nothing(service: ServiceProcess, dids: DidServer) -> None:
+    who = user(dids)
+    before = _job_dirs(service)
+    token = who.token(SERVICE_DID, UPLOAD)
+    with socket.create_connection(("127.0.0.1", service.port)) as sock:
+        sock.sendall(
+            (
+                f"POST /xrpc/{UPLOAD}?did={who.did} HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Type: video/mp4\r\n"
+                f"Content-Length: 10000000\r\n\r\n"
+            ).encode()
+            + b"\x00" * 3_000_000
+        )
+        time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _job_dirs(service) != before:
+        time.sleep(0.1)
+    assert _job_dirs(service) == before
+    assert _job_count(service, who.did) == 0
+
+
+def test_large_upload_streams_in_bounded_memory(service: ServiceProcess, dids: DidServer) -> None:
+    who = user(dids)
+    total = 300_000_000
+    chunk = os.urandom(1 << 20)
+    hwm_before = _vm_hwm(service.pid)
+
+    def body() -> Iterator[bytes]:
+        sent = 0
+        while sent < total:
+            part = chunk[: min(len(chunk), total - sent)]
+            sent += len(part)
+            yield part
+
+    resp = httpx.post(
+        f"{service.url}/xrpc/{UPLOAD}",
+        params={"did": who.did},
+        content=body(),
+        headers={
+            "authorization": f"Bearer {who.token(SERVICE_DID, UPLOAD)}",
+            "content-type": "video/mp4",
+            "content-length": str(total),
+        },
+        timeout=120,
+    )
+    assert resp.status_code == 200, resp.text
+    growth_mb = (_vm_hwm(service.pid) - hwm_before) / 1024
+    assert growth_mb < 64, f"peak RSS grew {growth_mb:.1f} MiB during a 300 MB upload"
+    status = wait_terminal(service, resp.json()["jobId"])
+    assert status["failureCode"] == "validation_failure"  # random bytes are not a video
+
+
+def _vm_hwm(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def _job_dirs(svc: ServiceProcess) -> set[str]:
+    root = svc.data_dir / "storage" / "jobs"
+    return {p.name for p in root.iterdir()} if root.is_dir() else set()
+
+
+def _job_count(svc: ServiceProcess, did: str) -> int:
+    with sqlite3.connect(svc.data_dir / "video.sqlite3") as conn:
+        return int(
+            conn.execute("SELECT count(*) FROM video_job WHERE did = ?", (did,)).fetchone()[0]
+        )
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory, dids: DidServer) -> Iterator[ServiceProcess]:
+    svc = ServiceProcess(
+        tmp_path_factory.mktemp("small"),
+        {
+            "VIDEO_DID_PLC_URL": dids.url,
+            "VIDEO_MAX_UPLOAD_BYTES": "1000000",
+            "VIDEO_DAILY_VIDEO_LIMIT": "2",
+            "VIDEO_DAILY_BYTE_LIMIT": "1500000",
+        },
+    ).start()
+    yield svc
+    svc.stop()
+
+
+def test_too_large(small: ServiceProcess, dids: DidServer) -> None:
+    who = user(dids)
+    resp = upload(small, who, b"\x00" * 1_000_001)
+    assert (resp.status_code, resp.json()["error"]) == (413, "PayloadTooLarge")
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: caught while streaming
+        for _ in range(20):
+            yield b"\x00" * 100_000
+
+    resp = httpx.post(
+        f"{small.url}/xrpc/{UPLOAD}",
+        content=chunked(),
+        headers={"authorization": f"Bearer {who.token(SERVICE_DID, UPLOAD)}"},
+    )
+    assert (resp.status_code, resp.json()["error"]) == (413, "PayloadTooLarge")
+    assert _job_count(small, who.did) == 0 and _job_dirs(small) == set()
+
+
+def test_over_quota(small: ServiceProcess, dids: DidServer) -> None:
+    who = user(dids)
+    for i in range(2):
+        assert upload(small, who, b"clip %d" % i + b"\x00" * 1000).status_code == 200
+    resp = upload(small, who, b"clip 3" + b"\x00" * 1000)
+    assert resp.status_code == 429
+    assert resp.json()["error"] == "User has exceeded daily upload videos limit"
+    bytes_user = user(dids)
+    assert upload(small, bytes_user, b"a" * 900_000).status_code == 200
+    resp = upload(small, bytes_user, b"b" * 700_000)
+    assert resp.status_code == 429
+    assert resp.json()["error"] == "User has exceeded daily upload bytes limit"
+    assert _job_count(small, bytes_user.did) == 1
+
+
+def test_restart_resumes_jobs(tmp_path: Path, dids: DidServer) -> None:
+    clip = make_clip(tmp_path / "long.mp4", seconds=20, size="1280x720").read_bytes()
+    svc = ServiceProcess(tmp_path / "svc", {"VIDEO_DID_PLC_URL": dids.url}).start()
+    who = user(dids)
+    try:
+        job_id = upload(svc, who, clip).json()["jobId"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = httpx.get(f"{svc.url}/xrpc/{STATUS}", params={"jobId": job_id}).json()[
+                "jobStatus"
+            ]
+            if state["state"] == "JOB_STATE_ENCODING":
+                break
+            time.sleep(0.05)
+        svc.kill()  # SIGKILL in the middle of encoding
+        svc.start()
+        status = wait_terminal(svc, job_id, timeout=240)
+        assert status["state"] == "JOB_STATE_COMPLETED", status
+        with sqlite3.connect(svc.data_dir / "video.sqlite3") as conn:
+            attempts = conn.execute("SELECT attempts FROM video_job WHERE id = ?", (job_id,))
+            assert attempts.fetchone()[0] == 2  # the interrupted attempt, then the resumed one
+        assert not (svc.data_dir / "storage" / "jobs" / job_id / "source").exists()
+    finally:
+        svc.stop()

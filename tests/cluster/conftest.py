@@ -1,0 +1,146 @@
+"""Fixtures for tests against the real single-node Kubernetes (cluster/up.sh) and the worker image.
+
+The session fixture reuses a healthy cluster or starts one, and tears it down at the end only
+if it started it. A cluster that cannot start FAILS the tests with the reason, unless
+VIDEO_SKIP_CLUSTER=1, in which case they are skipped with a loud message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+UP = REPO / "cluster" / "up.sh"
+DOWN = REPO / "cluster" / "down.sh"
+IMAGE_BUILD = REPO / "transcoder-image" / "build.sh"
+DOCKERD = REPO / "transcoder-image" / "dockerd.sh"
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _unavailable(what: str, reason: str) -> None:
+    """Fail with the reason, or skip loudly when VIDEO_SKIP_CLUSTER=1."""
+    if os.environ.get("VIDEO_SKIP_CLUSTER") == "1":
+        banner = "!" * 78
+        msg = f"{what} unavailable, SKIPPING because VIDEO_SKIP_CLUSTER=1: {reason}"
+        print(f"\n{banner}\n{msg}\n{banner}", file=sys.stderr)
+        pytest.skip(msg)
+    pytest.fail(f"{what} unavailable: {reason}", pytrace=False)
+
+
+def _exports(stdout: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for line in stdout.splitlines():
+        if line.startswith("export ") and "=" in line:
+            key, _, value = line[len("export ") :].partition("=")
+            env[key.strip()] = value.strip()
+    return env
+
+
+@dataclass
+class Cluster:
+    """A running test cluster: run kubectl against it."""
+
+    kubectl: str
+    kubeconfig: str
+
+    def run(self, *args: str, check: bool = True, input: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [self.kubectl, "--kubeconfig", self.kubeconfig, *args],
+            input=input, capture_output=True, text=True, timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): "
+                                 f"{proc.stderr.strip()}")
+        return proc
+
+    def get_json(self, *args: str) -> Any:
+        return json.loads(self.run("get", *args, "-o", "json").stdout)
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        self.run("apply", "-f", "-", input=json.dumps(manifest))
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    if os.geteuid() != 0:
+        _unavailable("test cluster", "cluster/up.sh needs root (containerd, kubelet, cgroups)")
+    status = subprocess.run(["bash", str(UP), "--status"], capture_output=True, text=True)
+    started = status.returncode != 0
+    if started:
+        t0 = time.monotonic()
+        # A cold start builds Kubernetes from source first (15-30 min on 2 cores).
+        proc = subprocess.run(["bash", str(UP)], capture_output=True, text=True, timeout=3600)
+        if proc.returncode != 0:
+            subprocess.run(["bash", str(DOWN)], capture_output=True, text=True, timeout=600)
+            _unavailable("test cluster", f"cluster/up.sh exited {proc.returncode}:\n"
+                         f"{_tail(proc.stderr)}")
+        out = proc.stdout
+        print(f"\ncluster/up.sh took {time.monotonic() - t0:.0f}s", file=sys.stderr)
+    else:
+        out = status.stdout
+    env = _exports(out)
+    if "KUBECONFIG" not in env or "VIDEO_KUBECTL" not in env:
+        _unavailable("test cluster", f"cluster/up.sh printed no export lines: {out!r}")
+    try:
+        yield Cluster(kubectl=env["VIDEO_KUBECTL"], kubeconfig=env["KUBECONFIG"])
+    finally:
+        if started and os.environ.get("VIDEO_KEEP_CLUSTER") != "1":
+            down = subprocess.run(["bash", str(DOWN)], capture_output=True, text=True,
+                                  timeout=600)
+            if down.returncode != 0:
+                print(f"cluster/down.sh failed:\n{_tail(down.stderr)}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> Iterator[str]:
+    """The private dockerd (transcoder-image/dockerd.sh); stopped at the end if we started it."""
+    if os.geteuid() != 0:
+        _unavailable("private dockerd", "transcoder-image/dockerd.sh needs root")
+    was_running = subprocess.run(["bash", str(DOCKERD), "status"],
+                                 capture_output=True, text=True).returncode == 0
+    proc = subprocess.run(["bash", str(DOCKERD), "start"], capture_output=True, text=True,
+                          timeout=300)
+    if proc.returncode != 0:
+        _unavailable("private dockerd", _tail(proc.stderr))
+    host = _exports(proc.stdout).get("DOCKER_HOST", "")
+    try:
+        yield host
+    finally:
+        if not was_running:
+            subprocess.run(["bash", str(DOCKERD), "stop"], capture_output=True, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def worker_image(docker_host: str) -> str:
+    """Build (or rebuild: layers are cached) localhost/atproto-video-worker:<version>."""
+    proc = subprocess.run(["bash", str(IMAGE_BUILD)], capture_output=True, text=True,
+                          timeout=3600)
+    if proc.returncode != 0:
+        _unavailable("worker image", f"transcoder-image/build.sh exited {proc.returncode}:\n"
+                     f"{_tail(proc.stderr)}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def cluster_worker_image(cluster: Cluster, worker_image: str) -> str:
+    """The worker image imported into the cluster's containerd (imagePullPolicy: Never)."""
+    env = dict(os.environ, VIDEO_CLUSTER_STATE=str(Path(cluster.kubeconfig).parent))
+    proc = subprocess.run(["bash", str(IMAGE_BUILD), "import"], capture_output=True,
+                          text=True, timeout=900, env=env)
+    if proc.returncode != 0:
+        raise AssertionError(f"importing {worker_image} failed:\n{_tail(proc.stderr)}")
+    return worker_image

@@ -1,0 +1,52 @@
+"""Shared fixtures: a real Postgres server for the session, and databases of both kinds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from atproto_video.db import make_engine
+from atproto_video.migrate import upgrade
+from tests.support.didserver import DidServer
+from tests.support.postgres import PostgresServer
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL: the embedded SQLite file and a real Postgres database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'video.sqlite3'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.create_database()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    upgrade(eng)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+@pytest.fixture
+def did_server() -> Iterator[DidServer]:
+    server = DidServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

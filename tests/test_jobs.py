@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from sqlalchemy import Engine
+
+from atproto_video.jobs import JobStore, NewJob, Quota, QuotaExceeded, new_job_id
+from atproto_video.lexicon import (
+    QUOTA_BYTES_EXCEEDED,
+    QUOTA_VIDEOS_EXCEEDED,
+    FailureCode,
+    JobState,
+)
+
+DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
+
+
+def new(did: str = DID, size: int = 100, content: str | None = None) -> NewJob:
+    return NewJob(id=new_job_id(), did=did, source_size=size, content_hash=content or new_job_id())
+
+
+def test_job_ids_are_unguessable() -> None:
+    ids = {new_job_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(i) == 40 for i in ids)  # 160 random bits
+
+
+def test_create_and_status(engine: Engine) -> None:
+    store = JobStore(engine)
+    job = store.create(new(), Quota(5, 10_000))
+    assert job.state is JobState.CREATED
+    assert store.status(job.id) == {
+        "jobId": job.id,
+        "did": DID,
+        "state": "JOB_STATE_CREATED",
+        "progress": 0,
+    }
+    assert store.status("nope") is None
+
+
+def test_quota_counts_videos_and_bytes(engine: Engine) -> None:
+    store = JobStore(engine)
+    quota = Quota(daily_videos=2, daily_bytes=1000)
+    store.create(new(size=600), quota)
+    assert store.limits(DID, quota) == {
+        "canUpload": True,
+        "remainingDailyVideos": 1,
+        "remainingDailyBytes": 400,
+    }
+    with pytest.raises(QuotaExceeded) as err:
+        store.create(new(size=500), quota)
+    assert err.value.message == QUOTA_BYTES_EXCEEDED
+    store.create(new(size=400), quota)
+    with pytest.raises(QuotaExceeded) as err:
+        store.create(new(size=1), quota)
+    assert err.value.message == QUOTA_VIDEOS_EXCEEDED
+    limits = store.limits(DID, quota)
+    assert limits["canUpload"] is False and limits["error"] == QUOTA_VIDEOS_EXCEEDED
+    # Other DIDs and other days are unaffected.
+    assert store.limits("did:plc:other", quota)["remainingDailyVideos"] == 2
+    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+    assert store.limits(DID, quota, day=tomorrow)["remainingDailyVideos"] == 2
+
+
+def test_concurrent_uploads_never_overshoot_the_quota(engine: Engine) -> None:
+    store = JobStore(engine)
+    quota = Quota(daily_videos=5, daily_bytes=10**9)
+    accepted: list[str] = []
+    refused: list[str] = []
+    barrier = threading.Barrier(16)
+
+    def upload() -> None:
+        barrier.wait()
+        try:
+            accepted.append(store.create(new(), quota).id)
+        except QuotaExceeded as exc:
+            refused.append(exc.message)
+
+    threads = [threading.Thread(target=upload) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(accepted) == 5
+    assert refused == [QUOTA_VIDEOS_EXCEEDED] * 11
+    assert store.limits(DID, quota)["remainingDailyVideos"] == 0
+
+
+def test_progress_is_monotonic_within_a_state(engine: Engine) -> None:
+    store = JobStore(engine)
+    job = store.create(new(), None)
+    assert store.advance(job.id, JobState.ENCODING, 10)
+    assert store.advance(job.id, JobState.ENCODING, 40)
+    assert not store.advance(job.id, JobState.ENCODING, 30)
+    assert store.status(job.id)["progress"] == 40  # type: ignore[index]
+    assert store.advance(job.id, JobState.ENCODED, 0)
+    assert not store.advance(job.id, JobState.ENCODING, 90)  # states never go back
+    assert store.status(job.id)["state"] == "JOB_STATE_ENCODED"  # type: ignore[index]
+
+
+def test_terminal_states_are_final(engine: Engine) -> None:
+    store = JobStore(engine)
+    job = store.create(new(), None)
+    blob = {"$type": "blob", "ref": {"$link": "bafkreiabc"}, "mimeType": "video/mp4", "size": 3}
+    assert store.complete(job.id, blob=blob, cid="bafkreiabc", output_size=3)
+    assert not store.fail(job.id, FailureCode.ENCODING, "late failure")
+    assert not store.advance(job.id, JobState.ENCODING, 50)
+    status = store.status(job.id)
+    assert status is not None
+    assert status["state"] == "JOB_STATE_COMPLETED" and status["blob"] == blob
+    assert "failureCode" not in status
+
+    other = store.create(new(), None)
+    assert store.fail(other.id, FailureCode.VALIDATION, "not a video")
+    failed = store.status(other.id)
+    assert failed is not None
+    assert failed["failureCode"] == "validation_failure" and failed["error"] == "not a video"
+    assert [j.id for j in store.unfinished()] == []
+
+
+def test_duplicates_are_found_per_did_and_ignore_failed_jobs(engine: Engine) -> None:
+    store = JobStore(engine)
+    first = store.create(new(content="abc"), None)
+    assert store.find_duplicate(DID, "abc") == store.get(first.id)
+    assert store.find_duplicate("did:plc:someoneelse", "abc") is None
+    store.fail(first.id, FailureCode.ENCODING, "boom")
+    assert store.find_duplicate(DID, "abc") is None

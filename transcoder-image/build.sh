@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Build the worker image localhost/atproto-video-worker:<project version> with a private
+# dockerd, from a locally debootstrapped base (no container registry), and optionally import
+# it into the test cluster's containerd.
+#
+#   transcoder-image/build.sh            # build (base image first if missing)
+#   transcoder-image/build.sh --import   # build, then import into the cluster containerd
+#   transcoder-image/build.sh import     # import only (image must exist)
+#   transcoder-image/build.sh tag        # print the image reference
+#
+# Env: VIDEO_WORKER_TAG (default: project version), VIDEO_BASE_IMAGE,
+#      VIDEO_CLUSTER_STATE (cluster containerd to import into), VIDEO_DOCKER_STATE.
+# Python packages: build.sh downloads cp311/manylinux wheels from PyPI on the host (host pip,
+# host CA store) into a wheelhouse cached under $VIDEO_CACHE_DIR/wheels, and the Dockerfile
+# installs offline from it (--no-index). Debian packages (ffmpeg, python3) come from the same
+# mirror apt uses, fetched by apt inside `docker build --network host`.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+
+TAG="${VIDEO_WORKER_TAG:-$(project_version)}"
+IMAGE="$WORKER_REPO:$TAG"
+CLUSTER_STATE="${VIDEO_CLUSTER_STATE:-/var/lib/atproto-video/cluster}"
+CLUSTER_SOCK="$CLUSTER_STATE/containerd/containerd.sock"
+
+# wheelhouse REQUIREMENTS DEST: binary wheels for the image's Python (Debian bookworm:
+# CPython 3.11, glibc 2.36) plus the build backend, cached by the requirements' hash.
+wheelhouse() {
+  local req="$1" dest="$2" key cache
+  key="$( (cat "$req"; echo "setuptools>=69 wheel"; echo cp311-manylinux_2_36) | sha256sum | cut -c1-16)"
+  cache="$CACHE_ROOT/wheels/$key"
+  if [ ! -f "$cache/.complete" ]; then
+    ilog "downloading wheels for the image into $cache"
+    rm -rf "$cache"; mkdir -p "$cache"
+    PIP_FIND_LINKS= python3 -m pip download --quiet --disable-pip-version-check --dest "$cache" \
+      --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 --abi abi3 --abi none \
+      $(for g in 5 12 $(seq 17 36); do printf -- '--platform manylinux_2_%s_x86_64 ' "$g"; done) \
+      --platform manylinux1_x86_64 --platform manylinux2010_x86_64 --platform manylinux2014_x86_64 \
+      -r "$req" "setuptools>=69" wheel >&2 \
+      || idie "pip download of the image's Python dependencies failed (is PyPI reachable?)"
+    touch "$cache/.complete"
+  fi
+  mkdir -p "$dest"
+  cp "$cache"/*.whl "$dest/"
+}
+
+build() {
+  [ "$(id -u)" = 0 ] || idie "transcoder-image/build.sh must run as root (private dockerd)"
+  eval "$(bash "$IMAGE_DIR/dockerd.sh" start)"
+  bash "$IMAGE_DIR/make-base.sh"
+  # A dedicated build context: only what the image needs (no .git, venvs, caches, data).
+  local ctx="$CACHE_ROOT/image-context"
+  rm -rf "$ctx"; mkdir -p "$ctx/project"
+  python3 - "$REPO_DIR/pyproject.toml" >"$ctx/requirements.txt" <<'PY'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    print("\n".join(tomllib.load(f)["project"]["dependencies"]))
+PY
+  local dirs
+  dirs="$(python3 - "$REPO_DIR/pyproject.toml" <<'PY'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    print(" ".join(sorted(set(tomllib.load(f)["tool"]["setuptools"]["package-dir"].values()))))
+PY
+)"
+  (cd "$REPO_DIR" && tar -c --exclude='__pycache__' --exclude='*.pyc' --exclude='*.egg-info' \
+      pyproject.toml $( [ -f README.md ] && echo README.md ) $dirs) | tar -x -C "$ctx/project"
+  [ -f "$ctx/project/README.md" ] || echo "# atproto-video" >"$ctx/project/README.md"
+  cp "$IMAGE_DIR/Dockerfile" "$ctx/Dockerfile"
+  wheelhouse "$ctx/requirements.txt" "$ctx/wheels"
+  local t0; t0=$(date +%s)
+  ilog "docker build $IMAGE (context $ctx)"
+  "$DOCKER" build --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+    --label "org.opencontainers.image.version=$TAG" -t "$IMAGE" "$ctx" >&2
+  rm -rf "$ctx"
+  ilog "built $IMAGE in $(( $(date +%s) - t0 ))s"
+}
+
+import_image() {
+  [ -S "$CLUSTER_SOCK" ] || idie "cluster containerd socket $CLUSTER_SOCK not found; run cluster/up.sh first"
+  eval "$(bash "$IMAGE_DIR/dockerd.sh" start)"
+  "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1 || idie "$IMAGE not built; run transcoder-image/build.sh"
+  local tar="$CACHE_ROOT/images/atproto-video-worker-$TAG.tar"
+  mkdir -p "$(dirname "$tar")"
+  "$DOCKER" save -o "$tar.tmp" "$IMAGE"; mv "$tar.tmp" "$tar"
+  ctr -a "$CLUSTER_SOCK" -n k8s.io images import "$tar" >&2
+  rm -f "$tar"
+  ctr -a "$CLUSTER_SOCK" -n k8s.io images ls -q | grep -qx "$IMAGE" \
+    || idie "$IMAGE not visible in the cluster containerd after import"
+  ilog "imported $IMAGE into $CLUSTER_SOCK (namespace k8s.io)"
+}
+
+case "${1:-}" in
+  "") build; echo "$IMAGE" ;;
+  --import) build; import_image; echo "$IMAGE" ;;
+  import) import_image; echo "$IMAGE" ;;
+  tag) echo "$IMAGE" ;;
+  *) echo "usage: $0 [--import|import|tag]" >&2; exit 2 ;;
+esac

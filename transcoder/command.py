@@ -1,0 +1,184 @@
+"""`atproto-video transcode`: the worker container's entrypoint (one Kubernetes Job per target).
+
+Failures are reported the way Kubernetes and the operator read them: one JSON line
+`{"failureCode": ..., "error": ...}` on stderr and in `--termination-log`, and a distinct exit
+code per failure class so a Job's status alone says whether retrying could help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from atproto_video.transcoder.errors import EncodingFailure, TranscodeError
+from atproto_video.transcoder.limits import TranscodeLimits
+from atproto_video.transcoder.master import atomic_write_text
+from atproto_video.transcoder.pipeline import TARGETS, plan_for, transcode, transcode_target
+from atproto_video.transcoder.probe import probe
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_VALIDATION = 10
+EXIT_ENCODING = 11
+_EXIT_CODES = {"validation_failure": EXIT_VALIDATION, "encoding_failure": EXIT_ENCODING}
+_ALL_TARGETS = (*TARGETS, "master", "all", "plan")
+
+_EPILOG = f"""\
+targets:
+  1080p, 720p, 480p  one HLS rendition (<name>/video.m3u8 + segments); a rung above the
+                     source's size is skipped (exit 0). A source smaller than 480p gets one
+                     variant named after its short side (e.g. 240p), made by target 480p.
+  thumbnail          thumbnail.jpg (a representative non-black frame from the start)
+  mp4                video.mp4 (faststart, the top rendition, at most 1080p)
+  master             playlist.m3u8, written from the plan (run after the renditions)
+  all                everything, using --strategy
+  plan               print the source info and the ladder as JSON, write nothing
+
+exit codes:
+  {EXIT_OK}   success
+  {EXIT_VALIDATION}  validation_failure: the input is not an acceptable video (do not retry)
+  {EXIT_ENCODING}  encoding_failure: ffmpeg failed or timed out
+  On failure one JSON line {{"failureCode": ..., "error": ...}} goes to stderr and to
+  --termination-log.
+
+environment:
+  VIDEO_FFMPEG_PATH, VIDEO_FFPROBE_PATH  binaries (default: from PATH)
+  VIDEO_MAX_DURATION_S                   longest accepted video in seconds (600)
+  VIDEO_MAX_FPS                          output frame-rate cap; faster sources are reduced (60)
+  VIDEO_TRANSCODE_THREADS                threads per ffmpeg process, 0 = auto (0)
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the `transcode` subcommand to the `atproto-video` CLI."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "transcode",
+        help="transcode one video into the HLS/MP4/thumbnail layout (worker entrypoint)",
+        description="Probe SOURCE with a strict container allow-list and write the requested "
+        "target(s) under OUTPUT_DIR: playlist.m3u8, <rendition>/video.m3u8 + segments, "
+        "thumbnail.jpg and video.mp4.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    configure(parser)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", type=Path, metavar="SOURCE", help="the uploaded file")
+    parser.add_argument("output_dir", type=Path, metavar="OUTPUT_DIR", help="layout root")
+    parser.add_argument(
+        "--target", default="all", metavar="TARGET",
+        help=f"one of {', '.join(_ALL_TARGETS)} (default: all)",
+    )
+    parser.add_argument(
+        "--strategy", choices=("single", "per_rendition"), default="single",
+        help="for --target all: one ffmpeg process (default) or one per target",
+    )
+    parser.add_argument(
+        "--progress-file", type=Path, metavar="PATH",
+        help='rewritten atomically with {"target": ..., "progress": 0-100}',
+    )
+    parser.add_argument(
+        "--termination-log", type=Path, metavar="PATH",
+        help="where the failure JSON goes too (Kubernetes: /dev/termination-log)",
+    )
+    parser.set_defaults(func=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    target: str = args.target
+    if not _valid_target(target):
+        return _fail(args, EncodingFailure(f"unknown target {target!r}"), exit_code=2)
+    try:
+        limits = TranscodeLimits.from_env()
+    except ValueError as exc:
+        return _fail(args, EncodingFailure(f"configuration error: {exc}"), exit_code=2)
+    reporter = ProgressFile(args.progress_file, target)
+    reporter(0.0)
+    try:
+        summary = _run(args, target, limits, reporter)
+    except TranscodeError as exc:
+        return _fail(args, exc)
+    except Exception:
+        log.exception("transcode crashed")
+        return _fail(args, EncodingFailure("internal error while transcoding"))
+    reporter(1.0)
+    print(json.dumps(summary, separators=(",", ":")))
+    return EXIT_OK
+
+
+def _valid_target(target: str) -> bool:
+    return target in _ALL_TARGETS or (target.endswith("p") and target[:-1].isdigit())
+
+
+def _run(
+    args: argparse.Namespace, target: str, limits: TranscodeLimits, reporter: ProgressFile
+) -> dict[str, Any]:
+    source: Path = args.source
+    out_dir: Path = args.output_dir
+    if target == "plan":
+        info = probe(source, limits)
+        plan = plan_for(info, limits)
+        return {
+            "source": {**asdict(info), "fps": str(info.fps), "has_audio": info.has_audio},
+            "fps": str(info.output_fps(limits.max_fps)),
+            "variants": [asdict(v) for v in plan],
+        }
+    if target == "all":
+        result = transcode(source, out_dir, limits, strategy=args.strategy, on_progress=reporter)
+        return {"target": target, "variants": [v.name for v in result.variants]}
+    variant = transcode_target(source, out_dir, target, limits, on_progress=reporter)
+    produced = variant.name if variant else None
+    return {"target": target, "variant": produced, "skipped": target.endswith("p") and not variant}
+
+
+def _fail(args: argparse.Namespace, error: TranscodeError, *, exit_code: int | None = None) -> int:
+    line = json.dumps(error.to_json())
+    print(line, file=sys.stderr)
+    termination_log: Path | None = args.termination_log
+    if termination_log is not None:
+        try:
+            termination_log.write_text(line + "\n", encoding="utf-8")
+        except OSError as exc:
+            print(f"cannot write termination log: {exc}", file=sys.stderr)
+    return exit_code if exit_code is not None else _EXIT_CODES.get(error.failure_code, 11)
+
+
+class ProgressFile:
+    """Writes whole percentages atomically, only when they change (cheap on shared volumes)."""
+
+    def __init__(self, path: Path | None, target: str) -> None:
+        self._path = path
+        self._target = target
+        self._last = -1
+
+    def __call__(self, fraction: float) -> None:
+        percent = int(fraction * 100)
+        if self._path is None or percent <= self._last:
+            return
+        self._last = percent
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        body = json.dumps({"target": self._target, "progress": percent})
+        atomic_write_text(self._path, body + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (`python -m atproto_video.transcoder.command`), same as the CLI."""
+    logging.basicConfig(level=os.environ.get("VIDEO_LOG_LEVEL", "warning").upper())
+    parser = argparse.ArgumentParser(prog="atproto-video")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""Encoder and muxer arguments per output; one place so both strategies encode identically."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from atproto_video.ladder import Variant
+from atproto_video.transcoder.limits import TranscodeLimits
+from atproto_video.transcoder.probe import SourceInfo
+
+#: x264 speed/quality trade-off: fast enough for CPU-only workers, fine at these bitrates.
+X264_PRESET = "veryfast"
+AUDIO_SAMPLE_RATE = 48_000
+PLAYLIST = "video.m3u8"
+SEGMENT_PATTERN = "seg_%03d.ts"
+MP4 = "video.mp4"
+THUMBNAIL = "thumbnail.jpg"
+MASTER = "playlist.m3u8"
+
+
+def video_args(
+    variant: Variant, source: SourceInfo, fps: Fraction, limits: TranscodeLimits
+) -> list[str]:
+    """H.264 High, CRF capped by VBV, IDR frames exactly on segment boundaries."""
+    gop = max(1, round(float(fps) * limits.segment_s))
+    args = [
+        "-c:v", "libx264",
+        "-preset", X264_PRESET,
+        "-profile:v", variant.profile,
+        "-level:v", variant.level,
+        "-crf", str(variant.crf),
+        "-maxrate", str(variant.video_bitrate),
+        "-bufsize", str(variant.bufsize),
+        "-g", str(gop),
+        "-force_key_frames", f"expr:gte(t,n_forced*{limits.segment_s})",
+        "-pix_fmt", "yuv420p",
+    ]
+    if source.hdr:
+        args += ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
+    if limits.thread_count is not None:
+        args += ["-threads", str(limits.thread_count)]
+    return args
+
+
+def audio_args(source: SourceInfo, variant: Variant) -> list[str]:
+    """AAC-LC stereo at 48 kHz; no audio track in means none out (see `pipeline`)."""
+    if source.audio_stream is None:
+        return ["-an"]
+    return [
+        "-map", f"0:{source.audio_stream}",
+        "-c:a", "aac", "-profile:a", "aac_low",
+        "-b:a", str(variant.audio_bitrate),
+        "-ac", "2", "-ar", str(AUDIO_SAMPLE_RATE),
+    ]
+
+
+def hls_options(variant: Variant, limits: TranscodeLimits) -> dict[str, str]:
+    """VOD playlist of MPEG-TS segments (the most widely playable HLS segment type)."""
+    return {
+        "hls_time": str(limits.segment_s),
+        "hls_playlist_type": "vod",
+        "hls_segment_type": "mpegts",
+        "hls_flags": "independent_segments",
+        "hls_segment_filename": f"{variant.name}/{SEGMENT_PATTERN}",
+    }
+
+
+def hls_output(variant: Variant, limits: TranscodeLimits) -> list[str]:
+    """Muxer arguments for one rendition, relative to the output directory (ffmpeg's cwd)."""
+    args = ["-f", "hls"]
+    for key, value in hls_options(variant, limits).items():
+        args += [f"-{key}", value]
+    return [*args, f"{variant.name}/{PLAYLIST}"]
+
+
+def mp4_output() -> list[str]:
+    """Web MP4 with the moov atom first so playback starts before the download ends."""
+    return ["-f", "mp4", "-movflags", "+faststart", MP4]
+
+
+def hls_and_mp4_output(variant: Variant, limits: TranscodeLimits) -> list[str]:
+    """One encode feeding both the top rendition and the MP4 through the tee muxer.
+
+    Variant names are `<digits>p`, so no tee escaping is needed; global headers let the MP4
+    carry avcC while the MPEG-TS muxer re-inserts SPS/PPS at every keyframe.
+    """
+    hls = ":".join(f"{k}={v}" for k, v in hls_options(variant, limits).items())
+    tee = f"[f=hls:{hls}]{variant.name}/{PLAYLIST}|[f=mp4:movflags=+faststart]{MP4}"
+    return ["-flags", "+global_header", "-f", "tee", tee]
+
+
+def thumbnail_output() -> list[str]:
+    return ["-frames:v", "1", "-update", "1", "-q:v", "3", "-f", "image2", THUMBNAIL]

@@ -1,0 +1,362 @@
+"""The transcode pipeline: probe, plan, run ffmpeg, verify, write the master playlist.
+
+Two strategies produce the same layout (SPEC section 5):
+
+* ``single``: one ffmpeg process decodes once and feeds every rendition, the thumbnail and
+  the MP4 through a split filter; the top rendition is encoded once and muxed to both its
+  HLS playlist and ``video.mp4`` (tee muxer). Fastest on one machine.
+* ``per_rendition``: one process per target, which is what the cluster runs as one
+  Kubernetes Job per rendition (``transcode_target``).
+
+Policy decisions (documented here because callers and players depend on them):
+
+* No audio in, no audio out: video-only renditions whose CODECS omit ``mp4a``. Inventing a
+  silent track would cost bitrate and make players show a sound toggle for a silent clip;
+  HLS players (AVPlayer, hls.js, ExoPlayer) handle video-only MPEG-TS renditions.
+* Above ``max_fps`` the output rate is reduced (``SourceInfo.output_fps``), never rejected.
+* Output is constant frame rate (variable-rate phone video included), so keyframes land
+  exactly on segment boundaries and H.264 levels can be computed from the plan.
+* Segments are 4 s MPEG-TS, the most widely playable HLS segment type.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from atproto_video.ladder import RUNG_NAMES, Variant, mp4_variant, plan_ladder
+from atproto_video.transcoder import encoding, filtergraph
+from atproto_video.transcoder.errors import EncodingFailure, TranscodeError, ValidationFailure
+from atproto_video.transcoder.formats import input_args
+from atproto_video.transcoder.limits import TranscodeLimits
+from atproto_video.transcoder.master import atomic_write_text, write_master
+from atproto_video.transcoder.probe import SourceInfo, probe
+from atproto_video.transcoder.process import RunResult, run
+from atproto_video.transcoder.progress import (
+    FfmpegProgressParser,
+    Progress,
+    ProgressCallback,
+    WeightedStages,
+)
+
+__all__ = [
+    "TARGETS",
+    "Strategy",
+    "TranscodeResult",
+    "plan_for",
+    "transcode",
+    "transcode_target",
+    "write_master",
+]
+
+log = logging.getLogger(__name__)
+
+Strategy = Literal["single", "per_rendition"]
+#: Targets a caller may ask for; variant names of small sources (e.g. "240p") work too.
+TARGETS: tuple[str, ...] = (*RUNG_NAMES, "thumbnail", "mp4")
+
+# ffmpeg messages that mean the input, not our encoders, is at fault.
+_INPUT_ERRORS = re.compile(
+    r"Invalid data found|moov atom not found|could not find codec parameters|"
+    r"Error while decoding|corrupt|truncat|no frame!|Error opening input|"
+    r"exceeds specified max pixel count|does not contain any stream",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class TranscodeResult:
+    """Where everything landed; paths are inside `out_dir`."""
+
+    source: SourceInfo
+    variants: list[Variant]
+    out_dir: Path
+    strategy: Strategy
+    elapsed_s: float
+
+    @property
+    def master_playlist(self) -> Path:
+        return self.out_dir / encoding.MASTER
+
+    @property
+    def thumbnail(self) -> Path:
+        return self.out_dir / encoding.THUMBNAIL
+
+    @property
+    def mp4(self) -> Path:
+        return self.out_dir / encoding.MP4
+
+    def playlist(self, variant: Variant) -> Path:
+        return self.out_dir / variant.name / encoding.PLAYLIST
+
+
+def plan_for(source: SourceInfo, limits: TranscodeLimits) -> list[Variant]:
+    """The ladder for this source at its output frame rate."""
+    return plan_ladder(source.width, source.height, source.output_fps(limits.max_fps))
+
+
+def transcode(
+    src: Path,
+    out_dir: Path,
+    limits: TranscodeLimits,
+    *,
+    strategy: Strategy = "single",
+    on_progress: ProgressCallback | None = None,
+) -> TranscodeResult:
+    """Produce the whole output layout for `src`; raises `TranscodeError` subclasses."""
+    started = time.monotonic()
+    source = probe(src, limits)
+    plan = plan_for(source, limits)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress = Progress(on_progress)
+    if strategy == "single":
+        _run_single(src, out_dir, source, plan, limits, progress.update)
+    elif strategy == "per_rendition":
+        targets = [*(v.name for v in plan), "mp4", "thumbnail"]
+        weights = [_weight(t, plan) for t in targets]
+        stages = WeightedStages(weights, progress)
+        for target in targets:
+            _run_target(src, out_dir, target, source, plan, limits, stages.stage_sink())
+            stages.finish_stage()
+    else:
+        raise ValueError(f"unknown strategy {strategy!r}")
+    write_master(plan, out_dir, has_audio=source.has_audio)
+    progress.done()
+    return TranscodeResult(source, plan, out_dir, strategy, time.monotonic() - started)
+
+
+def transcode_target(
+    src: Path,
+    out_dir: Path,
+    target: str,
+    limits: TranscodeLimits,
+    on_progress: ProgressCallback | None = None,
+) -> Variant | None:
+    """Produce one target: a rendition (by rung or variant name), "thumbnail", "mp4" or
+    "master". Returns the rendition produced, or None for the other targets and for a rung
+    the source is too small for (nothing to do: the ladder never upscales).
+    """
+    source = probe(src, limits)
+    plan = plan_for(source, limits)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress = Progress(on_progress)
+    variant: Variant | None = None
+    if target == "master":
+        write_master(plan, out_dir, has_audio=source.has_audio)
+    elif target in ("thumbnail", "mp4"):
+        _run_target(src, out_dir, target, source, plan, limits, progress.update)
+    else:
+        variant = find_variant(plan, target)
+        if variant is None:
+            if target not in RUNG_NAMES:
+                raise ValueError(f"unknown target {target!r}")
+            log.info("skipping %s: source %dx%d is smaller", target, source.width, source.height)
+        else:
+            _run_target(src, out_dir, variant.name, source, plan, limits, progress.update)
+    progress.done()
+    return variant
+
+
+def find_variant(plan: Sequence[Variant], target: str) -> Variant | None:
+    for variant in plan:
+        if target in (variant.name, variant.rung):
+            return variant
+    return None
+
+
+def _weight(target: str, plan: Sequence[Variant]) -> float:
+    """Relative cost for progress: encoded pixels; the thumbnail is nearly free."""
+    if target == "thumbnail":
+        return 0.02 * plan[0].width * plan[0].height
+    variant = mp4_variant(plan) if target == "mp4" else find_variant(plan, target)
+    assert variant is not None
+    return float(variant.width * variant.height)
+
+
+def _base_argv(limits: TranscodeLimits) -> list[str]:
+    argv = [limits.ffmpeg_path, "-hide_banner", "-nostdin", "-nostats", "-y",
+            "-v", "error", "-progress", "pipe:1"]
+    if limits.thread_count is not None:
+        argv += ["-filter_complex_threads", str(limits.thread_count)]
+    return argv
+
+
+def _input(src: Path, source: SourceInfo, limits: TranscodeLimits, *, seconds: float) -> list[str]:
+    """Input options; `-t` stops files that lie about their length from running on."""
+    extra = ["-t", f"{seconds:.3f}"]
+    if limits.thread_count is not None:
+        extra += ["-threads", str(limits.thread_count)]
+    return input_args(src, source.format, max_frame_pixels=limits.max_frame_pixels, extra=extra)
+
+
+def _media_seconds(source: SourceInfo, limits: TranscodeLimits) -> float:
+    return min(source.duration_s, limits.max_duration_s)
+
+
+def _run_single(
+    src: Path,
+    out_dir: Path,
+    source: SourceInfo,
+    plan: Sequence[Variant],
+    limits: TranscodeLimits,
+    sink: Callable[[float], None],
+) -> None:
+    """Decode once; split to every rendition plus the thumbnail; tee the top one to MP4."""
+    fps = source.output_fps(limits.max_fps)
+    for variant in plan:
+        _fresh_dir(out_dir / variant.name)
+    _remove(out_dir / encoding.MP4, out_dir / encoding.THUMBNAIL)
+    branches = len(plan) + 1
+    labels = "".join(f"[s{i}]" for i in range(branches))
+    graph = [f"[0:{source.video_stream}]{filtergraph.preprocess(source, fps)},"
+             f"split={branches}{labels}"]
+    graph += [f"[s{i}]{filtergraph.scale(v)}[v{i}]" for i, v in enumerate(plan)]
+    graph.append(f"[s{len(plan)}]{filtergraph.thumbnail(plan[0])}[thumb]")
+    seconds = _media_seconds(source, limits)
+    argv = [*_base_argv(limits), *_input(src, source, limits, seconds=seconds),
+            "-filter_complex", ";".join(graph)]
+    for i, variant in enumerate(plan):
+        argv += ["-map", f"[v{i}]", *encoding.video_args(variant, source, fps, limits),
+                 *encoding.audio_args(source, variant), "-max_muxing_queue_size", "4096"]
+        if i == 0:
+            argv += encoding.hls_and_mp4_output(variant, limits)
+        else:
+            argv += encoding.hls_output(variant, limits)
+    argv += ["-map", "[thumb]", *encoding.thumbnail_output()]
+    _ffmpeg(argv, out_dir, seconds, limits, sink)
+    for variant in plan:
+        _check_rendition(out_dir, variant)
+    _check_file(out_dir / encoding.MP4)
+    if not (out_dir / encoding.THUMBNAIL).exists():
+        # Every sampled frame was black: take a representative frame anyway.
+        _run_target(src, out_dir, "thumbnail", source, plan, limits, lambda _: None,
+                    skip_black=False)
+
+
+def _run_target(
+    src: Path,
+    out_dir: Path,
+    target: str,
+    source: SourceInfo,
+    plan: Sequence[Variant],
+    limits: TranscodeLimits,
+    sink: Callable[[float], None],
+    *,
+    skip_black: bool = True,
+) -> None:
+    """One ffmpeg process for one target (one Kubernetes Job in the cluster)."""
+    fps = source.output_fps(limits.max_fps)
+    pre = f"[0:{source.video_stream}]{filtergraph.preprocess(source, fps)}"
+    seconds = _media_seconds(source, limits)
+    if target == "thumbnail":
+        seconds = min(seconds, filtergraph.THUMBNAIL_WINDOW_S + 1)
+        _remove(out_dir / encoding.THUMBNAIL)
+        chain = filtergraph.thumbnail(plan[0], skip_black=skip_black)
+        outputs = ["-map", "[out]", *encoding.thumbnail_output()]
+    else:
+        variant = mp4_variant(plan) if target == "mp4" else find_variant(plan, target)
+        if variant is None:
+            raise ValueError(f"target {target!r} is not in the plan")
+        chain = filtergraph.scale(variant)
+        codec = [*encoding.video_args(variant, source, fps, limits),
+                 *encoding.audio_args(source, variant), "-max_muxing_queue_size", "4096"]
+        if target == "mp4":
+            _remove(out_dir / encoding.MP4)
+            outputs = ["-map", "[out]", *codec, *encoding.mp4_output()]
+        else:
+            _fresh_dir(out_dir / variant.name)
+            outputs = ["-map", "[out]", *codec, *encoding.hls_output(variant, limits)]
+    argv = [*_base_argv(limits), *_input(src, source, limits, seconds=seconds),
+            "-filter_complex", f"{pre},{chain}[out]", *outputs]
+    _ffmpeg(argv, out_dir, seconds, limits, sink)
+    if target == "thumbnail":
+        if not (out_dir / encoding.THUMBNAIL).exists():
+            if skip_black:
+                _run_target(src, out_dir, target, source, plan, limits, sink, skip_black=False)
+            else:
+                raise ValidationFailure("no decodable video frames for a thumbnail")
+    elif target == "mp4":
+        _check_file(out_dir / encoding.MP4)
+    else:
+        variant = find_variant(plan, target)
+        assert variant is not None
+        _check_rendition(out_dir, variant)
+
+
+def _ffmpeg(
+    argv: list[str],
+    out_dir: Path,
+    seconds: float,
+    limits: TranscodeLimits,
+    sink: Callable[[float], None],
+) -> None:
+    parser = FfmpegProgressParser(seconds, sink)
+    log.debug("running %s", " ".join(argv))
+    result = run(argv, timeout_s=limits.timeout_for(seconds), cwd=out_dir,
+                 max_memory_bytes=limits.max_memory_bytes, on_line=parser.feed)
+    _raise_for(result, limits.timeout_for(seconds))
+
+
+def _raise_for(result: RunResult, timeout_s: float) -> None:
+    if result.ok:
+        return
+    if result.timed_out:
+        raise EncodingFailure(f"transcoding did not finish within {timeout_s:.0f} s")
+    if result.spawn_error is not None:
+        raise EncodingFailure(f"cannot run ffmpeg ({result.spawn_error})")
+    detail = "; ".join(_clean(line) for line in result.stderr_tail[-3:]) or "no details"
+    log.warning("ffmpeg exited with %s: %s", result.returncode, "\n".join(result.stderr_tail))
+    error: TranscodeError
+    if result.out_of_resources:
+        error = EncodingFailure(f"ffmpeg ran out of memory or was killed: {detail}")
+    elif any(_INPUT_ERRORS.search(line) for line in result.stderr_tail):
+        error = ValidationFailure(f"the video could not be decoded: {detail}")
+    else:
+        error = EncodingFailure(f"ffmpeg failed: {detail}")
+    raise error
+
+
+def _clean(line: str) -> str:
+    """Drop `[h264 @ 0x...]` prefixes and file paths so messages are short and path-free."""
+    line = re.sub(r"\[[^\]]+ @ 0x[0-9a-f]+\]\s*", "", line)
+    line = re.sub(r"file:/\S+", "<input>", line)
+    return line.strip()[:200]
+
+
+def _check_rendition(out_dir: Path, variant: Variant) -> None:
+    """A rendition needs at least one segment and a complete (ENDLIST) playlist.
+
+    ffmpeg writes `#EXT-X-TARGETDURATION:0` for clips under half a second, which some
+    players treat as invalid; the smallest meaningful target is 1.
+    """
+    playlist = out_dir / variant.name / encoding.PLAYLIST
+    text = playlist.read_text(encoding="utf-8") if playlist.exists() else ""
+    if "#EXTINF" not in text or "#EXT-X-ENDLIST" not in text:
+        raise ValidationFailure("the video contains no decodable frames")
+    if "#EXT-X-TARGETDURATION:0\n" in text:
+        atomic_write_text(
+            playlist, text.replace("#EXT-X-TARGETDURATION:0\n", "#EXT-X-TARGETDURATION:1\n")
+        )
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists() or path.stat().st_size == 0:
+        raise ValidationFailure("the video contains no decodable frames")
+
+
+def _fresh_dir(path: Path) -> None:
+    """Segments from an earlier attempt must not mix with this one's."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
+def _remove(*paths: Path) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)

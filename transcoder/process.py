@@ -1,0 +1,123 @@
+"""Run ffmpeg/ffprobe children under a wall-clock timeout and an address-space cap.
+
+The child gets its own session so a timeout kills it and anything it spawned, and nothing
+else. RLIMIT_AS is applied with prlimit(2) right after spawn instead of in `preexec_fn`, which
+is unsafe when the caller is multi-threaded (the executor runs transcodes in threads).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import resource
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_STDERR_LINES = 40
+_MAX_STDOUT_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class RunResult:
+    returncode: int
+    timed_out: bool
+    stdout: str = ""
+    stderr_tail: list[str] = field(default_factory=list)
+    spawn_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+    @property
+    def out_of_resources(self) -> bool:
+        """Killed by a signal (OOM killer) or hit RLIMIT_AS: our limits, not the input."""
+        return self.returncode < 0 or any(
+            "Cannot allocate memory" in line or "cannot allocate" in line.lower()
+            for line in self.stderr_tail
+        )
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout_s: float,
+    max_memory_bytes: int = 0,
+    cwd: Path | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Run `argv`; stdout lines go to `on_line` if given, else are returned (bounded)."""
+    # Few malloc arenas: glibc reserves 64 MiB of address space per arena, which would make
+    # RLIMIT_AS fail on many-core machines long before real memory use is high.
+    env = dict(os.environ, AV_LOG_FORCE_NOCOLOR="1", MALLOC_ARENA_MAX="2")
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return RunResult(returncode=127, timed_out=False, spawn_error=f"{argv[0]}: {exc.strerror}")
+    if max_memory_bytes > 0:
+        try:
+            resource.prlimit(proc.pid, resource.RLIMIT_AS, (max_memory_bytes, max_memory_bytes))
+        except (OSError, ValueError):
+            pass  # the process already exited; its return code tells the story
+    tail: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
+    assert proc.stderr is not None and proc.stdout is not None
+    stderr = proc.stderr
+
+    def drain_stderr() -> None:
+        for raw in stderr:
+            tail.append(raw.decode("utf-8", "replace").rstrip())
+
+    reader = threading.Thread(target=drain_stderr, daemon=True)
+    reader.start()
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        timed_out.set()
+        _kill_group(proc)
+
+    timer = threading.Timer(timeout_s, kill)
+    timer.daemon = True
+    timer.start()
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for raw in proc.stdout:
+            if on_line is not None:
+                on_line(raw.decode("utf-8", "replace"))
+            elif size < _MAX_STDOUT_BYTES:
+                chunks.append(raw)
+                size += len(raw)
+        returncode = proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:  # the callback raised, or we were interrupted
+            _kill_group(proc)
+            proc.wait()
+        reader.join(timeout=5)
+        proc.stdout.close()
+        stderr.close()
+    return RunResult(
+        returncode=returncode,
+        timed_out=timed_out.is_set(),
+        stdout=b"".join(chunks).decode("utf-8", "replace"),
+        stderr_tail=list(tail),
+    )
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
