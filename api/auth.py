@@ -103,17 +103,14 @@ class ServiceAuthVerifier:
             expected_lxm = NSID_UPLOAD_BLOB
         else:
             raise _fail("BadJwtAudience", "jwt audience does not match service did")
-        if token_lxm is None:
-            raise _fail("BadJwtLexiconMethod", 'missing jwt lexicon method ("lxm")')
-        if token_lxm != expected_lxm:
-            raise _fail(
-                "BadJwtLexiconMethod", f'bad jwt lexicon method ("lxm"). must match: {expected_lxm}'
-            )
-        if not iss_did.startswith("did:") or len(iss_did.split(":")) < 3:
-            raise _fail("BadJwtIss", "jwt issuer is not a DID")
 
-        doc = await self._resolve(iss_did, force=False)
+        doc: DidDocument | None = None
         if mode == "pds":
+            # The audience check needs the issuer's document (the PDS endpoint), and comes
+            # before the lxm check as in the reference order: a token for some other service
+            # is an audience error whatever its lxm.
+            _require_did(iss_did)
+            doc = await self._resolve(iss_did, force=False)
             expected_aud = pds_service_did(doc.pds_endpoint) if doc.pds_endpoint else None
             if expected_aud is None:
                 raise _fail("BadJwtAudience", "the issuer's DID document lists no PDS")
@@ -123,6 +120,15 @@ class ServiceAuthVerifier:
                     f'invalid token audience "{aud}", '
                     f'should be the user\'s PDS DID "{expected_aud}"',
                 )
+        if token_lxm is None:
+            raise _fail("BadJwtLexiconMethod", 'missing jwt lexicon method ("lxm")')
+        if token_lxm != expected_lxm:
+            raise _fail(
+                "BadJwtLexiconMethod", f'bad jwt lexicon method ("lxm"). must match: {expected_lxm}'
+            )
+        if doc is None:
+            _require_did(iss_did)
+            doc = await self._resolve(iss_did, force=False)
         if not _signature_ok(doc, header, signing_input, sig):
             doc = await self._resolve(iss_did, force=True)
             if not _signature_ok(doc, header, signing_input, sig):
@@ -144,6 +150,11 @@ class ServiceAuthVerifier:
             raise NotEnoughResources(f"could not resolve the issuer's DID: {exc}") from None
         except DidError as exc:
             raise _fail("BadJwtIss", f"could not resolve the issuer's DID: {exc}") from None
+
+
+def _require_did(iss_did: str) -> None:
+    if not iss_did.startswith("did:") or len(iss_did.split(":")) < 3:
+        raise _fail("BadJwtIss", "jwt issuer is not a DID")
 
 
 def _bearer(authorization: str | None) -> str:

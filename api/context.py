@@ -33,7 +33,9 @@ class AppContext:
     async def job_status(self, job_id: str) -> JobStatus:
         if len(job_id) > 64:
             raise NotFound("Job not found", name="NotFound")
-        status = await asyncio.to_thread(self.store.status, job_id)
+        status = self.store.cached_status(job_id)
+        if status is None:
+            status = await asyncio.to_thread(self.store.status, job_id)
         if status is None:
             raise NotFound("Job not found", name="NotFound")
         return status

@@ -40,7 +40,8 @@ class VideoService:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(cfg.database_url)
         upgrade(engine)
-        store = JobStore(engine)
+        # Embedded mode: this process is the only writer of job rows, so it may cache statuses.
+        store = JobStore(engine, single_writer=cfg.executor == "local")
         storage = LocalStorage(cfg.storage_dir)
         storage.prepare()
         resolver = DidResolver(cfg.did_plc_url, allow_private=_allow_private(cfg))

@@ -1,9 +1,18 @@
-"""app.bsky.video.uploadVideo: authenticate, check quota, stream to storage, create the job."""
+"""app.bsky.video.uploadVideo: authenticate, check quota, stream to storage, create the job.
+
+Two token kinds (SPEC section 3): a seed-mode token for this service, or the Bluesky app's
+token for the uploader's own PDS (``com.atproto.repo.uploadBlob``). The latter is kept,
+encrypted, on the job so the processed MP4 can be uploaded to that PDS; its endpoint is
+checked against the SSRF rules here, before anything is stored.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import logging
+from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -12,9 +21,11 @@ from atproto_video.api.context import AppContext
 from atproto_video.api.errors import (
     AuthRequired,
     InvalidRequest,
+    NotEnoughResources,
     PayloadTooLarge,
     RateLimitExceeded,
 )
+from atproto_video.config import ConfigError
 from atproto_video.jobs import NewJob, QuotaExceeded, new_job_id
 from atproto_video.lexicon import (
     ALREADY_EXISTS,
@@ -23,7 +34,9 @@ from atproto_video.lexicon import (
     QUOTA_BYTES_EXCEEDED,
     JobStatus,
 )
+from atproto_video.netguard import UnsafeEndpoint, check_endpoint
 from atproto_video.storage import EmptyUpload, UploadTooLarge
+from atproto_video.tokens import TokenCipher, cipher_for
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +46,59 @@ def upload_answer(status: JobStatus, **extra: str) -> dict[str, object]:
     return {**status, **extra, "jobStatus": status}
 
 
+class _KeyedLocks:
+    """One asyncio lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+# Serialises "find duplicate, else create" per (DID, content hash) within this process, so two
+# concurrent identical uploads make one job. Across API replicas the window stays open (both
+# may create a job); closing it needs a unique index in the database.
+_dedup_locks = _KeyedLocks()
+
+
 async def handle_upload(request: Request, ctx: AppContext) -> Response:
-    caller = await ctx.verifier.verify(request.headers.get("authorization"), NSID_UPLOAD_VIDEO)
+    caller = await ctx.verifier.verify(
+        request.headers.get("authorization"), NSID_UPLOAD_VIDEO, allow_pds_audience=True
+    )
     did_param = request.query_params.get("did")
     if did_param is not None and did_param != caller.did:
         raise AuthRequired("the did parameter does not match the token issuer", name="BadJwtIss")
     extra = {"did": caller.did}
+
+    cipher: TokenCipher | None = None
+    pds_url: str | None = None
+    if caller.mode == "pds":
+        pds_url = caller.document.pds_endpoint
+        assert pds_url is not None  # the verifier checked the audience against it
+        try:
+            await check_endpoint(pds_url, allow_private=ctx.cfg.allow_private_endpoints)
+        except UnsafeEndpoint as exc:
+            log.info("refused PDS endpoint", extra={**extra, "reason": str(exc)})
+            raise InvalidRequest(
+                f"the PDS in your DID document cannot be used for video uploads: {exc}"
+            ) from None
+        try:
+            cipher = cipher_for(ctx.cfg)
+        except ConfigError as exc:
+            log.error("cannot keep upload tokens: %s", exc, extra=extra)
+            raise NotEnoughResources("uploads for Bluesky are not configured") from None
 
     max_bytes = ctx.cfg.max_upload_bytes
     length = request.headers.get("content-length")
@@ -65,14 +125,6 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
     except EmptyUpload:
         raise InvalidRequest("the request body is empty: send the video file") from None
 
-    duplicate = await asyncio.to_thread(ctx.store.find_duplicate, caller.did, stored.sha256_hex)
-    if duplicate is not None:
-        ctx.storage.remove(job_id)
-        log.info("duplicate upload", extra={**extra, "job_id": duplicate.id})
-        return JSONResponse(
-            upload_answer(duplicate.status(), error=ALREADY_EXISTS, message=ALREADY_EXISTS_MESSAGE)
-        )
-
     new = NewJob(
         id=job_id,
         did=caller.did,
@@ -81,16 +133,32 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
         mime_type=mime[:255],
         upload_name=(request.query_params.get("name") or "")[:255] or None,
         executor=ctx.cfg.executor,
+        pds_url=pds_url,
+        upload_token=cipher.encrypt(caller.token, job_id=job_id) if cipher else None,
+        token_expires_at=dt.datetime.fromtimestamp(caller.exp, dt.UTC) if cipher else None,
     )
-    try:
-        job = await asyncio.to_thread(ctx.store.create, new, ctx.quota)
-    except QuotaExceeded as exc:
-        ctx.storage.remove(job_id)
-        raise _quota_error(exc.message) from None
-    except BaseException:
-        ctx.storage.remove(job_id)
-        raise
-    log.info("upload accepted", extra={**extra, "job_id": job.id, "bytes": stored.size})
+    async with _dedup_locks.hold((caller.did, stored.sha256_hex)):
+        duplicate = await asyncio.to_thread(ctx.store.find_duplicate, caller.did, stored.sha256_hex)
+        if duplicate is not None:
+            ctx.storage.remove(job_id)
+            log.info("duplicate upload", extra={**extra, "job_id": duplicate.id})
+            return JSONResponse(
+                upload_answer(
+                    duplicate.status(), error=ALREADY_EXISTS, message=ALREADY_EXISTS_MESSAGE
+                )
+            )
+        try:
+            job = await asyncio.to_thread(ctx.store.create, new, ctx.quota)
+        except QuotaExceeded as exc:
+            ctx.storage.remove(job_id)
+            raise _quota_error(exc.message) from None
+        except BaseException:
+            ctx.storage.remove(job_id)
+            raise
+    log.info(
+        "upload accepted",
+        extra={**extra, "job_id": job.id, "bytes": stored.size, "mode": caller.mode},
+    )
     await ctx.executor.submit(job)
     return JSONResponse(upload_answer(job.status()))
 

@@ -56,7 +56,7 @@ mkdir -p "$STATE"
 case "$(stat -fc %T "$STATE")" in
   overlayfs|tmpfs) die "$STATE is on $(stat -fc %T "$STATE"); containerd overlay snapshots need a real disk (set VIDEO_CLUSTER_STATE)";;
 esac
-for port in 2379 2380 6443 10248 10250 10257 10259; do
+for port in 2379 2380 2381 6443 10248 10250 10257 10259; do
   if ss -Hltn "sport = :$port" | grep -q .; then
     die "port $port is already in use ($(ss -Hltnp "sport = :$port" | head -1)); another cluster or etcd is running"
   fi

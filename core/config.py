@@ -6,6 +6,8 @@ A bad value raises :class:`ConfigError` whose message is one line naming the var
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import re
@@ -48,6 +50,12 @@ class VideoConfig:
     daily_byte_limit: int = 10_000_000_000
     executor: Executor = "local"
     log_level: str = "info"
+    # Bluesky mode: PDS endpoints come from user documents (SSRF), tokens are kept encrypted.
+    allow_private_endpoints: bool = False
+    token_key: bytes | None = field(default=None, repr=False)
+    pds_timeout_s: float = 60.0
+    pds_retry_max_s: float = 30.0
+    scan_hook: str = ""
     # Cluster mode (VIDEO_EXECUTOR=kubernetes): the VideoJob namespace and the worker Jobs.
     k8s_namespace: str = "default"
     k8s_poll_interval_s: float = 1.0
@@ -129,6 +137,11 @@ class VideoConfig:
             log_level=_get(
                 env, "VIDEO_LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info"
             ),
+            allow_private_endpoints=_get(env, "VIDEO_ALLOW_PRIVATE_ENDPOINTS", _bool, False),
+            token_key=_get(env, "VIDEO_TOKEN_KEY", _aes_key, None),
+            pds_timeout_s=_get(env, "VIDEO_PDS_TIMEOUT_S", _float_range(1, 3600), 60.0),
+            pds_retry_max_s=_get(env, "VIDEO_PDS_RETRY_MAX_S", _float_range(0.1, 600), 30.0),
+            scan_hook=_get(env, "VIDEO_SCAN_HOOK", _hook, ""),
             k8s_namespace=_get(env, "VIDEO_K8S_NAMESPACE", _dns_label, "default"),
             k8s_poll_interval_s=_get(env, "VIDEO_K8S_POLL_INTERVAL_S", _float_range(0.1, 60), 1.0),
             k8s_reconcile_interval_s=_get(
@@ -164,12 +177,13 @@ class VideoConfig:
         return self.k8s_job_timeout_s or self.worker_deadline_s + 300
 
     def describe(self) -> dict[str, Any]:
-        """The effective settings, safe to log (no secrets live in this object's fields)."""
+        """The effective settings, safe to log (the token key and DB password are redacted)."""
         out: dict[str, Any] = {}
         for f in fields(self):
             if f.name == "extra":
                 continue
             out[f.name] = str(getattr(self, f.name))
+        out["token_key"] = "<set>" if self.token_key else "<unset>"
         out["db_url"] = "<embedded sqlite>" if self.embedded_db else _redact(self.db_url)
         return out
 
@@ -280,6 +294,25 @@ def _json_objects(raw: str) -> tuple[dict[str, Any], ...]:
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise ValueError("expected a JSON list of objects")
     return tuple(value)
+
+
+def _aes_key(raw: str) -> bytes:
+    """A 32-byte AES-256 key, base64 (standard or url-safe alphabet)."""
+    try:
+        key = base64.b64decode(raw.replace("-", "+").replace("_", "/") + "=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("expected base64 of 32 random bytes (openssl rand -base64 32)") from None
+    if len(key) != 32:
+        raise ValueError(f"expected base64 of 32 bytes, got {len(key)} bytes")
+    return key
+
+
+def _hook(raw: str) -> str:
+    """``package.module:callable``."""
+    module, sep, name = raw.partition(":")
+    if not sep or not module or not name.isidentifier():
+        raise ValueError(f"expected package.module:callable, got {raw!r}")
+    return raw
 
 
 def _http_url(raw: str) -> str:

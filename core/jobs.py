@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,9 +153,44 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
+class StatusCache:
+    """A bounded LRU of job statuses, so polling clients rarely reach the database.
+
+    Terminal statuses never change, so they are always safe to cache. Statuses of jobs in
+    progress are cached only when this process is the only writer (embedded mode), where every
+    write refreshes the entry.
+    """
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.size = size
+        self._data: OrderedDict[str, JobStatus] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, job_id: str) -> JobStatus | None:
+        with self._lock:
+            status = self._data.get(job_id)
+            if status is not None:
+                self._data.move_to_end(job_id)
+            return status
+
+    def put(self, job_id: str, status: JobStatus) -> None:
+        with self._lock:
+            self._data[job_id] = status
+            self._data.move_to_end(job_id)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def drop(self, job_id: str) -> None:
+        with self._lock:
+            self._data.pop(job_id, None)
+
+
 class JobStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, single_writer: bool = False) -> None:
+        """``single_writer``: this process makes every change to job rows (embedded mode)."""
         self.engine = engine
+        self.single_writer = single_writer
+        self.cache = StatusCache()
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     # -- creation under quota -------------------------------------------------------------
@@ -212,6 +249,8 @@ class JobStore:
             )
         created = self.get(job.id)
         assert created is not None
+        if self.single_writer:
+            self.cache.put(job.id, created.status())
         return created
 
     def limits(self, did: str, quota: Quota, *, day: dt.date | None = None) -> UploadLimits:
@@ -242,11 +281,32 @@ class JobStore:
             row = conn.execute(select(video_job).where(video_job.c.id == job_id)).mappings().first()
         return Job.from_row(row) if row else None
 
+    def cached_status(self, job_id: str) -> JobStatus | None:
+        """The status if the cache holds it: no I/O, safe to call on the event loop."""
+        return self.cache.get(job_id)
+
     def status(self, job_id: str) -> JobStatus | None:
-        """The hot path of getJobStatus: one primary-key lookup of the few status columns."""
+        """The hot path of getJobStatus: the cache, else one primary-key lookup."""
+        cached = self.cache.get(job_id)
+        if cached is not None:
+            return cached
+        return self._load_status(job_id)
+
+    def _load_status(self, job_id: str) -> JobStatus | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(*_STATUS_COLUMNS).where(video_job.c.id == job_id)).first()
-        return status_from_row(row._mapping) if row else None
+        if row is None:
+            return None
+        status = status_from_row(row._mapping)
+        if self.single_writer or status["state"] in TERMINAL:
+            self.cache.put(job_id, status)
+        return status
+
+    def _changed(self, job_id: str) -> None:
+        """After a write: refresh (single writer) or forget the cached status."""
+        self.cache.drop(job_id)
+        if self.single_writer:
+            self._load_status(job_id)
 
     def find_completed_by_cid(self, did: str, cid: str) -> Job | None:
         with self.engine.connect() as conn:
@@ -318,6 +378,8 @@ class JobStore:
         vals.update(values)
         with self.engine.begin() as conn:
             res = conn.execute(update(video_job).where(c.id == job_id, cond).values(**vals))
+        if res.rowcount == 1:
+            self._changed(job_id)
         return res.rowcount == 1
 
     def start_attempt(self, job_id: str) -> int:
@@ -362,6 +424,7 @@ class JobStore:
                     finished_at=now,
                 )
             )
+        self._changed(job_id)
         return res.rowcount == 1
 
     def fail(self, job_id: str, code: FailureCode, error: str) -> bool:
@@ -380,4 +443,5 @@ class JobStore:
                     finished_at=now,
                 )
             )
+        self._changed(job_id)
         return res.rowcount == 1

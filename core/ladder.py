@@ -11,6 +11,7 @@ without running ffmpeg, and both encoding strategies agree on the same numbers.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -169,6 +170,6 @@ def rung_name(short_side: int) -> str:
 RUNG_NAMES: tuple[str, ...] = tuple(rung_name(r) for r, _ in RUNGS)
 
 
-def mp4_variant(plan: list[Variant]) -> Variant:
+def mp4_variant(plan: Sequence[Variant]) -> Variant:
     """The web MP4 uses the top rendition, which the ladder already caps at 1080p."""
     return plan[0]

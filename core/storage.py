@@ -7,6 +7,7 @@ worker pods mount.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -15,6 +16,7 @@ import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 # Names a player may ask for inside an output dir: no traversal, no hidden files.
@@ -80,6 +82,15 @@ class LocalStorage:
         size = 0
         pending: list[bytes] = []
         pending_len = 0
+        loop = asyncio.get_running_loop()
+        # Hashing and writing run in a thread (both release the GIL) while the next block is
+        # received: at most two blocks are in memory at once.
+        inflight: asyncio.Future[None] | None = None
+
+        def sink(f: BinaryIO, block: bytes) -> None:
+            digest.update(block)
+            f.write(block)
+
         try:
             with path.open("wb") as f:
                 async for chunk in chunks:
@@ -94,15 +105,20 @@ class LocalStorage:
                         block = b"".join(pending)
                         pending.clear()
                         pending_len = 0
-                        digest.update(block)
-                        f.write(block)
+                        if inflight is not None:
+                            await inflight
+                        inflight = loop.run_in_executor(None, sink, f, block)
+                if inflight is not None:
+                    await inflight
+                    inflight = None
                 if pending:
-                    block = b"".join(pending)
-                    digest.update(block)
-                    f.write(block)
+                    sink(f, b"".join(pending))
             if size == 0:
                 raise EmptyUpload("the request body is empty")
         except BaseException:
+            if inflight is not None:
+                with contextlib.suppress(BaseException):
+                    await inflight
             self.remove(job_id)
             raise
         return StoredUpload(path=path, size=size, sha256_hex=digest.hexdigest())

@@ -154,7 +154,7 @@ class LocalExecutor:
             shutil.rmtree(out_dir, ignore_errors=True)
             return
         await asyncio.to_thread(self.store.update_fields, job.id, details=result)
-        await deliver(self.store, job, out_dir)
+        await deliver(self.store, job, out_dir, cfg=self.cfg)
         self.storage.remove_source(job.id)
         log.info("job finished", extra={**extra, "seconds": round(time.monotonic() - started, 3)})
 

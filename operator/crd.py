@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 from typing import Any
 
+from atproto_video.jobs import Job
 from atproto_video.ladder import RUNG_NAMES
 from atproto_video.lexicon import JobState
+from atproto_video.storage import LocalStorage
 
 GROUP = "video.atproto.dev"
 VERSION = "v1alpha1"
@@ -195,3 +198,22 @@ def crd_manifest() -> dict[str, Any]:
             ],
         },
     }
+
+
+def source_relpath(storage_root: Path, source: Path) -> str:
+    """``spec.source``: the upload's path relative to the storage root (pods mount the root)."""
+    return source.resolve().relative_to(storage_root.resolve()).as_posix()
+
+
+def videojob_for(job: Job, storage: LocalStorage, namespace: str) -> dict[str, Any]:
+    return videojob_manifest(
+        job.id, job.did, source_relpath(storage.root, storage.source_path(job.id)), namespace
+    )
+
+
+def crd_yaml() -> str:
+    """``manifests/crd.yaml``: regenerate with ``atproto-video operator --print-crd``."""
+    import yaml
+
+    header = "# Generated from atproto_video.operator.crd: atproto-video operator --print-crd\n"
+    return header + str(yaml.safe_dump(crd_manifest(), sort_keys=False, width=100))

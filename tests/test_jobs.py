@@ -127,3 +127,31 @@ def test_duplicates_are_found_per_did_and_ignore_failed_jobs(engine: Engine) -> 
     assert store.find_duplicate("did:plc:someoneelse", "abc") is None
     store.fail(first.id, FailureCode.ENCODING, "boom")
     assert store.find_duplicate(DID, "abc") is None
+
+
+def test_status_cache_follows_writes(engine: Engine) -> None:
+    writer = JobStore(engine, single_writer=True)
+    job = writer.create(new(), None)
+    assert writer.cached_status(job.id) is not None
+    writer.advance(job.id, JobState.ENCODING, 42)
+    cached = writer.cached_status(job.id)
+    assert cached is not None and (cached["state"], cached["progress"]) == (
+        "JOB_STATE_ENCODING",
+        42,
+    )
+    writer.fail(job.id, FailureCode.ENCODING, "x")
+    assert writer.cached_status(job.id)["failureCode"] == "encoding_failure"  # type: ignore[index]
+
+
+def test_reader_only_caches_terminal_statuses(engine: Engine) -> None:
+    # Cluster mode: the API reads while the operator (another process) writes.
+    reader = JobStore(engine)
+    operator = JobStore(engine)
+    job = operator.create(new(), None)
+    assert reader.status(job.id)["state"] == "JOB_STATE_CREATED"  # type: ignore[index]
+    operator.advance(job.id, JobState.ENCODING, 10)
+    assert reader.status(job.id)["progress"] == 10  # type: ignore[index]
+    assert reader.cached_status(job.id) is None
+    operator.fail(job.id, FailureCode.ENCODING, "x")
+    assert reader.status(job.id)["state"] == "JOB_STATE_FAILED"  # type: ignore[index]
+    assert reader.cached_status(job.id) is not None

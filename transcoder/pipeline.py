@@ -37,7 +37,7 @@ from atproto_video.transcoder.formats import input_args
 from atproto_video.transcoder.limits import TranscodeLimits
 from atproto_video.transcoder.master import atomic_write_text, write_master
 from atproto_video.transcoder.probe import SourceInfo, probe
-from atproto_video.transcoder.process import RunResult, run
+from atproto_video.transcoder.process import RunResult, clean_message, run
 from atproto_video.transcoder.progress import (
     FfmpegProgressParser,
     Progress,
@@ -310,7 +310,7 @@ def _raise_for(result: RunResult, timeout_s: float) -> None:
         raise EncodingFailure(f"transcoding did not finish within {timeout_s:.0f} s")
     if result.spawn_error is not None:
         raise EncodingFailure(f"cannot run ffmpeg ({result.spawn_error})")
-    detail = "; ".join(_clean(line) for line in result.stderr_tail[-3:]) or "no details"
+    detail = "; ".join(clean_message(line) for line in result.stderr_tail[-3:]) or "no details"
     log.warning("ffmpeg exited with %s: %s", result.returncode, "\n".join(result.stderr_tail))
     error: TranscodeError
     if result.out_of_resources:
@@ -320,13 +320,6 @@ def _raise_for(result: RunResult, timeout_s: float) -> None:
     else:
         error = EncodingFailure(f"ffmpeg failed: {detail}")
     raise error
-
-
-def _clean(line: str) -> str:
-    """Drop `[h264 @ 0x...]` prefixes and file paths so messages are short and path-free."""
-    line = re.sub(r"\[[^\]]+ @ 0x[0-9a-f]+\]\s*", "", line)
-    line = re.sub(r"file:/\S+", "<input>", line)
-    return line.strip()[:200]
 
 
 def _check_rendition(out_dir: Path, variant: Variant) -> None:

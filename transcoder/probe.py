@@ -17,7 +17,7 @@ from atproto_video.transcoder.formats import (
     sniff,
 )
 from atproto_video.transcoder.limits import TranscodeLimits
-from atproto_video.transcoder.process import run
+from atproto_video.transcoder.process import clean_message, run
 
 _PROBE_TIMEOUT_S = 60.0
 _HDR_TRANSFERS = ("smpte2084", "arib-std-b67")
@@ -83,10 +83,13 @@ def probe(path: Path, limits: TranscodeLimits) -> SourceInfo:
         raise ValidationFailure("inspecting the upload took too long")
     if result.out_of_resources:
         raise EncodingFailure("ran out of memory while inspecting the upload")
+    if any("exceeds specified max pixel count" in line for line in result.stderr_tail):
+        raise ValidationFailure("video frames are too large")
     if not result.ok:
-        detail = result.stderr_tail[-1] if result.stderr_tail else "unreadable"
+        detail = clean_message(result.stderr_tail[-1]) if result.stderr_tail else "unreadable"
+        detail = detail.removeprefix("<input>: ")
         raise ValidationFailure(
-            f"the upload is not a readable {DESCRIPTIONS[demuxer]} file ({_short(detail)})"
+            f"the upload is not a readable {DESCRIPTIONS[demuxer]} file ({detail})"
         )
     try:
         data = json.loads(result.stdout)
@@ -169,7 +172,10 @@ def _rotation(video: dict[str, Any]) -> int:
     """Clockwise display rotation in degrees from the display matrix or legacy `rotate` tag."""
     for side in video.get("side_data_list") or []:
         if "rotation" in side:
-            return round(float(side["rotation"])) % 360
+            try:
+                return round(float(str(side["rotation"]))) % 360
+            except ValueError:
+                return 0
     tag = (video.get("tags") or {}).get("rotate")
     try:
         return round(float(tag)) % 360 if tag is not None else 0
@@ -180,8 +186,8 @@ def _rotation(video: dict[str, Any]) -> int:
 def _duration(fmt: dict[str, Any], video: dict[str, Any]) -> float | None:
     for raw in (video.get("duration"), fmt.get("duration")):
         try:
-            value = float(raw)
-        except (TypeError, ValueError):
+            value = float(str(raw))
+        except ValueError:
             continue
         if math.isfinite(value) and value > 0:
             return value
@@ -215,8 +221,3 @@ def _int(raw: object) -> int | None:
         return int(str(raw))
     except ValueError:
         return None
-
-
-def _short(text: str) -> str:
-    """ffmpeg messages start with our absolute path; keep only the reason."""
-    return text.rsplit(": ", 1)[-1][:200]

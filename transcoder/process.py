@@ -8,7 +8,9 @@ is unsafe when the caller is multi-threaded (the executor runs transcodes in thr
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -18,6 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _STDERR_LINES = 40
+# What ffmpeg and the dynamic loader print when RLIMIT_AS or the OOM killer strikes.
+_RESOURCE_MARKERS = (
+    "cannot allocate memory",
+    "error while loading shared libraries",
+    "failed to map segment",
+    "out of memory",
+)
 _MAX_STDOUT_BYTES = 32 * 1024 * 1024
 
 
@@ -37,8 +46,7 @@ class RunResult:
     def out_of_resources(self) -> bool:
         """Killed by a signal (OOM killer) or hit RLIMIT_AS: our limits, not the input."""
         return self.returncode < 0 or any(
-            "Cannot allocate memory" in line or "cannot allocate" in line.lower()
-            for line in self.stderr_tail
+            marker in line.lower() for line in self.stderr_tail for marker in _RESOURCE_MARKERS
         )
 
 
@@ -67,10 +75,9 @@ def run(
     except OSError as exc:
         return RunResult(returncode=127, timed_out=False, spawn_error=f"{argv[0]}: {exc.strerror}")
     if max_memory_bytes > 0:
-        try:
+        # If the process already exited, its return code tells the story.
+        with contextlib.suppress(OSError, ValueError):
             resource.prlimit(proc.pid, resource.RLIMIT_AS, (max_memory_bytes, max_memory_bytes))
-        except (OSError, ValueError):
-            pass  # the process already exited; its return code tells the story
     tail: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
     assert proc.stderr is not None and proc.stdout is not None
     stderr = proc.stderr
@@ -116,8 +123,13 @@ def run(
     )
 
 
+def clean_message(line: str) -> str:
+    """Drop `[h264 @ 0x...]` prefixes and file paths: short, path-free, safe to show users."""
+    line = re.sub(r"\[[^\]]+ @ 0x[0-9a-f]+\]\s*", "", line)
+    line = re.sub(r"file:/\S+", "<input>", line)
+    return line.strip()[:200]
+
+
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

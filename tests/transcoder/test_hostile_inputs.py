@@ -81,9 +81,8 @@ def test_hls_playlist_disguised_as_mp4_is_rejected_unread(
     tmp_path: Path, secret: Path, limits: TranscodeLimits, prefix: bytes
 ) -> None:
     playlist = hls_playlist(tmp_path / "video.mp4", f"file://{secret}", prefix)
-    with ReaderWatcher(secret) as watcher:
-        with pytest.raises(ValidationFailure, match="HLS playlist"):
-            transcode(playlist, tmp_path / "out", limits)
+    with ReaderWatcher(secret) as watcher, pytest.raises(ValidationFailure, match="HLS playlist"):
+        transcode(playlist, tmp_path / "out", limits)
     assert not watcher.opened
     assert not (tmp_path / "out").exists()
 
@@ -92,9 +91,8 @@ def test_playlist_behind_a_fake_mp4_header_is_not_followed(
     tmp_path: Path, secret: Path, limits: TranscodeLimits
 ) -> None:
     fake = hls_playlist(tmp_path / "video.mp4", f"file://{secret}", b"\x00\x00\x00\x10ftypisom")
-    with ReaderWatcher(secret) as watcher:
-        with pytest.raises(ValidationFailure):
-            probe(fake, limits)
+    with ReaderWatcher(secret) as watcher, pytest.raises(ValidationFailure):
+        probe(fake, limits)
     assert not watcher.opened
 
 
@@ -117,9 +115,8 @@ def test_concat_script_is_rejected_unread(
 ) -> None:
     script = tmp_path / "video.mp4"
     script.write_text(f"ffconcat version 1.0\nfile '{secret}'\n")
-    with ReaderWatcher(secret) as watcher:
-        with pytest.raises(ValidationFailure, match="concat"):
-            transcode(script, tmp_path / "out", limits)
+    with ReaderWatcher(secret) as watcher, pytest.raises(ValidationFailure, match="concat"):
+        transcode(script, tmp_path / "out", limits)
     assert not watcher.opened
 
 
@@ -135,7 +132,11 @@ def test_playlist_referencing_etc_passwd_is_a_validation_failure(
 
 @pytest.mark.parametrize(
     ("content", "match"),
-    [(b"", "empty"), (b"just some text\n" * 20, "text"), (b"\x89PNG\r\n\x1a\n" + bytes(64), "image")],
+    [
+        (b"", "empty"),
+        (b"just some text\n" * 20, "text"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(64), "image"),
+    ],
 )
 def test_zero_bytes_text_and_images_fail_validation(
     tmp_path: Path, limits: TranscodeLimits, content: bytes, match: str

@@ -23,7 +23,7 @@ from atproto_video.transcoder import (
 from tests.transcoder.layout import assert_valid_layout
 from tests.transcoder.media import clip, ffmpeg, ffprobe, mean_luma, stream
 
-Make = Callable[[Path], Path]
+Make = Callable[[Path], object]
 
 
 def make(media_dir: Path, name: str, build: Make) -> Path:
@@ -211,7 +211,8 @@ CONTAINERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
     "clip.ts": (("-c:v", "mpeg2video", "-f", "mpegts"), ("-c:a", "mp2"), True),
     "clip-h264.ts": (("-c:v", "libx264", "-preset", "ultrafast", "-f", "mpegts"),
                      ("-c:a", "aac"), True),
-    "clip.mov": (("-c:v", "prores_ks", "-profile:v", "0", "-f", "mov"), ("-c:a", "pcm_s16le"), True),
+    "clip.mov": (("-c:v", "prores_ks", "-profile:v", "0", "-f", "mov"),
+                 ("-c:a", "pcm_s16le"), True),
     "clip.avi": (("-c:v", "mjpeg", "-f", "avi"), ("-c:a", "pcm_s16le"), True),
 }
 
@@ -328,7 +329,7 @@ def test_dimension_and_pixel_caps(
 ) -> None:
     src = make(media_dir, "silent.mp4", lambda p: clip(p, audio=False))
     with pytest.raises(ValidationFailure, match=match):
-        transcode(src, tmp_path / "out", replace(limits, **change))
+        transcode(src, tmp_path / "out", replace(limits, **change))  # type: ignore[arg-type]
 
 
 def test_wall_clock_timeout_is_an_encoding_failure(

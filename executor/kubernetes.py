@@ -1,0 +1,67 @@
+"""The cluster executor: hands each committed job to the operator as a VideoJob resource.
+
+The API commits the job row before calling :meth:`KubernetesExecutor.submit`, so the database
+already holds the job; if the Kubernetes API cannot be reached now, submit logs and returns
+and the operator's reconciler creates the missing VideoJob from the database later
+(:class:`atproto_video.operator.reconcile.VideoJobCreator`). Nothing is lost, nothing blocks
+the upload answer for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from atproto_video.config import VideoConfig
+from atproto_video.jobs import Job, JobStore
+from atproto_video.operator.crd import videojob_for
+from atproto_video.operator.kube import Kube
+from atproto_video.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+
+#: Longest an upload answer waits for the VideoJob to be created.
+SUBMIT_TIMEOUT_S = 10.0
+
+
+class KubernetesExecutor:
+    def __init__(self, cfg: VideoConfig, store: JobStore, storage: LocalStorage) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.storage = storage
+        self._kube: Kube | None = None
+
+    async def start(self) -> None:
+        await self._connect()
+
+    async def stop(self) -> None:
+        kube, self._kube = self._kube, None
+        if kube is not None:
+            await asyncio.to_thread(kube.close)
+
+    async def _connect(self) -> Kube | None:
+        if self._kube is None:
+            try:
+                self._kube = await asyncio.to_thread(Kube.from_environment)
+            except Exception as exc:
+                log.warning("no Kubernetes client (VideoJobs are created later by the "
+                            "operator's reconciler): %s", exc)
+        return self._kube
+
+    async def submit(self, job: Job) -> None:
+        extra = {"job_id": job.id, "did": job.did}
+        kube = await self._connect()
+        if kube is None:
+            return
+        body = videojob_for(job, self.storage, self.cfg.k8s_namespace)
+        try:
+            created = await asyncio.wait_for(
+                asyncio.to_thread(kube.create_videojob, self.cfg.k8s_namespace, body),
+                SUBMIT_TIMEOUT_S,
+            )
+        except Exception as exc:
+            log.warning("could not create the VideoJob now; the operator will create it from "
+                        "the database: %s", exc, extra=extra)
+            return
+        log.info("VideoJob %s", "created" if created else "already exists",
+                 extra={**extra, "videojob": body["metadata"]["name"]})

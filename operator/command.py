@@ -1,0 +1,57 @@
+"""``atproto-video operator``: run the kopf operator for VideoJobs in VIDEO_K8S_NAMESPACE."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "operator",
+        help="run the Kubernetes operator (VideoJob -> worker Jobs -> status)",
+        description="Watch VideoJobs in VIDEO_K8S_NAMESPACE, run one worker Job per rendition "
+        "(plus thumbnail and MP4), mirror progress into the VideoJob status and the database "
+        "(VIDEO_DB_URL, Postgres), and create VideoJobs for jobs the API could not hand over. "
+        "Uses in-cluster config, else KUBECONFIG. Run one replica (it runs kopf standalone).",
+    )
+    parser.add_argument(
+        "--liveness",
+        default="",
+        metavar="URL",
+        help="serve a kopf liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+    parser.add_argument(
+        "--print-crd",
+        action="store_true",
+        help="print the VideoJob CustomResourceDefinition (manifests/crd.yaml) and exit",
+    )
+    parser.set_defaults(func=cmd_operator)
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    if args.print_crd:
+        from atproto_video.operator.crd import crd_yaml
+
+        sys.stdout.write(crd_yaml())
+        return 0
+    from atproto_video import logs
+    from atproto_video.cli import _config
+    from atproto_video.operator.kube import KubeError
+    from atproto_video.operator.service import OperatorService
+
+    cfg = _config()
+    if cfg.embedded_db:
+        print("atproto-video: configuration error: VIDEO_DB_URL is required for the operator "
+              "(the API and the operator share one Postgres database)", file=sys.stderr)
+        return 2
+    logs.setup(cfg.log_level)
+    try:
+        service = OperatorService.create(cfg, liveness=args.liveness or None)
+    except KubeError as exc:
+        print(f"atproto-video: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(service.run())
+    return 0

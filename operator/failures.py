@@ -1,0 +1,179 @@
+"""Naming why a worker Job failed, from the Job and Pod status the API server reports.
+
+The user sees ``failureCode`` and ``error``; SREs see the ``reason`` in the VideoJob's
+``Failed`` condition. Exit 10 of ``atproto-video transcode`` is validation_failure, any other
+failure of the transcoder is encoding_failure, and failures of the platform (image missing,
+eviction, deadline) are generic_failure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from atproto_video.lexicon import FailureCode
+from atproto_video.operator.templates import CONTAINER, EXIT_ENCODING, EXIT_VALIDATION
+
+#: Waiting reasons that never resolve by themselves.
+FATAL_WAITING = ("ErrImageNeverPull", "InvalidImageName", "CreateContainerConfigError")
+#: Waiting reasons that might resolve (a registry blip): fatal after a grace period.
+SLOW_WAITING = ("ErrImagePull", "ImagePullBackOff", "CreateContainerError")
+PULL_GRACE_S = 120.0
+
+Obj = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Failure:
+    code: FailureCode
+    reason: str
+    message: str
+
+
+def job_outcome(job: Obj) -> str | None:
+    """"Succeeded", "Failed", or None while the Job is still running."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return "Succeeded"
+        if cond.get("type") in ("Failed", "FailureTarget"):
+            return "Failed"
+    return None
+
+
+def _failed_condition(job: Obj) -> Obj:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Failed", "FailureTarget") and cond.get("status") == "True":
+            return dict(cond)
+    return {}
+
+
+def termination_json(message: str | None) -> dict[str, str] | None:
+    """The transcoder's ``{"failureCode", "error"}`` line from a termination message.
+
+    With ``FallbackToLogsOnError`` the message may be the log tail, so the last JSON line with
+    both keys wins.
+    """
+    for line in reversed((message or "").strip().splitlines()):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("error"), str):
+            code = data.get("failureCode")
+            return {"failureCode": code if isinstance(code, str) else "", "error": data["error"]}
+    return None
+
+
+def _container(pod: Obj) -> Obj:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == CONTAINER:
+            return dict(status)
+    return {}
+
+
+def _terminated(pod: Obj) -> Obj:
+    status = _container(pod)
+    return dict((status.get("state") or {}).get("terminated") or (
+        status.get("lastState") or {}).get("terminated") or {})
+
+
+def _created(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("creationTimestamp") or "")
+
+
+def _parse_time(value: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def pod_failure(pod: Obj, *, target: str, memory_limit: str) -> Failure | None:
+    """Why one finished pod failed, or None if it did not."""
+    status = pod.get("status") or {}
+    if status.get("reason") == "Evicted":
+        detail = status.get("message") or "no details"
+        return Failure(FailureCode.GENERIC, "Evicted",
+                       f"{target}: the worker pod was evicted: {detail}")
+    term = _terminated(pod)
+    if not term:
+        return None
+    exit_code = int(term.get("exitCode") or 0)
+    reason = str(term.get("reason") or "")
+    if exit_code == 0 and reason != "OOMKilled":
+        return None
+    if reason == "OOMKilled":
+        return Failure(FailureCode.ENCODING, "OOMKilled",
+                       f"{target}: the worker ran out of memory (limit {memory_limit})")
+    parsed = termination_json(term.get("message"))
+    if exit_code == EXIT_VALIDATION:
+        error = parsed["error"] if parsed else "the video was rejected"
+        return Failure(FailureCode.VALIDATION, "ValidationFailed", error)
+    if parsed:
+        code = FailureCode.ENCODING
+        if parsed["failureCode"] == FailureCode.VALIDATION.value:
+            code = FailureCode.VALIDATION
+        name = "ValidationFailed" if code is FailureCode.VALIDATION else "EncodingFailed"
+        return Failure(code, name, f"{target}: {parsed['error']}")
+    if exit_code == EXIT_ENCODING:
+        return Failure(FailureCode.ENCODING, "EncodingFailed", f"{target}: encoding failed")
+    detail = " ".join(str(term.get("message") or "").split())[-300:]
+    text = f"{target}: the worker exited with code {exit_code}" + (f": {detail}" if detail else "")
+    if exit_code >= 128:
+        text = f"{target}: the worker was killed by signal {exit_code - 128}"
+    return Failure(FailureCode.ENCODING, reason or "Error", text)
+
+
+def failed_job(job: Obj, pods: Sequence[Obj], *, target: str, memory_limit: str) -> Failure:
+    """Why a Job with a Failed condition failed: the Job's reason, refined by its last pod."""
+    cond = _failed_condition(job)
+    reason = str(cond.get("reason") or "Failed")
+    if reason == "DeadlineExceeded":
+        deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
+        return Failure(FailureCode.GENERIC, "DeadlineExceeded",
+                       f"{target}: the worker did not finish within {deadline} s")
+    for pod in sorted(pods, key=_created, reverse=True):
+        failure = pod_failure(pod, target=target, memory_limit=memory_limit)
+        if failure is not None:
+            return failure
+    message = str(cond.get("message") or "the worker Job failed")
+    return Failure(FailureCode.GENERIC, reason, f"{target}: {message}")
+
+
+def stuck_pod(
+    pods: Sequence[Obj], *, target: str, image: str, now: dt.datetime
+) -> Failure | None:
+    """A pod that can never start (image missing) is a failure now, not at the deadline."""
+    for pod in pods:
+        waiting = (_container(pod).get("state") or {}).get("waiting") or {}
+        reason = str(waiting.get("reason") or "")
+        fatal = reason in FATAL_WAITING
+        if reason in SLOW_WAITING:
+            created = _parse_time(_created(pod))
+            fatal = created is not None and (now - created).total_seconds() > PULL_GRACE_S
+        if fatal:
+            detail = " ".join(str(waiting.get("message") or "").split())[:300]
+            return Failure(
+                FailureCode.GENERIC,
+                reason,
+                f"{target}: the worker cannot start ({reason}) with image {image}"
+                + (f": {detail}" if detail else ""),
+            )
+    return None
+
+
+REASON_FOR_CODE = {
+    FailureCode.VALIDATION.value: "ValidationFailed",
+    FailureCode.ENCODING.value: "EncodingFailed",
+    FailureCode.PDS_UPLOAD.value: "PdsUploadFailed",
+    FailureCode.PDS_UPLOAD_SIZE.value: "PdsUploadFailed",
+    FailureCode.GENERIC.value: "GenericFailure",
+}

@@ -1,0 +1,128 @@
+"""A small, blocking Kubernetes client for the few calls we make, returning plain dicts.
+
+Plain JSON dicts (not the generated model classes) so that the pure functions in
+:mod:`failures`, :mod:`status` and :mod:`templates` see exactly what the API server sent.
+Call these from a thread (``asyncio.to_thread``) in async code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from atproto_video.operator.crd import GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+#: Seconds for one API request: the API server is local to the cluster.
+REQUEST_TIMEOUT = 15
+
+
+class KubeError(Exception):
+    pass
+
+
+def load_api_client() -> Any:
+    """In-cluster config when running in a pod, else ``$KUBECONFIG`` / ``~/.kube/config``."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
+    except config.ConfigException:
+        pass
+    try:
+        return config.new_client_from_config()  # type: ignore[no-untyped-call]
+    except Exception as exc:  # the loader raises several unrelated types
+        raise KubeError(f"no Kubernetes configuration: {exc}") from None
+
+
+def _json(resp: Any) -> Any:
+    return json.loads(resp.data) if resp.data else {}
+
+
+class Kube:
+    def __init__(self, api_client: Any) -> None:
+        self.api_client = api_client
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+
+    @classmethod
+    def from_environment(cls) -> Kube:
+        return cls(load_api_client())
+
+    def close(self) -> None:
+        self.api_client.close()
+
+    # -- VideoJobs --------------------------------------------------------------------------
+
+    def create_videojob(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create it; False (not an error) if it already exists."""
+        try:
+            self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, body, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    def list_videojobs(self, namespace: str) -> list[dict[str, Any]]:
+        resp = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        items: list[dict[str, Any]] = _json(resp).get("items", [])
+        return items
+
+    # -- worker Jobs and their pods -----------------------------------------------------------
+
+    def create_or_get_job(
+        self, namespace: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """The Job named in ``body``: created now (True) or the existing one (False)."""
+        name = body["metadata"]["name"]
+        try:
+            job: Any = body
+            resp = self.batch.create_namespaced_job(
+                namespace, job, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+            return _json(resp), True
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        resp = self.batch.read_namespaced_job(
+            name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+        )
+        return _json(resp), False
+
+    def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        resp = self.batch.list_namespaced_job(
+            namespace, label_selector=selector, _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        items: list[dict[str, Any]] = _json(resp).get("items", [])
+        return items
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        resp = self.core.list_namespaced_pod(
+            namespace, label_selector=selector, _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        items: list[dict[str, Any]] = _json(resp).get("items", [])
+        return items
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and (in the background) its pods; gone already is fine."""
+        try:
+            self.batch.delete_namespaced_job(
+                name, namespace, propagation_policy="Background",
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -1,0 +1,72 @@
+"""The operator process: kopf plus the database-to-VideoJob reconciler, one event loop.
+
+Single-active by design: kopf runs ``standalone`` (no peering objects, no peering RBAC) and
+the Deployment uses ``replicas: 1`` with the ``Recreate`` strategy, so an old pod is gone
+before a new one starts. Two operators at once would still be safe for correctness (Job
+creation is create-or-get by deterministic name; JobStore transitions only move forward) but
+would double the API traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import kopf
+
+from atproto_video.config import VideoConfig
+from atproto_video.db import make_engine
+from atproto_video.jobs import JobStore
+from atproto_video.migrate import upgrade
+from atproto_video.operator.handlers import build_registry
+from atproto_video.operator.kube import Kube
+from atproto_video.operator.reconcile import VideoJobCreator, VideoJobReconciler
+from atproto_video.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+
+
+class OperatorService:
+    def __init__(self, cfg: VideoConfig, store: JobStore, storage: LocalStorage, kube: Kube,
+                 *, liveness: str | None = None) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.storage = storage
+        self.kube = kube
+        self.liveness = liveness
+        self.reconciler = VideoJobReconciler(cfg, store, storage, kube)
+        self.creator = VideoJobCreator(cfg, store, storage, kube)
+        self.registry = build_registry(cfg, self.reconciler)
+        self._stop = asyncio.Event()
+
+    @classmethod
+    def create(cls, cfg: VideoConfig, *, liveness: str | None = None) -> OperatorService:
+        engine = make_engine(cfg.database_url)
+        upgrade(engine)
+        storage = LocalStorage(cfg.storage_dir)
+        storage.prepare()
+        return cls(cfg, JobStore(engine), storage, Kube.from_environment(), liveness=liveness)
+
+    async def run(self) -> None:
+        """Until SIGTERM/SIGINT (kopf handles the signals and stops gracefully)."""
+        log.info("operator starting", extra={"namespace": self.cfg.k8s_namespace,
+                                             "image": self.cfg.worker_image})
+        creator = asyncio.create_task(self.creator.run(self._stop), name="videojob-creator")
+        try:
+            await kopf.operator(
+                registry=self.registry,
+                standalone=True,
+                clusterwide=False,
+                namespaces=[self.cfg.k8s_namespace],
+                liveness_endpoint=self.liveness or None,
+            )
+        finally:
+            await self.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await creator
+
+    async def stop(self) -> None:
+        self._stop.set()
+        self.kube.close()
+        self.store.engine.dispose()

@@ -1,0 +1,165 @@
+"""The VideoJob status: a mirror of the database row plus per-rendition detail and conditions.
+
+Pure functions, so the rules (conditions keep their transition time while unchanged, progress
+never goes backwards) are unit-tested without a cluster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from atproto_video.jobs import Job
+from atproto_video.lexicon import JobState
+from atproto_video.operator.crd import CONDITIONS
+from atproto_video.operator.failures import REASON_FOR_CODE
+
+
+def timestamp(now: dt.datetime) -> str:
+    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    *,
+    generation: int,
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    """Conditions with ``type_`` set; ``lastTransitionTime`` moves only when status changes."""
+    if type_ not in CONDITIONS:
+        raise ValueError(f"undeclared condition type {type_!r}")
+    out: list[dict[str, Any]] = []
+    found = False
+    for cond in conditions:
+        if cond.get("type") != type_:
+            out.append(dict(cond))
+            continue
+        found = True
+        changed = cond.get("status") != status
+        out.append({
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "observedGeneration": generation,
+            "lastTransitionTime": timestamp(now) if changed else cond.get(
+                "lastTransitionTime", timestamp(now)),
+        })
+    if not found:
+        out.append({
+            "type": type_, "status": status, "reason": reason, "message": message,
+            "observedGeneration": generation, "lastTransitionTime": timestamp(now),
+        })
+    order = list(CONDITIONS)
+    return sorted(out, key=lambda c: order.index(c["type"]) if c["type"] in order else 99)
+
+
+def condition(conditions: Sequence[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:
+    for cond in conditions:
+        if cond.get("type") == type_:
+            return cond
+    return None
+
+
+def merge_renditions(
+    *sources: Mapping[str, Mapping[str, Any]] | None,
+) -> dict[str, dict[str, Any]]:
+    """Combine per-rendition records; progress takes the highest seen, a later source's
+    other fields win. Used so a retried pod (whose progress file restarts at 0) or a stale
+    read never moves progress backwards."""
+    out: dict[str, dict[str, Any]] = {}
+    for source in sources:
+        for name, rec in (source or {}).items():
+            cur = out.setdefault(name, {"progress": 0, "outcome": "Pending"})
+            prev = int(cur.get("progress", 0))
+            cur.update({k: v for k, v in rec.items() if v is not None})
+            cur["progress"] = max(prev, int(rec.get("progress", 0) or 0))
+            if cur.get("outcome") == "Succeeded":
+                cur["progress"] = 100
+    return out
+
+
+def mirror(
+    job: Job,
+    *,
+    previous: Mapping[str, Any],
+    generation: int,
+    now: dt.datetime,
+    plan: Mapping[str, Any] | None = None,
+    renditions: Mapping[str, Mapping[str, Any]] | None = None,
+    failure_reason: str | None = None,
+) -> dict[str, Any]:
+    """The status to write: the database row's view, per-rendition detail and conditions."""
+    conditions: list[dict[str, Any]] = [dict(c) for c in previous.get("conditions") or []]
+    state = job.state
+    planned = plan is not None or bool(previous.get("plan"))
+    details = job.details or {}
+    if planned:
+        names = ", ".join((plan or previous.get("plan") or {}).get("renditions") or [])
+        conditions = set_condition(conditions, "Planned", "True", "Probed",
+                                   f"renditions {names} + mp4, thumbnail",
+                                   generation=generation, now=now)
+    elif state is JobState.FAILED:
+        conditions = set_condition(conditions, "Planned", "False", "NotPlanned",
+                                   "the job failed before a plan was made",
+                                   generation=generation, now=now)
+    else:
+        conditions = set_condition(conditions, "Planned", "Unknown", "Probing",
+                                   "waiting for the source to be probed",
+                                   generation=generation, now=now)
+    encoded = JobState.ENCODED in _reached(state)
+    waiting = "Failed" if state is JobState.FAILED else "Encoding"
+    conditions = set_condition(
+        conditions, "Encoded", "True" if encoded else "False",
+        "AllTargetsSucceeded" if encoded else waiting,
+        "every worker Job succeeded" if encoded else "not every worker Job has succeeded",
+        generation=generation, now=now)
+    done = state is JobState.COMPLETED
+    conditions = set_condition(
+        conditions, "Completed", "True" if done else "False",
+        "Completed" if done else state.name.title(),
+        f"blob {job.cid}" if done and job.cid else f"state {state.value}",
+        generation=generation, now=now)
+    failed = state is JobState.FAILED
+    reason = failure_reason or str((details.get("failure") or {}).get("reason") or "")
+    if failed and not reason:
+        old = condition(previous.get("conditions") or [], "Failed")
+        reason = str(old.get("reason")) if old and old.get("status") == "True" else ""
+    conditions = set_condition(
+        conditions, "Failed", "True" if failed else "False",
+        (reason or REASON_FOR_CODE.get(job.failure_code or "", "GenericFailure"))
+        if failed else "NoFailure",
+        (job.error or "failed") if failed else "no failure so far",
+        generation=generation, now=now)
+    status: dict[str, Any] = {
+        "state": state.value,
+        "progress": int(job.progress),
+        "observedGeneration": generation,
+        "conditions": conditions,
+    }
+    if job.failure_code:
+        status["failureCode"] = job.failure_code
+    if job.error:
+        status["error"] = job.error
+    if job.message:
+        status["message"] = job.message
+    if job.cid:
+        status["cid"] = job.cid
+    if plan is not None:
+        status["plan"] = dict(plan)
+    if renditions:
+        status["renditions"] = {k: dict(v) for k, v in renditions.items()}
+    return status
+
+
+def _reached(state: JobState) -> set[JobState]:
+    """States at or before ``state`` in the lexicon order (FAILED reaches nothing)."""
+    if state is JobState.FAILED:
+        return set()
+    order = list(JobState)
+    return set(order[: order.index(state) + 1])

@@ -1,0 +1,86 @@
+"""The VideoJob status mirror: conditions and per-rendition progress rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from atproto_video.jobs import Job
+from atproto_video.ladder import plan_ladder
+from atproto_video.lexicon import JobState
+from atproto_video.operator.reconcile import Plan, choose_variants
+from atproto_video.operator.status import condition, merge_renditions, mirror, set_condition
+
+T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+T1 = T0 + dt.timedelta(minutes=1)
+
+
+def make_job(state: JobState, **kw: Any) -> Job:
+    base = Job(id="j" * 40, did="did:plc:abc", state=state, progress=0, failure_code=None,
+               error=None, message=None, source_size=1, content_hash="h", mime_type=None,
+               cid=None, blob=None, executor="kubernetes", attempts=1, details=None,
+               pds_url=None, upload_token=None, token_expires_at=None, created_at=T0,
+               updated_at=T0)
+    return replace(base, **kw)
+
+
+def test_set_condition_keeps_transition_time_while_unchanged() -> None:
+    conds = set_condition([], "Encoded", "False", "Encoding", "m", generation=1, now=T0)
+    conds = set_condition(conds, "Encoded", "False", "Encoding", "m2", generation=2, now=T1)
+    (c,) = conds
+    assert c["lastTransitionTime"] == "2026-01-01T12:00:00Z"
+    assert (c["message"], c["observedGeneration"]) == ("m2", 2)
+    conds = set_condition(conds, "Encoded", "True", "Done", "m", generation=2, now=T1)
+    assert conds[0]["lastTransitionTime"] == "2026-01-01T12:01:00Z"
+    with pytest.raises(ValueError):
+        set_condition(conds, "Bogus", "True", "r", "m", generation=1, now=T0)
+
+
+def test_merge_renditions_never_goes_backwards() -> None:
+    merged = merge_renditions(
+        {"720p": {"progress": 60, "outcome": "Running"}},
+        {"720p": {"progress": 10, "outcome": "Running"}, "480p": {"progress": 5}},
+        {"480p": {"outcome": "Succeeded", "progress": 80}},
+    )
+    assert merged["720p"]["progress"] == 60
+    assert merged["480p"] == {"progress": 100, "outcome": "Succeeded"}
+
+
+def test_mirror_completed_and_failed() -> None:
+    plan = {"width": 1280, "height": 720, "fps": "30", "hasAudio": True,
+            "renditions": ["720p", "480p"]}
+    done = mirror(make_job(JobState.COMPLETED, progress=100, cid="bafkreiabc"), previous={},
+                  generation=1, now=T0, plan=plan,
+                  renditions={"720p": {"progress": 100, "outcome": "Succeeded"}})
+    assert done["state"] == "JOB_STATE_COMPLETED" and done["progress"] == 100
+    assert done["cid"] == "bafkreiabc"
+    assert [c["type"] for c in done["conditions"]] == ["Planned", "Encoded", "Completed",
+                                                        "Failed"]
+    completed = condition(done["conditions"], "Completed")
+    assert completed is not None and completed["status"] == "True"
+    failed = mirror(make_job(JobState.FAILED, failure_code="generic_failure", error="boom"),
+                    previous=done, generation=1, now=T1, failure_reason="ErrImageNeverPull")
+    cond = condition(failed["conditions"], "Failed")
+    assert cond is not None
+    assert (cond["status"], cond["reason"], cond["message"]) == (
+        "True", "ErrImageNeverPull", "boom")
+    assert failed["failureCode"] == "generic_failure" and failed["error"] == "boom"
+    # Later mirrors keep the named reason even without a fresh failure.
+    again = mirror(make_job(JobState.FAILED, failure_code="generic_failure", error="boom"),
+                   previous=failed, generation=1, now=T1)
+    cond = condition(again["conditions"], "Failed")
+    assert cond is not None and cond["reason"] == "ErrImageNeverPull"
+
+
+def test_plan_round_trip_and_rendition_choice() -> None:
+    plan = Plan(1920, 1080, "30000/1001", True, ("1080p", "480p"))
+    assert Plan.from_dict(plan.to_dict()) == plan
+    assert [v.name for v in plan.variants()] == ["1080p", "480p"]
+    assert Plan.from_dict(None) is None and Plan.from_dict({"renditions": []}) is None
+    ladder = plan_ladder(1280, 720)
+    assert [v.name for v in choose_variants(ladder, ["720p"])] == ["720p"]
+    assert [v.name for v in choose_variants(ladder, ["1080p"])] == ["720p", "480p"]
+    assert [v.name for v in choose_variants(ladder, None)] == ["720p", "480p"]

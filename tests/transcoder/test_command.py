@@ -1,0 +1,95 @@
+"""The worker entrypoint, run as a real process the way a Kubernetes Job runs it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from atproto_video.transcoder.command import EXIT_ENCODING, EXIT_VALIDATION, register
+from tests.transcoder.layout import assert_valid_layout
+from tests.transcoder.media import clip
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "atproto_video.transcoder.command", "transcode", *args],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return clip(tmp_path_factory.mktemp("cli") / "in.mp4", seconds=1)
+
+
+def test_all_targets_with_progress_file(source: Path, tmp_path: Path) -> None:
+    progress = tmp_path / "progress.json"
+    done = cli(str(source), str(tmp_path / "out"), "--progress-file", str(progress))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"target": "all", "variants": ["240p"]}
+    assert json.loads(progress.read_text()) == {"target": "all", "progress": 100}
+    assert_valid_layout(tmp_path / "out", [(320, 240)], has_audio=True)
+
+
+def test_per_target_jobs_then_master(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    skipped = cli(str(source), str(out), "--target", "720p")
+    assert skipped.returncode == 0
+    assert json.loads(skipped.stdout)["skipped"] is True
+    for target in ("480p", "thumbnail", "mp4", "master"):
+        done = cli(str(source), str(out), "--target", target, "--strategy", "per_rendition")
+        assert done.returncode == 0, done.stderr
+    assert_valid_layout(out, [(320, 240)], has_audio=True)
+
+
+def test_plan_prints_source_and_ladder(source: Path, tmp_path: Path) -> None:
+    done = cli(str(source), str(tmp_path / "out"), "--target", "plan")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["source"]["width"] == 320 and plan["source"]["has_audio"] is True
+    assert [(v["name"], v["rung"]) for v in plan["variants"]] == [("240p", "480p")]
+    assert not (tmp_path / "out").exists()
+
+
+def test_validation_failure_exit_code_and_termination_log(tmp_path: Path) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    log = tmp_path / "termination-log"
+    done = cli(str(text), str(tmp_path / "out"), "--termination-log", str(log))
+    assert done.returncode == EXIT_VALIDATION
+    body = json.loads(done.stderr.strip().splitlines()[-1])
+    assert body["failureCode"] == "validation_failure" and "text" in body["error"]
+    assert json.loads(log.read_text()) == body
+
+
+def test_encoding_failure_exit_code(source: Path, tmp_path: Path) -> None:
+    log = tmp_path / "termination-log"
+    done = cli(str(source), str(tmp_path / "out"), "--termination-log", str(log),
+               env={"VIDEO_FFMPEG_PATH": "/bin/false"})
+    assert done.returncode == EXIT_ENCODING
+    assert json.loads(log.read_text())["failureCode"] == "encoding_failure"
+
+
+def test_env_limits_apply(source: Path, tmp_path: Path) -> None:
+    longer = clip(tmp_path / "3s.mp4", seconds=3, audio=False)
+    done = cli(str(longer), str(tmp_path / "out"), env={"VIDEO_MAX_DURATION_S": "1"})
+    assert done.returncode == EXIT_VALIDATION
+    assert "maximum is" in done.stderr
+    bad = cli(str(source), str(tmp_path / "out"), env={"VIDEO_MAX_FPS": "fast"})
+    assert bad.returncode == 2 and "VIDEO_MAX_FPS" in bad.stderr
+
+
+def test_help_documents_targets_and_exit_codes() -> None:
+    parser = argparse.ArgumentParser(prog="atproto-video")
+    subparsers = parser.add_subparsers()
+    register(subparsers)
+    text = subparsers.choices["transcode"].format_help()
+    for word in ("--target", "--progress-file", "--termination-log", "thumbnail", "master",
+                 "validation_failure", "encoding_failure", "VIDEO_MAX_FPS", " 10 ", " 11 "):
+        assert word in text, word
