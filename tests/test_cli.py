@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from atproto_video.migrate import head_revision
+from tests.support.postgres import PostgresServer
+
+
+def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "atproto_video.cli", *args],
+        env={k: v for k, v in os.environ.items() if not k.startswith("VIDEO_")} | env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    out = run(["--help"], {}, tmp_path)
+    assert out.returncode == 0
+    for command in ("serve", "migrate", "transcode"):
+        assert command in out.stdout
+    for command in ("serve", "migrate", "transcode"):
+        sub = run([command, "--help"], {}, tmp_path)
+        assert sub.returncode == 0 and "usage: atproto-video" in sub.stdout
+
+
+def test_migrate_creates_the_embedded_database(tmp_path: Path) -> None:
+    env = {"VIDEO_SERVICE_DID": "did:web:video.test", "VIDEO_DATA_DIR": str(tmp_path / "d")}
+    out = run(["migrate"], env, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert head_revision() in out.stdout
+    assert (tmp_path / "d" / "video.sqlite3").is_file()
+
+
+@pytest.mark.postgres
+def test_migrate_against_postgres(postgres: PostgresServer, tmp_path: Path) -> None:
+    url = postgres.create_database()
+    env = {"VIDEO_SERVICE_DID": "did:web:video.test", "VIDEO_DB_URL": url}
+    out = run(["migrate"], env, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert head_revision() in out.stdout
+
+
+def test_bad_config_stops_with_one_line(tmp_path: Path) -> None:
+    out = run(["serve"], {"VIDEO_SERVICE_DID": "did:web:x", "VIDEO_PORT": "eighty"}, tmp_path)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "VIDEO_PORT" in lines[0]
+    missing = run(["serve"], {}, tmp_path)
+    assert missing.returncode == 2 and "VIDEO_SERVICE_DID" in missing.stderr
