@@ -31,6 +31,7 @@ run: deps
 test-deps: deps
 	@bash scripts/install-system-deps.sh --test
 	@bash scripts/install-test-deps.sh
+	@bash scripts/install-tools.sh
 
 lint: deps
 	$(BIN)/ruff check .

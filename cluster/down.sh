@@ -8,7 +8,32 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
+#   bash cluster/down.sh                 # tear down unconditionally
+#   bash cluster/down.sh --release PID[:TAG]   # drop that lease; tear down only if no other live
+#                                        # lease remains and a lease holder started the cluster
 [ "$(id -u)" = 0 ] || die "cluster/down.sh must run as root"
+take_lock
+trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
+case "${1:-}" in
+  --release)
+    lease_id="${2:?usage: down.sh --release PID[:TAG]}"
+    case "$lease_id" in *[!A-Za-z0-9:_-]*) die "bad lease id '$lease_id'" ;; esac
+    rm -f "$LEASES/$lease_id"
+    others="$(live_leases | tr '\n' ' ')"
+    if [ -n "${others// /}" ]; then
+      log "cluster still leased by pid(s) $others; leaving it up"
+      exit 0
+    fi
+    if [ -d "$STATE" ] && [ ! -e "$STATE/owned/started-by-lease" ]; then
+      log "cluster was not started by a test session; leaving it up (cluster/down.sh stops it)"
+      exit 0
+    fi ;;
+  "")
+    others="$(live_leases | tr '\n' ' ')"
+    if [ -n "${others// /}" ]; then log "WARNING: tearing down although pid(s) $others hold leases"; fi
+    rm -rf "$LEASES" ;;
+  *) die "usage: cluster/down.sh [--release PID[:TAG]]" ;;
+esac
 if [ ! -d "$STATE" ]; then
   log "no cluster state in $STATE; nothing to do"
   exit 0
@@ -20,7 +45,7 @@ stop() {
   local n="$1" exe="$2" p i
   p="$(cat "$STATE/pid/$n" 2>/dev/null)" || return 0
   [ -n "$p" ] && kill -0 "$p" 2>/dev/null || { rm -f "$STATE/pid/$n"; return 0; }
-  if ! tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- "$exe"; then
+  if ! tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -- "$exe"; then
     log "pid $p recorded for $n no longer runs $exe; not touching it"
     rm -f "$STATE/pid/$n"; return 0
   fi
@@ -54,7 +79,15 @@ fi
 stop containerd containerd
 
 # 3. Shims outlive containerd: kill only those started for our socket.
-shims() { ps -eo pid=,args= | awk -v s="$SOCK" 'index($0, "containerd-shim") && index($0, s) {print $1}'; }
+shims() {  # PIDs of containerd-shim* processes whose command line names our socket
+  local d p
+  for d in /proc/[0-9]*; do
+    p="${d#/proc/}"
+    case "$(cat "$d/comm" 2>/dev/null)" in containerd-shim*) ;; *) continue ;; esac
+    tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -F -- "$SOCK" && echo "$p"
+  done
+  return 0
+}
 for p in $(shims); do kill -KILL "$p" 2>/dev/null || true; done
 for ((i = 0; i < 25; i++)); do [ -z "$(shims)" ] && break; sleep 0.2; done
 [ -z "$(shims)" ] || log "WARNING: shims still running: $(shims | tr '\n' ' ')"
@@ -72,21 +105,22 @@ stop kube-apiserver "$BIN/kube-apiserver"
 stop etcd etcd
 
 # 5. Unmount leftovers under our state dir (pod volumes, CRI shm, overlay rootfs), deepest first.
+our_mounts() { awk -v s="$STATE/" 'index($5, s) == 1 {print $5}' /proc/self/mountinfo | sort -r; }
 unmount_all() {
-  awk '{print $5}' /proc/self/mountinfo | grep -E "^$STATE/" | sort -r | while read -r m; do
+  our_mounts | while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "WARNING: cannot unmount $m"
   done
 }
 unmount_all; unmount_all
-if awk '{print $5}' /proc/self/mountinfo | grep -qE "^$STATE/"; then
-  die "mounts still present under $STATE: $(awk '{print $5}' /proc/self/mountinfo | grep -E "^$STATE/" | tr '\n' ' ')"
+if [ -n "$(our_mounts)" ]; then
+  die "mounts still present under $STATE: $(our_mounts | tr '\n' ' ')"
 fi
 
 # 6. cgroups kubelet created (cgroupfs driver, cgroupRoot "/"): /kubepods{,/burstable,/besteffort,/pod*}
 if [ ! -e "$STATE/owned/kubepods-preexisted" ]; then
   for d in /sys/fs/cgroup/*/kubepods; do
-    [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-    [ -d "$d" ] && log "WARNING: could not remove cgroup $d"
+    if [ -d "$d" ]; then find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true; fi
+    if [ -d "$d" ]; then log "WARNING: could not remove cgroup $d"; fi
   done
 fi
 
@@ -98,10 +132,15 @@ fi
 # 8. Files outside $STATE that kubelet/containerd created for us.
 if [ -d /var/log/containers ]; then
   find /var/log/containers -maxdepth 1 -type l -lname "$STATE/*" -delete 2>/dev/null || true
-  [ -e "$STATE/owned/var-log-containers" ] && rmdir /var/log/containers 2>/dev/null || true
+  if [ -e "$STATE/owned/var-log-containers" ]; then rmdir /var/log/containers 2>/dev/null || true; fi
 fi
-[ -e "$STATE/owned/var-lib-kubelet" ] && rm -rf /var/lib/kubelet
-[ -e "$STATE/owned/runc-k8s-io" ] && rm -rf /run/containerd/runc/k8s.io
+# kubelet creates /var/lib/kubelet/device-plugins even with --root-dir elsewhere.
+if [ -e "$STATE/owned/var-lib-kubelet" ]; then rm -rf /var/lib/kubelet; fi
+if [ -e "$STATE/owned/runc-k8s-io" ]; then rm -rf /run/containerd/runc/k8s.io; fi
+if [ -e "$STATE/owned/run-containerd" ]; then
+  rmdir /run/containerd/runc /run/containerd/s /run/containerd 2>/dev/null || true
+fi
 
 rm -rf "$STATE"
+rmdir "$LEASES" 2>/dev/null || true
 log "cluster down in $(( $(date +%s) - T0 ))s (build cache kept in $BIN)"

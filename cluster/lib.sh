@@ -48,3 +48,48 @@ case "$STATE" in
   *) die "VIDEO_CLUSTER_STATE must be an absolute path at least two levels deep (got '$STATE')" ;;
 esac
 STATE="${STATE%/}"
+
+# ------------------------------------------------------------------ locking and leases
+# Several test sessions may share this host's cluster. up.sh/down.sh serialize on a lock file
+# next to the state dir; test sessions take leases so that the last one out tears down a
+# cluster that a test session started (a cluster started by hand is never torn down by tests).
+LOCK_FILE="$STATE.lock"
+LEASES="$STATE.leases"
+
+take_lock() {
+  [ "${VIDEO_CLUSTER_LOCKED:-0}" = 1 ] && return 0   # our parent (up.sh -> down.sh) holds it
+  mkdir -p "$(dirname "$STATE")"
+  exec 9>"$LOCK_FILE"
+  if ! flock -n 9; then
+    log "waiting for another cluster/up.sh or down.sh to finish (lock $LOCK_FILE)"
+    flock -w 1800 9 || die "timed out waiting for $LOCK_FILE"
+  fi
+  export VIDEO_CLUSTER_LOCKED=1
+}
+
+proc_start_time() {  # start time (clock ticks since boot) of PID, to tell reused PIDs apart
+  sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'
+}
+
+add_lease() {  # add_lease PID[:TAG]: PID uses the cluster until it exits or releases the lease
+  local id="$1" pid="${1%%:*}" st
+  case "$id" in *[!A-Za-z0-9:_-]*|"") die "bad lease id '$id'" ;; esac
+  st="$(proc_start_time "$pid")"
+  [ -n "$st" ] || die "lease holder pid $pid is not running"
+  mkdir -p "$LEASES"
+  echo "$pid $st" >"$LEASES/$id"
+}
+
+live_leases() {  # print PIDs holding leases; drop leases of processes that are gone
+  local f pid st
+  for f in "$LEASES"/*; do
+    [ -f "$f" ] || continue
+    read -r pid st <"$f" || true
+    if [ -n "${pid:-}" ] && [ "$(proc_start_time "$pid")" = "${st:-x}" ]; then
+      echo "$pid"
+    else
+      rm -f "$f"
+    fi
+  done
+  return 0
+}

@@ -3,6 +3,9 @@
 #
 #   eval "$(bash cluster/up.sh)"     # sets VIDEO_KUBECTL and KUBECONFIG
 #   bash cluster/up.sh --status      # exit 0 + exports if the cluster is up and healthy
+#   bash cluster/up.sh --lease PID[:TAG]  # record that process PID uses the cluster; a
+#                                    # cluster started this way is torn down by the last
+#                                    # `down.sh --release PID[:TAG]` (test fixtures)
 #
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, a private containerd and
 # kubelet, all on 127.0.0.1, state under $VIDEO_CLUSTER_STATE (default
@@ -30,14 +33,22 @@ healthy() {
   [ "$(kctl get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
 }
 
-if [ "${1:-}" = "--status" ]; then  # exit 0 (and print the exports) only if up and healthy
-  if healthy; then print_exports; exit 0; fi
-  exit 1
-fi
+LEASE_PID=""
+case "${1:-}" in
+  --status)  # exit 0 (and print the exports) only if up and healthy
+    if healthy; then print_exports; exit 0; fi
+    exit 1 ;;
+  --lease) LEASE_PID="${2:?usage: up.sh --lease PID[:TAG]}" ;;
+  "") ;;
+  *) die "usage: cluster/up.sh [--status | --lease PID[:TAG]]" ;;
+esac
 [ "$(id -u)" = 0 ] || die "cluster/up.sh must run as root (containerd, kubelet, cgroups, routes)"
+take_lock
+trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
 
 if healthy; then
   log "cluster already up and healthy (state $STATE)"
+  if [ -n "$LEASE_PID" ]; then add_lease "$LEASE_PID"; fi
   print_exports
   exit 0
 fi
@@ -57,16 +68,30 @@ case "$(stat -fc %T "$STATE")" in
   overlayfs|tmpfs) die "$STATE is on $(stat -fc %T "$STATE"); containerd overlay snapshots need a real disk (set VIDEO_CLUSTER_STATE)";;
 esac
 for port in 2379 2380 2381 6443 10248 10250 10257 10259; do
-  if ss -Hltn "sport = :$port" | grep -q .; then
+  if ss -Hltn "sport = :$port" | grep .; then
     die "port $port is already in use ($(ss -Hltnp "sport = :$port" | head -1)); another cluster or etcd is running"
   fi
 done
-[ -e "$SOCK" ] && die "$SOCK exists although nothing of ours runs; remove it or run cluster/down.sh"
+if [ -e "$SOCK" ]; then die "$SOCK exists although nothing of ours runs; remove it or run cluster/down.sh"; fi
 for ctl in cpu cpuacct cpuset memory; do
   [ -d "/sys/fs/cgroup/$ctl" ] || [ -f /sys/fs/cgroup/cgroup.controllers ] \
     || die "cgroup controller $ctl is not mounted under /sys/fs/cgroup; kubelet needs it"
 done
 mkdir -p "$STATE"/{log,pid,bin,owned}
+on_failure() {
+  local rc=$?
+  [ "$rc" = 0 ] && return 0
+  local keep="$CACHE_ROOT/logs/failed-up-$(date +%Y%m%d-%H%M%S)"
+  mkdir -p "$keep" && cp -r "$STATE/log/." "$keep/" 2>/dev/null || true
+  if [ "${VIDEO_CLUSTER_KEEP_FAILED:-0}" = 1 ]; then
+    log "cluster start failed; left running for debugging (VIDEO_CLUSTER_KEEP_FAILED=1); logs in $STATE/log"
+  else
+    log "cluster start failed; tearing down what was started (logs kept in $keep)"
+    bash "$CLUSTER_DIR/down.sh" >&2 || true
+  fi
+  exit "$rc"
+}
+trap on_failure EXIT
 ln -sfn "$BIN/kubectl" "$STATE/bin/kubectl"
 
 # ---------------------------------------------------------------- 0. keep every packet local
@@ -80,15 +105,23 @@ elif ! grep -q '^blackhole' <<<"$existing"; then
   die "a non-blackhole route for $SERVICE_CIDR exists ($existing); refusing to start"
 fi
 # Remember what we create outside $STATE so that down.sh removes only that.
-for d in /sys/fs/cgroup/*/kubepods; do [ -d "$d" ] && touch "$STATE/owned/kubepods-preexisted"; done
-[ -d /var/lib/kubelet ] || touch "$STATE/owned/var-lib-kubelet"
-[ -d /var/log/containers ] || touch "$STATE/owned/var-log-containers"
-[ -d /run/containerd/runc/k8s.io ] || touch "$STATE/owned/runc-k8s-io"
+for d in /sys/fs/cgroup/*/kubepods; do
+  if [ -d "$d" ]; then touch "$STATE/owned/kubepods-preexisted"; fi
+done
+if [ ! -d /var/lib/kubelet ]; then touch "$STATE/owned/var-lib-kubelet"; fi
+if [ ! -d /var/log/containers ]; then touch "$STATE/owned/var-log-containers"; fi
+if [ ! -d /run/containerd/runc/k8s.io ]; then touch "$STATE/owned/runc-k8s-io"; fi
+if [ ! -d /run/containerd ]; then touch "$STATE/owned/run-containerd"; fi
 
 start() {  # start NAME CMD...: background daemon in its own session, PID in $STATE/pid/NAME
-  local n="$1"; shift
-  setsid "$@" </dev/null >"$STATE/log/$n.log" 2>&1 &
-  echo $! >"$STATE/pid/$n"
+  local n="$1" i; shift
+  rm -f "$STATE/pid/$n"
+  # The daemon records its own PID (exec keeps it), whether or not setsid had to fork.
+  # fd 9 is the up/down lock: daemons must not inherit it.
+  setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$STATE/pid/$n" "$@" \
+    </dev/null >"$STATE/log/$n.log" 2>&1 9>&- &
+  for ((i = 0; i < 100; i++)); do [ -s "$STATE/pid/$n" ] && return 0; sleep 0.05; done
+  die "$n did not start (log: $STATE/log/$n.log)"
 }
 wait_for() {  # wait_for SECONDS NAME CMD...: poll CMD; fail with the component's log tail
   local secs="$1" n="$2" i; shift 2
@@ -282,7 +315,7 @@ if [ ! -s "$PAUSE_TAR" ]; then
   rm -rf "$tmp"
 fi
 ctr -a "$SOCK" -n k8s.io images import --base-name localhost/pause "$PAUSE_TAR" >&2
-ctr -a "$SOCK" -n k8s.io images ls -q | grep -qx "$PAUSE_IMAGE" || die "$PAUSE_IMAGE not in containerd after import"
+ctr -a "$SOCK" -n k8s.io images ls -q | grep -x "$PAUSE_IMAGE" || die "$PAUSE_IMAGE not in containerd after import"
 
 # ---------------------------------------------------------------- kubelet
 log "starting kubelet (node $NODE)"
@@ -335,4 +368,9 @@ wait_for 120 kube-controller-manager kctl -n default get serviceaccount default
 wait_for 120 kube-controller-manager kctl -n default get configmap kube-root-ca.crt
 for c in $COMPONENTS; do pid_alive "$c" || die "$c died during start-up (log: $STATE/log/$c.log)"; done
 log "cluster up in $(( $(date +%s) - T0 ))s; kubectl: $STATE/bin/kubectl"
+trap - EXIT
+if [ -n "$LEASE_PID" ]; then
+  touch "$STATE/owned/started-by-lease"
+  add_lease "$LEASE_PID"
+fi
 print_exports

@@ -137,7 +137,7 @@ def _describe(status: int, body: bytes) -> str:
 
 async def _read_limited(resp: httpx.Response) -> bytes:
     out = bytearray()
-    async for block in resp.aiter_raw():
+    async for block in resp.aiter_bytes():
         out += block
         if len(out) > MAX_ANSWER_BYTES:
             raise PdsUploadError("the PDS answered with an oversized body")
@@ -247,9 +247,10 @@ async def upload_blob(
     async with httpx.AsyncClient(
         follow_redirects=False, trust_env=False, transport=transport
     ) as client:
-        for attempt in range(1_000_000):
+        attempt = 0
+        while True:
             remaining = deadline - clock()
-            if remaining < policy.min_remaining_s:
+            if remaining <= policy.min_remaining_s:
                 break
             try:
                 target = await resolve_target(pds_url, allow_private=allow_private, resolve=resolve)
@@ -265,13 +266,14 @@ async def upload_blob(
             if not isinstance(outcome, _Transient):
                 return outcome
             last = outcome.reason
-            delay = min(policy.max_s, policy.initial_s * (2**attempt))
+            delay = min(policy.max_s, policy.initial_s * 2 ** min(attempt, 30))
             if outcome.retry_after is not None:
                 delay = min(policy.max_s, max(delay, outcome.retry_after))
             delay = min(delay, max(0.0, deadline - clock() - policy.min_remaining_s))
             if on_retry is not None:
                 on_retry(last, delay)
             await sleep(delay)
+            attempt += 1
     if last is None:
         raise PdsUploadError(
             "the upload token expired before the video was ready to upload to the PDS"

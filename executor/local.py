@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import shutil
 import threading
 import time
@@ -32,18 +34,35 @@ MAX_ATTEMPTS = 3
 _PROGRESS_INTERVAL_S = 0.25
 
 
+class Interrupted(BaseException):
+    """Raised inside the transcoder's progress callback to stop ffmpeg at shutdown.
+
+    A BaseException so that no ``except Exception`` in between swallows it; the transcoder's
+    process runner kills the ffmpeg process group on the way out.
+    """
+
+
 class ProgressReporter:
     """Turns the transcoder's fraction callbacks into throttled, monotonic DB updates."""
 
-    def __init__(self, store: JobStore, job_id: str, state: JobState) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        state: JobState,
+        cancel: threading.Event | None = None,
+    ) -> None:
         self.store = store
         self.job_id = job_id
         self.state = state
+        self.cancel = cancel
         self._last_pct = -1
         self._last_at = 0.0
         self._lock = threading.Lock()
 
     def __call__(self, fraction: float) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Interrupted
         pct = max(0, min(99, int(fraction * 100)))
         now = time.monotonic()
         with self._lock:
@@ -104,7 +123,8 @@ class LocalExecutor:
             )
             self.storage.remove_source(job.id)
             return
-        log.info("resuming job after restart", extra=extra)
+        killed = kill_orphans(self.storage.source_path(job.id))
+        log.info("resuming job after restart", extra={**extra, "orphans_killed": killed})
         self._enqueue(job.id)
 
     async def _worker(self) -> None:
@@ -166,7 +186,7 @@ class LocalExecutor:
             out_dir,
             self.limits,
             strategy=self.cfg.encoding_strategy,
-            on_progress=ProgressReporter(self.store, job.id, JobState.ENCODING),
+            on_progress=ProgressReporter(self.store, job.id, JobState.ENCODING, cancel),
         )
         src = result.source
         return {
@@ -182,6 +202,30 @@ class LocalExecutor:
         }
 
 
+def kill_orphans(source: Path) -> int:
+    """Kill ffmpeg processes a crashed predecessor left working on ``source``.
+
+    ffmpeg runs in its own session (so a timeout can kill its whole group), which means it
+    outlives a SIGKILLed service; a resumed attempt must not race it for the output dir.
+    """
+    needle = str(source).encode()
+    killed = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].rsplit(b"/", 1)[-1].startswith(b"ff") and any(
+            needle in arg for arg in argv
+        ):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(proc.name), signal.SIGKILL)
+                killed += 1
+    return killed
+
+
 async def _run_cancellable(
     fn: Callable[[Job, Path, Path, threading.Event], T], job: Job, source: Path, out_dir: Path
 ) -> T:
@@ -192,6 +236,6 @@ async def _run_cancellable(
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         cancel.set()
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception, Interrupted):
             await task
         raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -41,6 +41,24 @@ def load_api_client() -> Any:
 
 def _json(resp: Any) -> Any:
     return json.loads(resp.data) if resp.data else {}
+
+
+class KubeAPI(Protocol):
+    """What the reconcilers need from the API server (a fake implements it in unit tests)."""
+
+    def create_videojob(self, namespace: str, body: dict[str, Any]) -> bool: ...
+
+    def list_videojobs(self, namespace: str) -> list[dict[str, Any]]: ...
+
+    def create_or_get_job(
+        self, namespace: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]: ...
+
+    def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
+
+    def delete_job(self, namespace: str, name: str) -> None: ...
 
 
 class Kube:

@@ -30,7 +30,7 @@ from atproto_video.ladder import RUNG_NAMES, Variant, plan_ladder
 from atproto_video.lexicon import FailureCode, JobState
 from atproto_video.operator.crd import videojob_for
 from atproto_video.operator.failures import Failure, failed_job, job_outcome, stuck_pod
-from atproto_video.operator.kube import Kube
+from atproto_video.operator.kube import KubeAPI
 from atproto_video.operator.progress import aggregate, read_progress, targets_for
 from atproto_video.operator.status import merge_renditions, mirror
 from atproto_video.operator.templates import (
@@ -94,7 +94,7 @@ class VideoJobReconciler:
         cfg: VideoConfig,
         store: JobStore,
         storage: LocalStorage,
-        kube: Kube,
+        kube: KubeAPI,
         *,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
@@ -349,7 +349,7 @@ class VideoJobCreator:
     """Creates the VideoJobs the API could not (Kubernetes unreachable at upload time)."""
 
     def __init__(
-        self, cfg: VideoConfig, store: JobStore, storage: LocalStorage, kube: Kube
+        self, cfg: VideoConfig, store: JobStore, storage: LocalStorage, kube: KubeAPI
     ) -> None:
         self.cfg = cfg
         self.store = store

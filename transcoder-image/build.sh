@@ -80,13 +80,21 @@ import_image() {
   [ -S "$CLUSTER_SOCK" ] || idie "cluster containerd socket $CLUSTER_SOCK not found; run cluster/up.sh first"
   eval "$(bash "$IMAGE_DIR/dockerd.sh" start)"
   "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1 || idie "$IMAGE not built; run transcoder-image/build.sh"
+  local id ctr=(ctr -a "$CLUSTER_SOCK" -n k8s.io)
+  id="$("$DOCKER" image inspect -f '{{.Id}}' "$IMAGE")"
+  # Skip when containerd already holds exactly this build (label set by a previous import).
+  if "${ctr[@]}" images ls "name==$IMAGE" 2>/dev/null | grep -F "atproto-video.docker-id=$id"; then
+    ilog "$IMAGE ($id) already in the cluster containerd"
+    return 0
+  fi
   local tar="$CACHE_ROOT/images/atproto-video-worker-$TAG.tar"
   mkdir -p "$(dirname "$tar")"
   "$DOCKER" save -o "$tar.tmp" "$IMAGE"; mv "$tar.tmp" "$tar"
-  ctr -a "$CLUSTER_SOCK" -n k8s.io images import "$tar" >&2
+  "${ctr[@]}" images import "$tar" >&2
   rm -f "$tar"
-  ctr -a "$CLUSTER_SOCK" -n k8s.io images ls -q | grep -qx "$IMAGE" \
+  "${ctr[@]}" images ls -q | grep -x "$IMAGE" \
     || idie "$IMAGE not visible in the cluster containerd after import"
+  "${ctr[@]}" images label "$IMAGE" "atproto-video.docker-id=$id" >/dev/null
   ilog "imported $IMAGE into $CLUSTER_SOCK (namespace k8s.io)"
 }
 

@@ -17,7 +17,7 @@ LOG="$DOCKER_STATE/dockerd.log"
 running() {
   local p
   p="$(cat "$PIDFILE" 2>/dev/null)" || return 1
-  [ -n "$p" ] && kill -0 "$p" 2>/dev/null && tr '\0' ' ' <"/proc/$p/cmdline" | grep -q dockerd
+  [ -n "$p" ] && kill -0 "$p" 2>/dev/null && tr '\0' ' ' <"/proc/$p/cmdline" | grep dockerd
 }
 
 start() {

@@ -19,7 +19,13 @@ from typing import Any
 from atproto_video.transcoder.errors import EncodingFailure, TranscodeError
 from atproto_video.transcoder.limits import TranscodeLimits
 from atproto_video.transcoder.master import atomic_write_text
-from atproto_video.transcoder.pipeline import TARGETS, plan_for, transcode, transcode_target
+from atproto_video.transcoder.pipeline import (
+    TARGETS,
+    is_target,
+    plan_for,
+    transcode,
+    transcode_target,
+)
 from atproto_video.transcoder.probe import probe
 
 log = logging.getLogger(__name__)
@@ -61,8 +67,9 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "transcode",
         help="transcode one video into the HLS/MP4/thumbnail layout (worker entrypoint)",
-        description="Probe SOURCE with a strict container allow-list and write the requested "
-        "target(s) under OUTPUT_DIR: playlist.m3u8, <rendition>/video.m3u8 + segments, "
+        description="Probe SOURCE with a strict container allow-list (chosen by content:\n"
+        "MP4/QuickTime, Matroska/WebM, MPEG-PS/TS, GIF, AVI) and write the requested\n"
+        "target(s) under OUTPUT_DIR: playlist.m3u8, <rendition>/video.m3u8 + segments,\n"
         "thumbnail.jpg and video.mp4.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -115,7 +122,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _valid_target(target: str) -> bool:
-    return target in _ALL_TARGETS or (target.endswith("p") and target[:-1].isdigit())
+    return target in _ALL_TARGETS or is_target(target)
 
 
 def _run(

@@ -16,6 +16,8 @@ SEGMENT_PATTERN = "seg_%03d.ts"
 MP4 = "video.mp4"
 THUMBNAIL = "thumbnail.jpg"
 MASTER = "playlist.m3u8"
+#: Phones write GPS location, device and owner names into metadata: never publish them.
+STRIP_METADATA = ("-map_metadata", "-1", "-map_chapters", "-1")
 
 
 def video_args(
@@ -24,6 +26,7 @@ def video_args(
     """H.264 High, CRF capped by VBV, IDR frames exactly on segment boundaries."""
     gop = max(1, round(float(fps) * limits.segment_s))
     args = [
+        *STRIP_METADATA,
         "-c:v", "libx264",
         "-preset", X264_PRESET,
         "-profile:v", variant.profile,
@@ -90,4 +93,5 @@ def hls_and_mp4_output(variant: Variant, limits: TranscodeLimits) -> list[str]:
 
 
 def thumbnail_output() -> list[str]:
-    return ["-frames:v", "1", "-update", "1", "-q:v", "3", "-f", "image2", THUMBNAIL]
+    """Each frame overwrites the file; the last one written is the chosen thumbnail."""
+    return [*STRIP_METADATA, "-update", "1", "-q:v", "3", "-f", "image2", THUMBNAIL]

@@ -40,23 +40,30 @@ def scale(variant: Variant) -> str:
     return f"scale={variant.width}:{variant.height}:flags=bicubic,setsar=1,format=yuv420p"
 
 
-def thumbnail(variant: Variant, *, skip_black: bool = True) -> str:
-    """A representative, non-black frame from the first seconds.
+def thumbnail(source_label: str, out_label: str, variant: Variant) -> str:
+    """A filtergraph section choosing a representative, non-black frame from the start.
 
     `trim` ends this branch early so the shared decode is not held back; the `metadata` step
     drops near-black frames (fade-ins, black leaders) before `thumbnail` picks the frame
-    closest to the average histogram.
+    closest to the average histogram. The first frame is emitted immediately and then
+    overwritten (image2 `-update 1`) by the chosen one: ffmpeg reports no progress until
+    every output has started, and an all-black video still gets its first frame.
     """
     frames = int(THUMBNAIL_WINDOW_S * THUMBNAIL_SAMPLE_FPS)
-    steps = [
+    sample = ",".join([
         f"trim=duration={THUMBNAIL_WINDOW_S:g}",
         f"fps={THUMBNAIL_SAMPLE_FPS}",
         f"scale={variant.width}:{variant.height}:flags=bicubic,setsar=1,format=yuv420p",
-    ]
-    if skip_black:
-        steps += [
-            "signalstats",
-            f"metadata=mode=select:key=lavfi.signalstats.YAVG:value={BLACK_LUMA}:function=greater",
-        ]
-    steps += [f"thumbnail=n={frames}", "format=yuvj420p"]
-    return ",".join(steps)
+    ])
+    choose = ",".join([
+        "signalstats",
+        f"metadata=mode=select:key=lavfi.signalstats.YAVG:value={BLACK_LUMA}:function=greater",
+        f"thumbnail=n={frames}",
+        "format=yuvj420p",
+    ])
+    return (
+        f"[{source_label}]{sample},split=2[tfirst_in][tbest_in];"
+        "[tfirst_in]trim=end_frame=1,format=yuvj420p[tfirst];"
+        f"[tbest_in]{choose}[tbest];"
+        f"[tfirst][tbest]concat=n=2:v=1:a=0[{out_label}]"
+    )

@@ -110,6 +110,8 @@ def transcode(
     on_progress: ProgressCallback | None = None,
 ) -> TranscodeResult:
     """Produce the whole output layout for `src`; raises `TranscodeError` subclasses."""
+    if strategy not in ("single", "per_rendition"):
+        raise ValueError(f"unknown strategy {strategy!r}")
     started = time.monotonic()
     source = probe(src, limits)
     plan = plan_for(source, limits)
@@ -117,15 +119,13 @@ def transcode(
     progress = Progress(on_progress)
     if strategy == "single":
         _run_single(src, out_dir, source, plan, limits, progress.update)
-    elif strategy == "per_rendition":
+    else:
         targets = [*(v.name for v in plan), "mp4", "thumbnail"]
         weights = [_weight(t, plan) for t in targets]
         stages = WeightedStages(weights, progress)
         for target in targets:
             _run_target(src, out_dir, target, source, plan, limits, stages.stage_sink())
             stages.finish_stage()
-    else:
-        raise ValueError(f"unknown strategy {strategy!r}")
     write_master(plan, out_dir, has_audio=source.has_audio)
     progress.done()
     return TranscodeResult(source, plan, out_dir, strategy, time.monotonic() - started)
@@ -142,6 +142,8 @@ def transcode_target(
     "master". Returns the rendition produced, or None for the other targets and for a rung
     the source is too small for (nothing to do: the ladder never upscales).
     """
+    if not is_target(target):
+        raise ValueError(f"unknown target {target!r}")
     source = probe(src, limits)
     plan = plan_for(source, limits)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -154,13 +156,16 @@ def transcode_target(
     else:
         variant = find_variant(plan, target)
         if variant is None:
-            if target not in RUNG_NAMES:
-                raise ValueError(f"unknown target {target!r}")
             log.info("skipping %s: source %dx%d is smaller", target, source.width, source.height)
         else:
             _run_target(src, out_dir, variant.name, source, plan, limits, progress.update)
     progress.done()
     return variant
+
+
+def is_target(target: str) -> bool:
+    """Named targets, plus any `<short side>p` (a rung, or a small source's own variant)."""
+    return target in (*TARGETS, "master") or re.fullmatch(r"[1-9][0-9]{0,4}p", target) is not None
 
 
 def find_variant(plan: Sequence[Variant], target: str) -> Variant | None:
@@ -187,15 +192,20 @@ def _base_argv(limits: TranscodeLimits) -> list[str]:
     return argv
 
 
-def _input(src: Path, source: SourceInfo, limits: TranscodeLimits, *, seconds: float) -> list[str]:
-    """Input options; `-t` stops files that lie about their length from running on."""
-    extra = ["-t", f"{seconds:.3f}"]
+def _input(src: Path, source: SourceInfo, limits: TranscodeLimits, *, read_s: float) -> list[str]:
+    """Input options; `-t` stops a file that lies about its length at the duration cap.
+
+    The cap, not the probed duration: container durations can be estimates (MPEG-TS/PS),
+    and cutting at an underestimate would silently drop the end of a real video.
+    """
+    extra = ["-t", f"{read_s:.3f}"]
     if limits.thread_count is not None:
         extra += ["-threads", str(limits.thread_count)]
     return input_args(src, source.format, max_frame_pixels=limits.max_frame_pixels, extra=extra)
 
 
 def _media_seconds(source: SourceInfo, limits: TranscodeLimits) -> float:
+    """Expected output length, for progress and the timeout."""
     return min(source.duration_s, limits.max_duration_s)
 
 
@@ -217,9 +227,9 @@ def _run_single(
     graph = [f"[0:{source.video_stream}]{filtergraph.preprocess(source, fps)},"
              f"split={branches}{labels}"]
     graph += [f"[s{i}]{filtergraph.scale(v)}[v{i}]" for i, v in enumerate(plan)]
-    graph.append(f"[s{len(plan)}]{filtergraph.thumbnail(plan[0])}[thumb]")
+    graph.append(filtergraph.thumbnail(f"s{len(plan)}", "thumb", plan[0]))
     seconds = _media_seconds(source, limits)
-    argv = [*_base_argv(limits), *_input(src, source, limits, seconds=seconds),
+    argv = [*_base_argv(limits), *_input(src, source, limits, read_s=limits.max_duration_s),
             "-filter_complex", ";".join(graph)]
     for i, variant in enumerate(plan):
         argv += ["-map", f"[v{i}]", *encoding.video_args(variant, source, fps, limits),
@@ -233,10 +243,7 @@ def _run_single(
     for variant in plan:
         _check_rendition(out_dir, variant)
     _check_file(out_dir / encoding.MP4)
-    if not (out_dir / encoding.THUMBNAIL).exists():
-        # Every sampled frame was black: take a representative frame anyway.
-        _run_target(src, out_dir, "thumbnail", source, plan, limits, lambda _: None,
-                    skip_black=False)
+    _check_file(out_dir / encoding.THUMBNAIL)
 
 
 def _run_target(
@@ -247,23 +254,23 @@ def _run_target(
     plan: Sequence[Variant],
     limits: TranscodeLimits,
     sink: Callable[[float], None],
-    *,
-    skip_black: bool = True,
 ) -> None:
     """One ffmpeg process for one target (one Kubernetes Job in the cluster)."""
     fps = source.output_fps(limits.max_fps)
     pre = f"[0:{source.video_stream}]{filtergraph.preprocess(source, fps)}"
     seconds = _media_seconds(source, limits)
+    read_s = limits.max_duration_s
     if target == "thumbnail":
         seconds = min(seconds, filtergraph.THUMBNAIL_WINDOW_S + 1)
+        read_s = seconds
         _remove(out_dir / encoding.THUMBNAIL)
-        chain = filtergraph.thumbnail(plan[0], skip_black=skip_black)
+        graph = f"{pre}[pre];{filtergraph.thumbnail('pre', 'out', plan[0])}"
         outputs = ["-map", "[out]", *encoding.thumbnail_output()]
     else:
         variant = mp4_variant(plan) if target == "mp4" else find_variant(plan, target)
         if variant is None:
             raise ValueError(f"target {target!r} is not in the plan")
-        chain = filtergraph.scale(variant)
+        graph = f"{pre},{filtergraph.scale(variant)}[out]"
         codec = [*encoding.video_args(variant, source, fps, limits),
                  *encoding.audio_args(source, variant), "-max_muxing_queue_size", "4096"]
         if target == "mp4":
@@ -272,17 +279,11 @@ def _run_target(
         else:
             _fresh_dir(out_dir / variant.name)
             outputs = ["-map", "[out]", *codec, *encoding.hls_output(variant, limits)]
-    argv = [*_base_argv(limits), *_input(src, source, limits, seconds=seconds),
-            "-filter_complex", f"{pre},{chain}[out]", *outputs]
+    argv = [*_base_argv(limits), *_input(src, source, limits, read_s=read_s),
+            "-filter_complex", graph, *outputs]
     _ffmpeg(argv, out_dir, seconds, limits, sink)
-    if target == "thumbnail":
-        if not (out_dir / encoding.THUMBNAIL).exists():
-            if skip_black:
-                _run_target(src, out_dir, target, source, plan, limits, sink, skip_black=False)
-            else:
-                raise ValidationFailure("no decodable video frames for a thumbnail")
-    elif target == "mp4":
-        _check_file(out_dir / encoding.MP4)
+    if target in ("thumbnail", "mp4"):
+        _check_file(out_dir / (encoding.THUMBNAIL if target == "thumbnail" else encoding.MP4))
     else:
         variant = find_variant(plan, target)
         assert variant is not None

@@ -372,27 +372,55 @@ def test_over_quota(small: ServiceProcess, dids: DidServer) -> None:
     assert _job_count(small, bytes_user.did) == 1
 
 
+def _wait_state(svc: ServiceProcess, job_id: str, state: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{svc.url}/xrpc/{STATUS}", params={"jobId": job_id}).json()
+        if status["jobStatus"]["state"] == state:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{job_id} never reached {state}")
+
+
+def _ffmpeg_on(path: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(path).encode() in cmdline:
+                pids.append(int(proc.name))
+    return pids
+
+
 def test_restart_resumes_jobs(tmp_path: Path, dids: DidServer) -> None:
-    clip = make_clip(tmp_path / "long.mp4", seconds=20, size="1280x720").read_bytes()
+    clip = make_clip(tmp_path / "long.mp4", seconds=12, size="1280x720").read_bytes()
     svc = ServiceProcess(tmp_path / "svc", {"VIDEO_DID_PLC_URL": dids.url}).start()
     who = user(dids)
     try:
         job_id = upload(svc, who, clip).json()["jobId"]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            state = httpx.get(f"{svc.url}/xrpc/{STATUS}", params={"jobId": job_id}).json()[
-                "jobStatus"
-            ]
-            if state["state"] == "JOB_STATE_ENCODING":
-                break
-            time.sleep(0.05)
-        svc.kill()  # SIGKILL in the middle of encoding
+        source = svc.data_dir / "storage" / "jobs" / job_id / "source"
+        _wait_state(svc, job_id, "JOB_STATE_ENCODING")
+        # Graceful stop: ffmpeg is stopped with the service, the job stays to be resumed.
+        t0 = time.monotonic()
+        assert svc.stop() == 0
+        assert time.monotonic() - t0 < 20
+        assert _ffmpeg_on(source) == []
         svc.start()
+        _wait_state(svc, job_id, "JOB_STATE_ENCODING")
+        svc.kill()  # SIGKILL in the middle of encoding: ffmpeg survives it (own session)...
+        orphans = _ffmpeg_on(source)
+        assert orphans
+        svc.start()  # healthy only after the executor resumed jobs and killed their orphans
+        time.sleep(0.2)
+        assert not set(orphans) & set(_ffmpeg_on(source))
         status = wait_terminal(svc, job_id, timeout=240)
         assert status["state"] == "JOB_STATE_COMPLETED", status
         with sqlite3.connect(svc.data_dir / "video.sqlite3") as conn:
             attempts = conn.execute("SELECT attempts FROM video_job WHERE id = ?", (job_id,))
-            assert attempts.fetchone()[0] == 2  # the interrupted attempt, then the resumed one
-        assert not (svc.data_dir / "storage" / "jobs" / job_id / "source").exists()
+            assert attempts.fetchone()[0] == 3  # two interrupted attempts, then the last one
+        assert not source.exists()  # the upload is removed once the job is done
     finally:
         svc.stop()

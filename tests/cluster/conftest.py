@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,15 +57,20 @@ class Cluster:
     kubectl: str
     kubeconfig: str
 
-    def run(self, *args: str, check: bool = True, input: str | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [self.kubectl, "--kubeconfig", self.kubeconfig, *args],
-            input=input, capture_output=True, text=True, timeout=timeout,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): "
-                                 f"{proc.stderr.strip()}")
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}"
+            )
         return proc
 
     def get_json(self, *args: str) -> Any:
@@ -76,31 +82,35 @@ class Cluster:
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
+    """The test cluster, reused if healthy, else started by cluster/up.sh.
+
+    The fixture holds a lease (cluster/up.sh --lease) for the session: at the end the cluster
+    is torn down only if a test session started it and no other live session still holds a
+    lease, so concurrent pytest runs on one machine share it safely and a cluster started by
+    hand (make cluster-up) is left running.
+    """
     if os.geteuid() != 0:
         _unavailable("test cluster", "cluster/up.sh needs root (containerd, kubelet, cgroups)")
-    status = subprocess.run(["bash", str(UP), "--status"], capture_output=True, text=True)
-    started = status.returncode != 0
-    if started:
-        t0 = time.monotonic()
-        # A cold start builds Kubernetes from source first (15-30 min on 2 cores).
-        proc = subprocess.run(["bash", str(UP)], capture_output=True, text=True, timeout=3600)
-        if proc.returncode != 0:
-            subprocess.run(["bash", str(DOWN)], capture_output=True, text=True, timeout=600)
-            _unavailable("test cluster", f"cluster/up.sh exited {proc.returncode}:\n"
-                         f"{_tail(proc.stderr)}")
-        out = proc.stdout
-        print(f"\ncluster/up.sh took {time.monotonic() - t0:.0f}s", file=sys.stderr)
-    else:
-        out = status.stdout
-    env = _exports(out)
-    if "KUBECONFIG" not in env or "VIDEO_KUBECTL" not in env:
-        _unavailable("test cluster", f"cluster/up.sh printed no export lines: {out!r}")
+    lease = f"{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    t0 = time.monotonic()
+    # A cold start builds Kubernetes from source first (15-30 min on 2 cores).
+    proc = subprocess.run(
+        ["bash", str(UP), "--lease", lease], capture_output=True, text=True, timeout=3600
+    )
+    print(f"\ncluster/up.sh took {time.monotonic() - t0:.0f}s", file=sys.stderr)
+    env = _exports(proc.stdout)
+    if proc.returncode != 0 or "KUBECONFIG" not in env or "VIDEO_KUBECTL" not in env:
+        subprocess.run(["bash", str(DOWN), "--release", lease], capture_output=True, timeout=600)
+        _unavailable(
+            "test cluster", f"cluster/up.sh exited {proc.returncode}:\n{_tail(proc.stderr)}"
+        )
     try:
         yield Cluster(kubectl=env["VIDEO_KUBECTL"], kubeconfig=env["KUBECONFIG"])
     finally:
-        if started and os.environ.get("VIDEO_KEEP_CLUSTER") != "1":
-            down = subprocess.run(["bash", str(DOWN)], capture_output=True, text=True,
-                                  timeout=600)
+        if os.environ.get("VIDEO_KEEP_CLUSTER") != "1":
+            down = subprocess.run(
+                ["bash", str(DOWN), "--release", lease], capture_output=True, text=True, timeout=600
+            )
             if down.returncode != 0:
                 print(f"cluster/down.sh failed:\n{_tail(down.stderr)}", file=sys.stderr)
 
@@ -110,10 +120,13 @@ def docker_host() -> Iterator[str]:
     """The private dockerd (transcoder-image/dockerd.sh); stopped at the end if we started it."""
     if os.geteuid() != 0:
         _unavailable("private dockerd", "transcoder-image/dockerd.sh needs root")
-    was_running = subprocess.run(["bash", str(DOCKERD), "status"],
-                                 capture_output=True, text=True).returncode == 0
-    proc = subprocess.run(["bash", str(DOCKERD), "start"], capture_output=True, text=True,
-                          timeout=300)
+    was_running = (
+        subprocess.run(["bash", str(DOCKERD), "status"], capture_output=True, text=True).returncode
+        == 0
+    )
+    proc = subprocess.run(
+        ["bash", str(DOCKERD), "start"], capture_output=True, text=True, timeout=300
+    )
     if proc.returncode != 0:
         _unavailable("private dockerd", _tail(proc.stderr))
     host = _exports(proc.stdout).get("DOCKER_HOST", "")
@@ -127,11 +140,12 @@ def docker_host() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def worker_image(docker_host: str) -> str:
     """Build (or rebuild: layers are cached) localhost/atproto-video-worker:<version>."""
-    proc = subprocess.run(["bash", str(IMAGE_BUILD)], capture_output=True, text=True,
-                          timeout=3600)
+    proc = subprocess.run(["bash", str(IMAGE_BUILD)], capture_output=True, text=True, timeout=3600)
     if proc.returncode != 0:
-        _unavailable("worker image", f"transcoder-image/build.sh exited {proc.returncode}:\n"
-                     f"{_tail(proc.stderr)}")
+        _unavailable(
+            "worker image",
+            f"transcoder-image/build.sh exited {proc.returncode}:\n{_tail(proc.stderr)}",
+        )
     return proc.stdout.strip().splitlines()[-1]
 
 
@@ -139,8 +153,9 @@ def worker_image(docker_host: str) -> str:
 def cluster_worker_image(cluster: Cluster, worker_image: str) -> str:
     """The worker image imported into the cluster's containerd (imagePullPolicy: Never)."""
     env = dict(os.environ, VIDEO_CLUSTER_STATE=str(Path(cluster.kubeconfig).parent))
-    proc = subprocess.run(["bash", str(IMAGE_BUILD), "import"], capture_output=True,
-                          text=True, timeout=900, env=env)
+    proc = subprocess.run(
+        ["bash", str(IMAGE_BUILD), "import"], capture_output=True, text=True, timeout=900, env=env
+    )
     if proc.returncode != 0:
         raise AssertionError(f"importing {worker_image} failed:\n{_tail(proc.stderr)}")
     return worker_image

@@ -30,20 +30,35 @@ def prepare_workdir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path
 def check_hls_rendition(out_dir: Path, rendition: str, height: int) -> None:
     """<rendition>/video.m3u8 is a finished VOD playlist whose segments exist at that height."""
     playlist = out_dir / rendition / "video.m3u8"
-    assert playlist.is_file(), f"{playlist} missing; out dir has {sorted(map(str, out_dir.rglob('*')))}"
+    found = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*"))
+    assert playlist.is_file(), f"{playlist} missing; output has {found}"
     text = playlist.read_text()
     assert text.startswith("#EXTM3U"), text
     assert "#EXT-X-ENDLIST" in text, text
-    segments = [line.strip() for line in text.splitlines()
-                if line.strip() and not line.startswith("#")]
+    segments = [
+        line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
+    ]
     assert segments, f"no segments in {playlist}:\n{text}"
     for seg in segments:
         path = playlist.parent / seg
         assert path.is_file() and path.stat().st_size > 0, f"segment {path} missing or empty"
     probe = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-         "stream=width,height", "-of", "json", str(playlist.parent / segments[0])],
-        capture_output=True, text=True, check=True, timeout=60,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "json",
+            str(playlist.parent / segments[0]),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     stream = json.loads(probe.stdout)["streams"][0]
     assert stream["height"] == height, stream

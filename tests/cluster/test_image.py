@@ -16,21 +16,50 @@ pytestmark = [pytest.mark.image, pytest.mark.timeout(3600)]
 DOCKER = "/usr/bin/docker"
 
 
-def _docker_run(docker_host: str, image: str, work: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _docker_run(
+    docker_host: str, image: str, work: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [DOCKER, "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
-         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-         "-v", f"{work}:/work", image, *args],
-        capture_output=True, text=True, timeout=600,
+        [
+            DOCKER,
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "-v",
+            f"{work}:/work",
+            image,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
         env=dict(os.environ, DOCKER_HOST=docker_host),
     )
 
 
-def test_image_transcodes_480p_offline(worker_image: str, docker_host: str,
-                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_image_transcodes_480p_offline(
+    worker_image: str, docker_host: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     work = prepare_workdir(tmp_path_factory, "image-480p")
-    proc = _docker_run(docker_host, worker_image, work, "/work/in/clip.mp4", "/work/out",
-                       "--target", "480p", "--progress-file", "/work/out/progress.json")
+    proc = _docker_run(
+        docker_host,
+        worker_image,
+        work,
+        "/work/in/clip.mp4",
+        "/work/out",
+        "--target",
+        "480p",
+        "--progress-file",
+        "/work/out/progress.json",
+    )
     assert proc.returncode == 0, f"worker exited {proc.returncode}:\n{proc.stderr}"
     check_hls_rendition(work / "out", "480p", 480)
     # The container ran as the image's non-root user: everything it wrote is owned by it.
@@ -41,13 +70,23 @@ def test_image_transcodes_480p_offline(worker_image: str, docker_host: str,
     assert progress["progress"] == 100
 
 
-def test_image_reports_validation_failure(worker_image: str, docker_host: str,
-                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_image_reports_validation_failure(
+    worker_image: str, docker_host: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     work = prepare_workdir(tmp_path_factory, "image-bad")
     (work / "in" / "junk.mp4").write_bytes(b"this is not a video" * 100)
     os.chmod(work / "in" / "junk.mp4", 0o644)
-    proc = _docker_run(docker_host, worker_image, work, "/work/in/junk.mp4", "/work/out",
-                       "--target", "480p", "--termination-log", "/work/out/termination-log")
+    proc = _docker_run(
+        docker_host,
+        worker_image,
+        work,
+        "/work/in/junk.mp4",
+        "/work/out",
+        "--target",
+        "480p",
+        "--termination-log",
+        "/work/out/termination-log",
+    )
     assert proc.returncode == 10, f"exit {proc.returncode}, stderr:\n{proc.stderr}"
     line = json.loads(proc.stderr.strip().splitlines()[-1])
     assert line["failureCode"] == "validation_failure"

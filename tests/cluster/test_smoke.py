@@ -38,23 +38,36 @@ def transcode_job(name: str, image: str, work: Path, target: str) -> dict[str, A
                         "runAsGroup": WORKER_UID,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
-                    "containers": [{
-                        "name": "transcode",
-                        "image": image,
-                        "imagePullPolicy": "Never",
-                        "args": ["/work/in/clip.mp4", "/work/out", "--target", target,
-                                 "--progress-file", "/work/out/progress.json",
-                                 "--termination-log", "/dev/termination-log"],
-                        "securityContext": {
-                            "readOnlyRootFilesystem": True,
-                            "allowPrivilegeEscalation": False,
-                            "capabilities": {"drop": ["ALL"]},
-                        },
-                        "resources": {"limits": {"memory": "1Gi"},
-                                      "requests": {"cpu": "100m", "memory": "128Mi"}},
-                        "volumeMounts": [{"name": "work", "mountPath": "/work"},
-                                         {"name": "tmp", "mountPath": "/tmp"}],
-                    }],
+                    "containers": [
+                        {
+                            "name": "transcode",
+                            "image": image,
+                            "imagePullPolicy": "Never",
+                            "args": [
+                                "/work/in/clip.mp4",
+                                "/work/out",
+                                "--target",
+                                target,
+                                "--progress-file",
+                                "/work/out/progress.json",
+                                "--termination-log",
+                                "/dev/termination-log",
+                            ],
+                            "securityContext": {
+                                "readOnlyRootFilesystem": True,
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                            "resources": {
+                                "limits": {"memory": "1Gi"},
+                                "requests": {"cpu": "100m", "memory": "128Mi"},
+                            },
+                            "volumeMounts": [
+                                {"name": "work", "mountPath": "/work"},
+                                {"name": "tmp", "mountPath": "/tmp"},
+                            ],
+                        }
+                    ],
                     "volumes": [
                         {"name": "work", "hostPath": {"path": str(work), "type": "Directory"}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
@@ -68,7 +81,7 @@ def transcode_job(name: str, image: str, work: Path, target: str) -> dict[str, A
 def wait_for_job(cluster: Cluster, name: str, timeout: float = 600) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = cluster.get_json("job", name)
+        job: dict[str, Any] = cluster.get_json("job", name)
         for cond in job.get("status", {}).get("conditions", []):
             if cond["status"] == "True" and cond["type"] in ("Complete", "Failed"):
                 return job
@@ -76,8 +89,9 @@ def wait_for_job(cluster: Cluster, name: str, timeout: float = 600) -> dict[str,
     raise AssertionError(f"job {name} did not finish in {timeout}s: {job.get('status')}")
 
 
-def test_worker_job_transcodes_480p(cluster: Cluster, cluster_worker_image: str,
-                                    tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_worker_job_transcodes_480p(
+    cluster: Cluster, cluster_worker_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     node = cluster.get_json("node", "127.0.0.1")
     ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}
     assert ready["Ready"] == "True"
@@ -105,5 +119,12 @@ def test_worker_job_transcodes_480p(cluster: Cluster, cluster_worker_image: str,
         check_hls_rendition(work / "out", "480p", 480)
         assert (work / "out" / "480p" / "video.m3u8").stat().st_uid == WORKER_UID
     finally:
-        cluster.run("delete", "job", name, "--wait=true", "--cascade=foreground",
-                    "--timeout=120s", check=False)
+        cluster.run(
+            "delete",
+            "job",
+            name,
+            "--wait=true",
+            "--cascade=foreground",
+            "--timeout=120s",
+            check=False,
+        )

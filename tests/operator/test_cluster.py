@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from atproto_video.db import make_engine, video_job
+from atproto_video.operator.progress import read_progress
 from tests.operator.conftest import SERVICE_DID, K8sEnv, OperatorProcess
 from tests.support.didserver import DidServer
 from tests.support.identity import Identity, new_plc_did
@@ -212,7 +213,6 @@ def test_operator_killed_mid_job_creates_no_duplicates(
     assert st["state"] == "JOB_STATE_COMPLETED", st
     after = {t: j["metadata"]["uid"] for t, j in worker_jobs(k8s, job_id).items()}
     assert after == before, "the restarted operator replaced or duplicated worker Jobs"
-    assert "worker Job found" in operator.logs() or "worker Job created" in operator.logs()
     assert_monotonic(seen)
 
 
@@ -243,7 +243,7 @@ def test_killed_worker_pod_is_retried(
     pids: list[int] = []
     while time.monotonic() < deadline:
         pids = _worker_pids(job_id, "720p")
-        if pids and progress.exists() and '"progress": 0' not in progress.read_text():
+        if pids and (read_progress(progress) or 0) > 0:
             break
         time.sleep(0.2)
     assert pids, f"no running 720p worker seen\n{operator.logs()[-3000:]}"

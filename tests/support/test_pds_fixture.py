@@ -226,8 +226,12 @@ def test_pds_down_while_plc_stays_up(pds: LocalPDS) -> None:
     assert pds.xrpc("_health").status_code == 200
 
 
-def test_legacy_did_doc_and_blob_limit() -> None:
-    with LocalPDS(plc_doc_format="legacy", blob_upload_limit=1000) as legacy:
+def test_legacy_did_doc_blob_limit_and_clean_stop() -> None:
+    legacy = LocalPDS(plc_doc_format="legacy", blob_upload_limit=1000).start()
+    try:
+        pid, ports = legacy.pid, [legacy.info["pdsPort"], legacy.info["plcPort"]]
+        work = legacy.log_path.parent
+        assert legacy.startup_ms > 0 and legacy.rss_bytes() > 50 * 2**20
         doc = legacy.did_document()
         vm, key = atproto_key(doc)
         assert vm["id"] == "#atproto"
@@ -236,38 +240,26 @@ def test_legacy_did_doc_and_blob_limit() -> None:
         token = legacy.service_auth(legacy.pds_service_did, UPLOAD_BLOB)
         _h, _p, sig, signed = jwt_parts(token)
         verify_es256k(key, sig, signed)
-        res = legacy.xrpc(
-            UPLOAD_BLOB,
-            method="POST",
-            content=b"\0" * 1001,
-            token=token,
-            headers={"content-type": "video/mp4"},
-        )
-        assert res.status_code == 413
-        assert res.json()["error"] == "PayloadTooLarge"
-        ok = legacy.xrpc(
-            UPLOAD_BLOB,
-            method="POST",
-            content=b"\0" * 1000,
-            token=token,
-            headers={"content-type": "video/mp4"},
-        )
-        assert ok.status_code == 200
-
-
-def test_stop_leaves_no_process_and_frees_ports() -> None:
-    p = LocalPDS().start()
-    pid, ports = p.pid, [p.info["pdsPort"], p.info["plcPort"]]
-    work = p.log_path.parent
-    assert _alive(pid)
-    assert p.startup_ms > 0 and p.rss_bytes() > 50 * 2**20
-    p.stop()
+        for size, status in [(1001, 413), (1000, 200)]:
+            res = legacy.xrpc(
+                UPLOAD_BLOB,
+                method="POST",
+                content=b"\0" * size,
+                token=token,
+                headers={"content-type": "video/mp4"},
+            )
+            assert res.status_code == status, res.text
+            if status == 413:
+                assert res.json()["error"] == "PayloadTooLarge"
+    finally:
+        legacy.stop()
+    # stop(): no process, no listener, no files left
     assert not _alive(pid)
     assert not work.exists()
     for port in ports:
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{port}/", trust_env=False)
-    p.stop()  # idempotent
+    legacy.stop()  # idempotent
 
 
 # ----------------------------------------------------------------------------- JS client

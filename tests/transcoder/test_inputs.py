@@ -384,3 +384,56 @@ def test_all_black_video_still_gets_a_thumbnail(
     src = make(media_dir, "black.mp4", lambda p: clip(p, source="color=black", seconds=1))
     out = run(src, tmp_path, limits)
     assert_valid_layout(out, [(320, 240)], has_audio=True)
+
+
+# --- privacy and process count -------------------------------------------------------------
+
+
+def test_location_and_device_metadata_are_not_published(
+    media_dir: Path, tmp_path: Path, limits: TranscodeLimits
+) -> None:
+    src = make(
+        media_dir,
+        "tagged.mov",
+        lambda p: clip(
+            p,
+            seconds=1,
+            extra=(
+                "-metadata",
+                "location=+37.7749-122.4194/",
+                "-metadata",
+                "com.apple.quicktime.make=Apple",
+                "-metadata",
+                "title=my secret place",
+                "-f",
+                "mov",
+            ),
+        ),
+    )
+    assert "location" in ffprobe(src)["format"]["tags"]
+    out = run(src, tmp_path, limits)
+    for produced in (out / "video.mp4", out / "240p" / "seg_000.ts"):
+        info = ffprobe(produced)
+        text = str(info["format"].get("tags", {})) + str([s.get("tags") for s in info["streams"]])
+        for secret in ("37.7749", "Apple", "secret place"):
+            assert secret not in text, (produced.name, secret)
+        assert b"37.7749" not in produced.read_bytes()
+
+
+def test_single_strategy_runs_exactly_one_ffmpeg_process(
+    media_dir: Path, tmp_path: Path, limits: TranscodeLimits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atproto_video.transcoder.process import run as real_run
+
+    calls: list[list[str]] = []
+
+    def counting_run(argv: list[str], **kwargs: object) -> object:
+        calls.append(list(argv))
+        return real_run(argv, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("atproto_video.transcoder.pipeline.run", counting_run)
+    src = make(media_dir, "silent.mp4", lambda p: clip(p, audio=False))
+    out = run(src, tmp_path, limits)
+    assert len(calls) == 1
+    assert sum(arg == "-i" for arg in calls[0]) == 1
+    assert_valid_layout(out, [(320, 240)], has_audio=False)

@@ -1,0 +1,229 @@
+"""deliver(): the states after ENCODED, against a real database and a scripted PDS on loopback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from atproto_video.blob import blob_for_file, blob_ref
+from atproto_video.config import VideoConfig
+from atproto_video.executor.delivery import deliver
+from atproto_video.jobs import Job, JobStore, NewJob, new_job_id
+from atproto_video.lexicon import JobState
+from atproto_video.pds import RetryPolicy
+from atproto_video.tokens import TokenCipher
+from tests.bluesky.scripted import Answer, ScriptedPDS
+
+pytestmark = pytest.mark.anyio
+TOKEN = "eyJhbGciOiJFUzI1NksifQ.eyJleHAiOjF9.c2lnbmF0dXJl"
+FAST = RetryPolicy(timeout_s=5, initial_s=0.01, max_s=0.05, min_remaining_s=0.5)
+KEY = os.urandom(32)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class RecordingStore(JobStore):
+    """The real store, also keeping every (state, progress) advance asked for."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.steps: list[tuple[str, int]] = []
+
+    def advance(self, job_id: str, state: JobState, progress: int = 0, **kw: Any) -> bool:
+        moved = super().advance(job_id, state, progress, **kw)
+        if moved:
+            self.steps.append((state.value, progress))
+        return moved
+
+
+@pytest.fixture
+def store(engine: Engine) -> RecordingStore:
+    return RecordingStore(engine)
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> VideoConfig:
+    return VideoConfig(
+        service_did="did:web:video.test",
+        data_dir=tmp_path,
+        token_key=KEY,
+        allow_private_endpoints=True,
+    )
+
+
+@pytest.fixture
+def out_dir(tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "video.mp4").write_bytes(os.urandom(3 << 20))  # deliver only hashes and sends it
+    return out
+
+
+@pytest.fixture
+def pds() -> Iterator[ScriptedPDS]:
+    server = ScriptedPDS([])
+    yield server
+    server.stop()
+
+
+def encoded_job(
+    store: RecordingStore,
+    pds_url: str | None,
+    *,
+    key: bytes = KEY,
+    expires_in: float = 1800,
+    token: bytes | None = None,
+) -> Job:
+    job_id = new_job_id()
+    sealed = TokenCipher(key).encrypt(TOKEN, job_id=job_id) if pds_url else None
+    job = store.create(
+        NewJob(
+            id=job_id,
+            did="did:plc:deliverytest",
+            source_size=10,
+            content_hash=os.urandom(32).hex(),
+            pds_url=pds_url,
+            upload_token=token if token is not None else sealed,
+            token_expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=expires_in)
+            if pds_url
+            else None,
+        ),
+        None,
+    )
+    store.advance(job.id, JobState.ENCODING, 100)
+    store.steps.clear()
+    return job
+
+
+async def test_bluesky_job_ends_with_the_pds_blob(
+    store: RecordingStore, cfg: VideoConfig, out_dir: Path, pds: ScriptedPDS
+) -> None:
+    local = blob_for_file(out_dir / "video.mp4")
+    pds.answers = [Answer(500, {"error": "InternalServerError"}), Answer(200, {"blob": local})]
+    job = encoded_job(store, pds.url)
+    assert await deliver(store, job, out_dir, cfg=cfg, retry=FAST) is True
+    done = store.get(job.id)
+    assert done is not None and done.state == JobState.COMPLETED
+    assert done.blob == local and done.upload_token is None and done.cid == local["ref"]["$link"]
+    assert len(pds.seen) == 2 and pds.seen[-1].headers["authorization"] == f"Bearer {TOKEN}"
+    assert pds.seen[-1].body == (out_dir / "video.mp4").read_bytes()
+    states = [s for s, _ in store.steps]
+    assert states[:3] == ["JOB_STATE_ENCODED", "JOB_STATE_SCANNING", "JOB_STATE_SCANNED"]
+    assert states[-1] == "JOB_STATE_UPLOADED"
+    uploading = [p for s, p in store.steps if s == "JOB_STATE_UPLOADING"]
+    assert uploading[0] == 0 and uploading[-1] == 100 and uploading == sorted(uploading)
+
+
+async def test_seed_job_keeps_the_local_blob_and_calls_no_pds(
+    store: RecordingStore, cfg: VideoConfig, out_dir: Path
+) -> None:
+    job = encoded_job(store, None)
+    assert await deliver(store, job, out_dir, cfg=cfg) is True
+    done = store.get(job.id)
+    assert done is not None and done.blob == blob_for_file(out_dir / "video.mp4")
+    assert "JOB_STATE_UPLOADING" not in [s for s, _ in store.steps]
+
+
+async def test_a_different_cid_from_the_pds_fails_the_job(
+    store: RecordingStore, cfg: VideoConfig, out_dir: Path, pds: ScriptedPDS
+) -> None:
+    other = blob_ref("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", "video/mp4", 5)
+    pds.answers = [Answer(200, {"blob": other})]
+    job = encoded_job(store, pds.url)
+    assert await deliver(store, job, out_dir, cfg=cfg, retry=FAST) is False
+    done = store.get(job.id)
+    assert done is not None and done.state == JobState.FAILED
+    assert done.failure_code == "pds_upload_failure"
+    assert done.error is not None and "bafkreigh2akis" in done.error
+    assert done.blob is None and done.upload_token is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "text"),
+    [
+        (
+            Answer(413, {"error": "PayloadTooLarge"}),
+            "pds_upload_unsupported_blob_size",
+            "too large",
+        ),
+        (
+            Answer(401, {"error": "ExpiredToken", "message": "Token has expired"}),
+            "pds_upload_failure",
+            "HTTP 401 ExpiredToken: Token has expired",
+        ),
+    ],
+)
+async def test_pds_refusals(
+    store: RecordingStore,
+    cfg: VideoConfig,
+    out_dir: Path,
+    pds: ScriptedPDS,
+    answer: Answer,
+    code: str,
+    text: str,
+) -> None:
+    pds.answers = [answer]
+    job = encoded_job(store, pds.url)
+    assert await deliver(store, job, out_dir, cfg=cfg, retry=FAST) is False
+    done = store.get(job.id)
+    assert done is not None and done.failure_code == code
+    assert done.error is not None and text in done.error and TOKEN not in done.error
+    assert len(pds.seen) == 1
+
+
+async def test_token_expired_during_encoding(
+    store: RecordingStore, cfg: VideoConfig, out_dir: Path, pds: ScriptedPDS
+) -> None:
+    job = encoded_job(store, pds.url, expires_in=-1)
+    assert await deliver(store, job, out_dir, cfg=cfg, retry=FAST) is False
+    done = store.get(job.id)
+    assert done is not None and done.failure_code == "pds_upload_failure"
+    assert done.error == "the upload token expired before the video was ready to upload to the PDS"
+    assert pds.seen == []
+
+
+async def test_a_changed_key_fails_cleanly(
+    store: RecordingStore, cfg: VideoConfig, out_dir: Path, pds: ScriptedPDS
+) -> None:
+    job = encoded_job(store, pds.url, key=os.urandom(32))
+    assert await deliver(store, job, out_dir, cfg=cfg, retry=FAST) is False
+    done = store.get(job.id)
+    assert done is not None and done.failure_code == "pds_upload_failure"
+    assert done.error is not None and "VIDEO_TOKEN_KEY" in done.error
+    assert pds.seen == []
+
+
+async def refuse_everything(path: Path) -> str | None:
+    return f"refused {path.name} by policy"
+
+
+async def test_scan_hook_from_config(
+    store: RecordingStore, cfg: VideoConfig, out_dir: Path, pds: ScriptedPDS
+) -> None:
+    hooked = VideoConfig(
+        service_did=cfg.service_did,
+        data_dir=cfg.data_dir,
+        token_key=KEY,
+        scan_hook="tests.bluesky.test_delivery:refuse_everything",
+    )
+    job = encoded_job(store, pds.url)
+    assert await deliver(store, job, out_dir, cfg=hooked) is False
+    done = store.get(job.id)
+    assert done is not None and done.state == JobState.FAILED
+    assert (done.failure_code, done.error) == ("validation_failure", "refused video.mp4 by policy")
+    assert "JOB_STATE_SCANNING" in [s for s, _ in store.steps] and pds.seen == []
+
+    broken = VideoConfig(service_did=cfg.service_did, scan_hook="no.such.module:scan")
+    job = encoded_job(store, pds.url)
+    assert await deliver(store, job, out_dir, cfg=broken) is False
+    failed = store.get(job.id)
+    assert failed is not None and failed.failure_code == "generic_failure"

@@ -1,0 +1,250 @@
+"""The reconcile step against an in-memory API server double and a real database.
+
+The double keeps Jobs and Pods as plain dicts the way the API server returns them; the
+database, the storage and ffprobe are real. The cluster tests cover the same paths for real;
+these pin down the rules quickly: create-or-get (no duplicates across restarts), progress
+from files, naming failures, the deadline, and the database-to-VideoJob reconciler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from atproto_video.config import VideoConfig
+from atproto_video.jobs import JobStore, NewJob, new_job_id
+from atproto_video.lexicon import FailureCode, JobState
+from atproto_video.operator.crd import videojob_manifest
+from atproto_video.operator.reconcile import VideoJobCreator, VideoJobReconciler
+from atproto_video.storage import LocalStorage
+from tests.support.media import make_clip
+
+
+class FakeKube:
+    """Only the calls the reconciler makes, with the API server's semantics (409 on create)."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.pods: list[dict[str, Any]] = []
+        self.videojobs: dict[str, dict[str, Any]] = {}
+        self.creates = 0
+        self.deleted: list[str] = []
+
+    def create_or_get_job(
+        self, namespace: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        name = body["metadata"]["name"]
+        if name in self.jobs:
+            return self.jobs[name], False
+        self.creates += 1
+        self.jobs[name] = json.loads(json.dumps({**body, "status": {}}))
+        return self.jobs[name], True
+
+    def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        key, _, value = selector.partition("=")
+        return [j for j in self.jobs.values() if j["metadata"]["labels"].get(key) == value]
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return list(self.pods)
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        self.deleted.append(name)
+        self.jobs.pop(name, None)
+
+    def create_videojob(self, namespace: str, body: dict[str, Any]) -> bool:
+        name = body["metadata"]["name"]
+        if name in self.videojobs:
+            return False
+        self.videojobs[name] = body
+        return True
+
+    def list_videojobs(self, namespace: str) -> list[dict[str, Any]]:
+        return list(self.videojobs.values())
+
+    def finish(self, target: str, condition: str = "Complete", reason: str = "") -> None:
+        for job in self.jobs.values():
+            if job["metadata"]["labels"]["video.atproto.dev/target"] == target:
+                job["status"] = {
+                    "conditions": [
+                        {"type": condition, "status": "True", "reason": reason, "message": "m"}
+                    ]
+                }
+
+
+@pytest.fixture
+def world(engine: Engine, tmp_path: Path) -> Iterator[tuple[VideoConfig, JobStore, LocalStorage]]:
+    cfg = VideoConfig.from_env(
+        {
+            "VIDEO_SERVICE_DID": "did:web:video.test",
+            "VIDEO_STORAGE_DIR": str(tmp_path / "storage"),
+            "VIDEO_K8S_NAMESPACE": "video",
+        }
+    )
+    storage = LocalStorage(cfg.storage_dir)
+    storage.prepare()
+    yield cfg, JobStore(engine), storage
+
+
+def add_job(store: JobStore, storage: LocalStorage, source: bytes) -> str:
+    job_id = new_job_id()
+    storage.job_dir(job_id).mkdir(parents=True)
+    storage.source_path(job_id).write_bytes(source)
+    store.create(
+        NewJob(
+            id=job_id,
+            did="did:plc:abc",
+            source_size=len(source),
+            content_hash=job_id,
+            executor="kubernetes",
+        ),
+        None,
+    )
+    return job_id
+
+
+def body_for(
+    job_id: str, storage: LocalStorage, status: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    vj = videojob_manifest(job_id, "did:plc:abc", f"jobs/{job_id}/source", "video")
+    vj["metadata"].update(uid="uid-1", generation=1)
+    vj["status"] = status or {}
+    return vj
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return make_clip(tmp_path_factory.mktemp("m") / "c.mp4", seconds=1, size="854x480").read_bytes()
+
+
+def test_one_job_per_target_and_no_duplicates_after_a_restart(
+    world: tuple[VideoConfig, JobStore, LocalStorage], clip: bytes
+) -> None:
+    cfg, store, storage = world
+    kube = FakeKube()
+    job_id = add_job(store, storage, clip)
+    status = asyncio.run(
+        VideoJobReconciler(cfg, store, storage, kube).step(body_for(job_id, storage))
+    )
+    assert sorted(kube.jobs) == sorted(f"vj-{job_id}-{t}" for t in ("480p", "mp4", "thumbnail"))
+    assert status["plan"]["renditions"] == ["480p"]
+    assert store.get(job_id).state is JobState.ENCODING  # type: ignore[union-attr]
+
+    # A new operator process (fresh reconciler, stale CR status) adopts the same Jobs.
+    progress = storage.job_dir(job_id) / "progress" / "480p.json"
+    progress.write_text('{"target": "480p", "progress": 40}')
+    fresh = VideoJobReconciler(cfg, store, storage, kube)
+    status = asyncio.run(fresh.step(body_for(job_id, storage)))
+    assert kube.creates == 3
+    assert status["renditions"]["480p"]["progress"] == 40
+    db_progress = store.get(job_id).progress  # type: ignore[union-attr]
+    assert 0 < db_progress < 100
+
+    # A retried pod restarts its progress file at 0: nothing goes backwards.
+    progress.write_text('{"target": "480p", "progress": 0}')
+    status = asyncio.run(fresh.step(body_for(job_id, storage, status)))
+    assert status["renditions"]["480p"]["progress"] == 40
+
+    for target in ("480p", "mp4", "thumbnail"):
+        kube.finish(target)
+    # The workers would have written these; the operator writes the master and delivers.
+    out = storage.output_dir(job_id)
+    (out / "video.mp4").write_bytes(b"\0\0\0\x18ftypmp42" + b"\0" * 100)
+    status = asyncio.run(fresh.step(body_for(job_id, storage, status)))
+    job = store.get(job_id)
+    assert job is not None and job.state is JobState.COMPLETED and job.blob
+    assert status["state"] == "JOB_STATE_COMPLETED"
+    assert {k: v["progress"] for k, v in status["renditions"].items()} == {
+        "480p": 100,
+        "mp4": 100,
+        "thumbnail": 100,
+    }
+    assert "480p/video.m3u8" in (out / "playlist.m3u8").read_text()
+    assert not storage.source_path(job_id).exists()
+    assert job.details and job.details["renditions"]["480p"]["progress"] == 100
+
+
+def test_failed_job_names_the_reason_and_stops_the_rest(
+    world: tuple[VideoConfig, JobStore, LocalStorage], clip: bytes
+) -> None:
+    cfg, store, storage = world
+    kube = FakeKube()
+    job_id = add_job(store, storage, clip)
+    rec = VideoJobReconciler(cfg, store, storage, kube)
+    status = asyncio.run(rec.step(body_for(job_id, storage)))
+    kube.finish("mp4", "Failed", "BackoffLimitExceeded")
+    kube.pods = [
+        {
+            "metadata": {
+                "labels": {"video.atproto.dev/target": "mp4"},
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+            },
+            "status": {
+                "phase": "Failed",
+                "containerStatuses": [
+                    {
+                        "name": "transcode",
+                        "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+                    }
+                ],
+            },
+        }
+    ]
+    status = asyncio.run(rec.step(body_for(job_id, storage, status)))
+    job = store.get(job_id)
+    assert job is not None and job.state is JobState.FAILED
+    assert job.failure_code == "encoding_failure" and "out of memory" in (job.error or "")
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "OOMKilled")
+    assert sorted(kube.deleted) == sorted(f"vj-{job_id}-{t}" for t in ("480p", "thumbnail"))
+    assert not storage.output_dir(job_id).exists()
+
+
+def test_non_video_is_rejected_without_workers(
+    world: tuple[VideoConfig, JobStore, LocalStorage],
+) -> None:
+    cfg, store, storage = world
+    kube = FakeKube()
+    job_id = add_job(store, storage, b"not a video\n" * 100)
+    status = asyncio.run(
+        VideoJobReconciler(cfg, store, storage, kube).step(body_for(job_id, storage))
+    )
+    assert kube.jobs == {}
+    assert status["state"] == "JOB_STATE_FAILED"
+    assert status["failureCode"] == "validation_failure"
+
+
+def test_deadline_fails_a_job_that_never_finishes(
+    world: tuple[VideoConfig, JobStore, LocalStorage], clip: bytes
+) -> None:
+    cfg, store, storage = world
+    kube = FakeKube()
+    job_id = add_job(store, storage, clip)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=cfg.job_timeout_s + 1)
+    rec = VideoJobReconciler(cfg, store, storage, kube, clock=lambda: later)
+    status = asyncio.run(rec.step(body_for(job_id, storage)))
+    assert status["state"] == "JOB_STATE_FAILED"
+    assert status["failureCode"] == "generic_failure"
+    assert "did not finish" in status["error"]
+
+
+def test_creator_makes_missing_videojobs_once(
+    world: tuple[VideoConfig, JobStore, LocalStorage], clip: bytes
+) -> None:
+    cfg, store, storage = world
+    kube = FakeKube()
+    job_id = add_job(store, storage, clip)
+    creator = VideoJobCreator(cfg, store, storage, kube)
+    assert creator.once() == [job_id]
+    assert creator.once() == []
+    vj = kube.videojobs[job_id]
+    assert vj["spec"]["source"] == f"jobs/{job_id}/source"
+    store.fail(job_id, FailureCode.GENERIC, "x")
+    kube.videojobs.clear()
+    assert creator.once() == [], "terminal jobs need no VideoJob"
