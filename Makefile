@@ -35,7 +35,7 @@ test-deps: deps
 
 lint: deps
 	$(BIN)/ruff check .
-	$(BIN)/mypy
+	$(BIN)/mypy -p atproto_video
 
 ## The whole suite: unit, Postgres, API end to end, transcoder, PDS, image and cluster tiers.
 test: test-deps lint

@@ -13,7 +13,7 @@ from atproto_video.api.app import build_app
 from atproto_video.api.auth import ServiceAuthVerifier
 from atproto_video.api.context import AppContext
 from atproto_video.api.identity import DidResolver
-from atproto_video.config import VideoConfig
+from atproto_video.config import ConfigError, VideoConfig
 from atproto_video.db import make_engine
 from atproto_video.executor import Executor
 from atproto_video.jobs import JobStore
@@ -21,10 +21,6 @@ from atproto_video.migrate import upgrade
 from atproto_video.storage import LocalStorage
 
 log = logging.getLogger(__name__)
-
-
-def _allow_private(cfg: VideoConfig) -> bool:
-    return cfg.extra.get("VIDEO_ALLOW_PRIVATE_ENDPOINTS", "").lower() in ("1", "true", "yes")
 
 
 class VideoService:
@@ -37,6 +33,9 @@ class VideoService:
 
     @classmethod
     def create(cls, cfg: VideoConfig) -> VideoService:
+        if cfg.executor == "kubernetes" and cfg.token_key is None:
+            # Replicas and the operator must share the key that encrypts forwarded tokens.
+            raise ConfigError("VIDEO_TOKEN_KEY is required when VIDEO_EXECUTOR=kubernetes")
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(cfg.database_url)
         upgrade(engine)
@@ -44,7 +43,7 @@ class VideoService:
         store = JobStore(engine, single_writer=cfg.executor == "local")
         storage = LocalStorage(cfg.storage_dir)
         storage.prepare()
-        resolver = DidResolver(cfg.did_plc_url, allow_private=_allow_private(cfg))
+        resolver = DidResolver(cfg.did_plc_url, allow_private=cfg.allow_private_endpoints)
         verifier = ServiceAuthVerifier(cfg.service_did, resolver)
         executor = _make_executor(cfg, store, storage)
         ctx = AppContext(

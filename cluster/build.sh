@@ -54,7 +54,7 @@ fi
 have_all() {
   local c
   for c in $CMDS; do [ -x "$BIN/$c" ] || return 1; done
-  "$BIN/kubelet" --version 2>/dev/null | grep -x "Kubernetes v$K8S"
+  "$BIN/kubelet" --version 2>/dev/null | grep -x "Kubernetes v$K8S" >/dev/null
 }
 if have_all; then
   log "k8s v$K8S binaries present in $BIN (skipping build)"

@@ -19,12 +19,13 @@ case "${1:-}" in
     lease_id="${2:?usage: down.sh --release PID[:TAG]}"
     case "$lease_id" in *[!A-Za-z0-9:_-]*) die "bad lease id '$lease_id'" ;; esac
     rm -f "$LEASES/$lease_id"
+    rmdir "$LEASES" 2>/dev/null || true
     others="$(live_leases | tr '\n' ' ')"
     if [ -n "${others// /}" ]; then
       log "cluster still leased by pid(s) $others; leaving it up"
       exit 0
     fi
-    if [ -d "$STATE" ] && [ ! -e "$STATE/owned/started-by-lease" ]; then
+    if [ -n "$(ls -A "$STATE/pid" 2>/dev/null)" ] && [ ! -e "$STATE/owned/started-by-lease" ]; then
       log "cluster was not started by a test session; leaving it up (cluster/down.sh stops it)"
       exit 0
     fi ;;
@@ -45,7 +46,7 @@ stop() {
   local n="$1" exe="$2" p i
   p="$(cat "$STATE/pid/$n" 2>/dev/null)" || return 0
   [ -n "$p" ] && kill -0 "$p" 2>/dev/null || { rm -f "$STATE/pid/$n"; return 0; }
-  if ! tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -- "$exe"; then
+  if ! tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -F -- "$exe" >/dev/null; then
     log "pid $p recorded for $n no longer runs $exe; not touching it"
     rm -f "$STATE/pid/$n"; return 0
   fi
@@ -84,7 +85,7 @@ shims() {  # PIDs of containerd-shim* processes whose command line names our soc
   for d in /proc/[0-9]*; do
     p="${d#/proc/}"
     case "$(cat "$d/comm" 2>/dev/null)" in containerd-shim*) ;; *) continue ;; esac
-    tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -F -- "$SOCK" && echo "$p"
+    tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -F -- "$SOCK" >/dev/null && echo "$p"
   done
   return 0
 }

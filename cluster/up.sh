@@ -68,7 +68,7 @@ case "$(stat -fc %T "$STATE")" in
   overlayfs|tmpfs) die "$STATE is on $(stat -fc %T "$STATE"); containerd overlay snapshots need a real disk (set VIDEO_CLUSTER_STATE)";;
 esac
 for port in 2379 2380 2381 6443 10248 10250 10257 10259; do
-  if ss -Hltn "sport = :$port" | grep .; then
+  if ss -Hltn "sport = :$port" | grep . >/dev/null; then
     die "port $port is already in use ($(ss -Hltnp "sport = :$port" | head -1)); another cluster or etcd is running"
   fi
 done
@@ -315,7 +315,7 @@ if [ ! -s "$PAUSE_TAR" ]; then
   rm -rf "$tmp"
 fi
 ctr -a "$SOCK" -n k8s.io images import --base-name localhost/pause "$PAUSE_TAR" >&2
-ctr -a "$SOCK" -n k8s.io images ls -q | grep -x "$PAUSE_IMAGE" || die "$PAUSE_IMAGE not in containerd after import"
+ctr -a "$SOCK" -n k8s.io images ls -q | grep -x "$PAUSE_IMAGE" >/dev/null || die "$PAUSE_IMAGE not in containerd after import"
 
 # ---------------------------------------------------------------- kubelet
 log "starting kubelet (node $NODE)"

@@ -25,7 +25,11 @@ def cmd_serve(_args: argparse.Namespace) -> int:
     from atproto_video.api.service import VideoService
 
     logs.setup(cfg.log_level)
-    service = VideoService.create(cfg)
+    try:
+        service = VideoService.create(cfg)
+    except ConfigError as exc:
+        print(f"atproto-video: configuration error: {exc}", file=sys.stderr)
+        return 2
     asyncio.run(service.run_forever())
     return 0
 

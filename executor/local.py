@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from atproto_video.config import VideoConfig
 from atproto_video.executor.delivery import deliver
 from atproto_video.jobs import Job, JobStore
-from atproto_video.lexicon import FailureCode, JobState
+from atproto_video.lexicon import STATE_ORDER, FailureCode, JobState
 from atproto_video.storage import LocalStorage
 from atproto_video.transcoder.errors import TranscodeError
 from atproto_video.transcoder.limits import TranscodeLimits
@@ -81,6 +81,7 @@ class LocalExecutor:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._workers: list[asyncio.Task[None]] = []
+        self._deliveries: set[asyncio.Task[None]] = set()
         self._stopping = False
 
     async def start(self) -> None:
@@ -92,9 +93,10 @@ class LocalExecutor:
     async def stop(self) -> None:
         """Stop taking work; interrupted jobs stay in the database and resume at next start."""
         self._stopping = True
-        for task in self._workers:
+        tasks = [*self._workers, *self._deliveries]
+        for task in tasks:
             task.cancel()
-        for task in self._workers:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._workers.clear()
@@ -152,6 +154,11 @@ class LocalExecutor:
         log.info("processing job", extra={**extra, "attempt": attempt})
         source = self.storage.source_path(job.id)
         out_dir = self.storage.output_dir(job.id)
+        encoded = STATE_ORDER.index(job.state) >= STATE_ORDER.index(JobState.ENCODED)
+        if encoded and (out_dir / "video.mp4").is_file():
+            # Interrupted after encoding (e.g. while uploading to the PDS): outputs are whole.
+            self._start_delivery(job, out_dir, time.monotonic())
+            return
         if not source.is_file():
             await asyncio.to_thread(
                 self.store.fail, job.id, FailureCode.GENERIC, "the uploaded file is missing"
@@ -174,9 +181,38 @@ class LocalExecutor:
             shutil.rmtree(out_dir, ignore_errors=True)
             return
         await asyncio.to_thread(self.store.update_fields, job.id, details=result)
-        await deliver(self.store, job, out_dir, cfg=self.cfg)
+        self._start_delivery(job, out_dir, started)
+
+    def _start_delivery(self, job: Job, out_dir: Path, started: float) -> None:
+        """Scan and (Bluesky mode) PDS upload run beside the encoders, not in their slots:
+        an upload may wait out a PDS outage for as long as the user's token lives."""
+        task = asyncio.create_task(self._deliver(job, out_dir, started), name=f"deliver-{job.id}")
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(self, job: Job, out_dir: Path, started: float) -> None:
+        extra = {"job_id": job.id, "did": job.did}
+        try:
+            completed = await deliver(self.store, job, out_dir, cfg=self.cfg)
+        except asyncio.CancelledError:
+            raise  # shutting down: the job resumes (from its outputs) at the next start
+        except Exception:
+            log.exception("unexpected delivery error", extra=extra)
+            await asyncio.to_thread(
+                self.store.fail, job.id, FailureCode.GENERIC, "internal error while delivering"
+            )
+            completed = False
         self.storage.remove_source(job.id)
-        log.info("job finished", extra={**extra, "seconds": round(time.monotonic() - started, 3)})
+        if not completed:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        log.info(
+            "job finished",
+            extra={
+                **extra,
+                "completed": completed,
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
 
     def _transcode(
         self, job: Job, source: Path, out_dir: Path, cancel: threading.Event
@@ -217,8 +253,10 @@ def kill_orphans(source: Path) -> int:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv and argv[0].rsplit(b"/", 1)[-1].startswith(b"ff") and any(
-            needle in arg for arg in argv
+        if (
+            argv
+            and argv[0].rsplit(b"/", 1)[-1].startswith(b"ff")
+            and any(needle in arg for arg in argv)
         ):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(int(proc.name), signal.SIGKILL)

@@ -83,7 +83,7 @@ import_image() {
   local id ctr=(ctr -a "$CLUSTER_SOCK" -n k8s.io)
   id="$("$DOCKER" image inspect -f '{{.Id}}' "$IMAGE")"
   # Skip when containerd already holds exactly this build (label set by a previous import).
-  if "${ctr[@]}" images ls "name==$IMAGE" 2>/dev/null | grep -F "atproto-video.docker-id=$id"; then
+  if "${ctr[@]}" images ls "name==$IMAGE" 2>/dev/null | grep -F "atproto-video.docker-id=$id" >/dev/null; then
     ilog "$IMAGE ($id) already in the cluster containerd"
     return 0
   fi
@@ -92,7 +92,7 @@ import_image() {
   "$DOCKER" save -o "$tar.tmp" "$IMAGE"; mv "$tar.tmp" "$tar"
   "${ctr[@]}" images import "$tar" >&2
   rm -f "$tar"
-  "${ctr[@]}" images ls -q | grep -x "$IMAGE" \
+  "${ctr[@]}" images ls -q | grep -x "$IMAGE" >/dev/null \
     || idie "$IMAGE not visible in the cluster containerd after import"
   "${ctr[@]}" images label "$IMAGE" "atproto-video.docker-id=$id" >/dev/null
   ilog "imported $IMAGE into $CLUSTER_SOCK (namespace k8s.io)"

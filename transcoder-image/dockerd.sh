@@ -7,30 +7,58 @@
 #   transcoder-image/dockerd.sh start    # idempotent; prints `export DOCKER_HOST=...`
 #   transcoder-image/dockerd.sh stop     # by PID from the pidfile
 #   transcoder-image/dockerd.sh status
+#   transcoder-image/dockerd.sh start --lease PID[:TAG]   # test sessions: the daemon is
+#   transcoder-image/dockerd.sh stop --release PID[:TAG]  # stopped by the last lease holder
+#                                         # out, and only if a lease holder started it
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
 PIDFILE="$DOCKER_STATE/dockerd.pid"
 LOG="$DOCKER_STATE/dockerd.log"
+LEASES="$DOCKER_STATE.leases"
+
+take_lock() {  # serialize start/stop between concurrent sessions
+  mkdir -p "$(dirname "$DOCKER_STATE")"
+  exec 8>"$DOCKER_STATE.lock"
+  flock -w 900 8 || idie "timed out waiting for $DOCKER_STATE.lock"
+}
+proc_start_time() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'; }
+check_id() { case "$1" in *[!A-Za-z0-9:_-]*|"") idie "bad lease id '$1'" ;; esac; }
+add_lease() {
+  local st; check_id "$1"; st="$(proc_start_time "${1%%:*}")"
+  [ -n "$st" ] || idie "lease holder pid ${1%%:*} is not running"
+  mkdir -p "$LEASES"; echo "${1%%:*} $st" >"$LEASES/$1"
+}
+live_leases() {
+  local f pid st
+  for f in "$LEASES"/*; do
+    [ -f "$f" ] || continue
+    read -r pid st <"$f" || true
+    if [ -n "${pid:-}" ] && [ "$(proc_start_time "$pid")" = "${st:-x}" ]; then echo "$pid"; else rm -f "$f"; fi
+  done
+  return 0
+}
 
 running() {
   local p
   p="$(cat "$PIDFILE" 2>/dev/null)" || return 1
-  [ -n "$p" ] && kill -0 "$p" 2>/dev/null && tr '\0' ' ' <"/proc/$p/cmdline" | grep dockerd
+  [ -n "$p" ] && kill -0 "$p" 2>/dev/null && tr '\0' ' ' <"/proc/$p/cmdline" | grep dockerd >/dev/null
 }
 
-start() {
+start() {  # start [LEASE]
   [ "$(id -u)" = 0 ] || idie "dockerd.sh must run as root"
   command -v dockerd >/dev/null || bash "$REPO_DIR/cluster/deps.sh" >&2
   if running && "$DOCKER" info >/dev/null 2>&1; then
+    if [ -n "${1:-}" ]; then add_lease "$1"; fi
     echo "export DOCKER_HOST=$DOCKER_HOST"; return 0
   fi
-  running && stop
+  if running; then stop; fi
+  rm -f "$DOCKER_STATE/started-by-lease"
   mkdir -p "$DOCKER_STATE/data" "$DOCKER_STATE/run"
   echo '{}' >"$DOCKER_STATE/daemon.json"
   rm -f "$DOCKER_SOCK" "$PIDFILE"
-  setsid dockerd \
+  setsid dockerd 8>&- \
     --config-file "$DOCKER_STATE/daemon.json" \
     --data-root "$DOCKER_STATE/data" --exec-root "$DOCKER_STATE/run" \
     -H "unix://$DOCKER_SOCK" --pidfile "$PIDFILE" \
@@ -40,7 +68,11 @@ start() {
     </dev/null >"$LOG" 2>&1 &
   local i
   for ((i = 0; i < 300; i++)); do
-    "$DOCKER" info >/dev/null 2>&1 && { ilog "private dockerd up (pid $(cat "$PIDFILE"), $DOCKER_HOST)"; echo "export DOCKER_HOST=$DOCKER_HOST"; return 0; }
+    if "$DOCKER" info >/dev/null 2>&1; then
+      ilog "private dockerd up (pid $(cat "$PIDFILE"), $DOCKER_HOST)"
+      if [ -n "${1:-}" ]; then touch "$DOCKER_STATE/started-by-lease"; add_lease "$1"; fi
+      echo "export DOCKER_HOST=$DOCKER_HOST"; return 0
+    fi
     sleep 0.2
   done
   tail -n 30 "$LOG" >&2
@@ -54,20 +86,40 @@ stop() {
   kill -TERM "$p"
   for ((i = 0; i < 150; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
   if kill -0 "$p" 2>/dev/null; then ilog "dockerd ignored SIGTERM for 30s; SIGKILL"; kill -KILL "$p" || true; sleep 1; fi
-  # dockerd's own containerd is its child and exits with it; sweep its shims of our exec-root.
-  for s in $(ps -eo pid=,args= | awk -v s="$DOCKER_STATE/" 'index($0,"containerd") && index($0,s) {print $1}'); do
-    kill -KILL "$s" 2>/dev/null || true
+  # dockerd's own containerd is its child and exits with it; sweep shims of our exec-root.
+  local d
+  for d in /proc/[0-9]*; do
+    case "$(cat "$d/comm" 2>/dev/null)" in containerd*) ;; *) continue ;; esac
+    if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -F -- "$DOCKER_STATE/" >/dev/null; then
+      kill -KILL "${d#/proc/}" 2>/dev/null || true
+    fi
   done
-  awk '{print $5}' /proc/self/mountinfo | grep -E "^$DOCKER_STATE/" | sort -r | while read -r m; do
-    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-  done
-  rm -f "$PIDFILE" "$DOCKER_SOCK"
+  awk -v s="$DOCKER_STATE/" 'index($5, s) == 1 {print $5}' /proc/self/mountinfo | sort -r |
+    while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+  rm -f "$PIDFILE" "$DOCKER_SOCK" "$DOCKER_STATE/started-by-lease"
+  rmdir "$LEASES" 2>/dev/null || true
   ilog "private dockerd stopped"
 }
 
 case "${1:-}" in
-  start) start ;;
-  stop) stop ;;
+  start)
+    take_lock
+    case "${2:-}" in --lease) start "${3:?usage: start --lease PID[:TAG]}" ;; "") start ;; *) idie "usage: $0 start [--lease ID]" ;; esac ;;
+  stop)
+    take_lock
+    case "${2:-}" in
+      --release)
+        check_id "${3:?usage: stop --release PID[:TAG]}"; rm -f "$LEASES/$3"
+        rmdir "$LEASES" 2>/dev/null || true
+        others="$(live_leases | tr '\n' ' ')"
+        if [ -n "${others// /}" ]; then ilog "private dockerd still leased by pid(s) $others"; exit 0; fi
+        if running && [ ! -e "$DOCKER_STATE/started-by-lease" ]; then
+          ilog "private dockerd was not started by a test session; leaving it running"; exit 0
+        fi
+        stop ;;
+      "") stop; rm -rf "$LEASES" ;;
+      *) idie "usage: $0 stop [--release ID]" ;;
+    esac ;;
   status) if running; then echo "running pid $(cat "$PIDFILE") $DOCKER_HOST"; else echo stopped; exit 1; fi ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

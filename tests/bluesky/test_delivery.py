@@ -69,7 +69,7 @@ def out_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def pds() -> Iterator[ScriptedPDS]:
+def scripted() -> Iterator[ScriptedPDS]:
     server = ScriptedPDS([])
     yield server
     server.stop()
@@ -105,17 +105,19 @@ def encoded_job(
 
 
 async def test_bluesky_job_ends_with_the_pds_blob(
-    store: RecordingStore, cfg: VideoConfig, out_dir: Path, pds: ScriptedPDS
+    store: RecordingStore, cfg: VideoConfig, out_dir: Path, scripted: ScriptedPDS
 ) -> None:
     local = blob_for_file(out_dir / "video.mp4")
-    pds.answers = [Answer(500, {"error": "InternalServerError"}), Answer(200, {"blob": local})]
-    job = encoded_job(store, pds.url)
+    scripted.answers = [Answer(500, {"error": "InternalServerError"}), Answer(200, {"blob": local})]
+    job = encoded_job(store, scripted.url)
     assert await deliver(store, job, out_dir, cfg=cfg, retry=FAST) is True
     done = store.get(job.id)
     assert done is not None and done.state == JobState.COMPLETED
     assert done.blob == local and done.upload_token is None and done.cid == local["ref"]["$link"]
-    assert len(pds.seen) == 2 and pds.seen[-1].headers["authorization"] == f"Bearer {TOKEN}"
-    assert pds.seen[-1].body == (out_dir / "video.mp4").read_bytes()
+    assert (
+        len(scripted.seen) == 2 and scripted.seen[-1].headers["authorization"] == f"Bearer {TOKEN}"
+    )
+    assert scripted.seen[-1].body == (out_dir / "video.mp4").read_bytes()
     states = [s for s, _ in store.steps]
     assert states[:3] == ["JOB_STATE_ENCODED", "JOB_STATE_SCANNING", "JOB_STATE_SCANNED"]
     assert states[-1] == "JOB_STATE_UPLOADED"
@@ -134,11 +136,11 @@ async def test_seed_job_keeps_the_local_blob_and_calls_no_pds(
 
 
 async def test_a_different_cid_from_the_pds_fails_the_job(
-    store: RecordingStore, cfg: VideoConfig, out_dir: Path, pds: ScriptedPDS
+    store: RecordingStore, cfg: VideoConfig, out_dir: Path, scripted: ScriptedPDS
 ) -> None:
     other = blob_ref("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", "video/mp4", 5)
-    pds.answers = [Answer(200, {"blob": other})]
-    job = encoded_job(store, pds.url)
+    scripted.answers = [Answer(200, {"blob": other})]
+    job = encoded_job(store, scripted.url)
     assert await deliver(store, job, out_dir, cfg=cfg, retry=FAST) is False
     done = store.get(job.id)
     assert done is not None and done.state == JobState.FAILED
@@ -166,40 +168,40 @@ async def test_pds_refusals(
     store: RecordingStore,
     cfg: VideoConfig,
     out_dir: Path,
-    pds: ScriptedPDS,
+    scripted: ScriptedPDS,
     answer: Answer,
     code: str,
     text: str,
 ) -> None:
-    pds.answers = [answer]
-    job = encoded_job(store, pds.url)
+    scripted.answers = [answer]
+    job = encoded_job(store, scripted.url)
     assert await deliver(store, job, out_dir, cfg=cfg, retry=FAST) is False
     done = store.get(job.id)
     assert done is not None and done.failure_code == code
     assert done.error is not None and text in done.error and TOKEN not in done.error
-    assert len(pds.seen) == 1
+    assert len(scripted.seen) == 1
 
 
 async def test_token_expired_during_encoding(
-    store: RecordingStore, cfg: VideoConfig, out_dir: Path, pds: ScriptedPDS
+    store: RecordingStore, cfg: VideoConfig, out_dir: Path, scripted: ScriptedPDS
 ) -> None:
-    job = encoded_job(store, pds.url, expires_in=-1)
+    job = encoded_job(store, scripted.url, expires_in=-1)
     assert await deliver(store, job, out_dir, cfg=cfg, retry=FAST) is False
     done = store.get(job.id)
     assert done is not None and done.failure_code == "pds_upload_failure"
     assert done.error == "the upload token expired before the video was ready to upload to the PDS"
-    assert pds.seen == []
+    assert scripted.seen == []
 
 
 async def test_a_changed_key_fails_cleanly(
-    store: RecordingStore, cfg: VideoConfig, out_dir: Path, pds: ScriptedPDS
+    store: RecordingStore, cfg: VideoConfig, out_dir: Path, scripted: ScriptedPDS
 ) -> None:
-    job = encoded_job(store, pds.url, key=os.urandom(32))
+    job = encoded_job(store, scripted.url, key=os.urandom(32))
     assert await deliver(store, job, out_dir, cfg=cfg, retry=FAST) is False
     done = store.get(job.id)
     assert done is not None and done.failure_code == "pds_upload_failure"
     assert done.error is not None and "VIDEO_TOKEN_KEY" in done.error
-    assert pds.seen == []
+    assert scripted.seen == []
 
 
 async def refuse_everything(path: Path) -> str | None:
@@ -207,7 +209,7 @@ async def refuse_everything(path: Path) -> str | None:
 
 
 async def test_scan_hook_from_config(
-    store: RecordingStore, cfg: VideoConfig, out_dir: Path, pds: ScriptedPDS
+    store: RecordingStore, cfg: VideoConfig, out_dir: Path, scripted: ScriptedPDS
 ) -> None:
     hooked = VideoConfig(
         service_did=cfg.service_did,
@@ -215,15 +217,15 @@ async def test_scan_hook_from_config(
         token_key=KEY,
         scan_hook="tests.bluesky.test_delivery:refuse_everything",
     )
-    job = encoded_job(store, pds.url)
+    job = encoded_job(store, scripted.url)
     assert await deliver(store, job, out_dir, cfg=hooked) is False
     done = store.get(job.id)
     assert done is not None and done.state == JobState.FAILED
     assert (done.failure_code, done.error) == ("validation_failure", "refused video.mp4 by policy")
-    assert "JOB_STATE_SCANNING" in [s for s, _ in store.steps] and pds.seen == []
+    assert "JOB_STATE_SCANNING" in [s for s, _ in store.steps] and scripted.seen == []
 
     broken = VideoConfig(service_did=cfg.service_did, scan_hook="no.such.module:scan")
-    job = encoded_job(store, pds.url)
+    job = encoded_job(store, scripted.url)
     assert await deliver(store, job, out_dir, cfg=broken) is False
     failed = store.get(job.id)
     assert failed is not None and failed.failure_code == "generic_failure"

@@ -89,8 +89,8 @@ def test_pds_blob_limit_fails_with_unsupported_blob_size(
     assert resp.status_code == 200, resp.text
     job_id = resp.json()["jobId"]
     done, _ = wait_for(legacy_service, job_id)
-    assert output_mp4(legacy_service, job_id).stat().st_size > BLOB_LIMIT
     assert done["state"] == "JOB_STATE_FAILED"
+    assert not output_mp4(legacy_service, job_id).exists()  # a failed job keeps no outputs
     assert done["failureCode"] == "pds_upload_unsupported_blob_size"
     assert "too large" in done["error"] and "PayloadTooLarge" in done["error"]
     assert "blob" not in done

@@ -28,7 +28,8 @@ def helm() -> str:
 
 def render(helm: str, *args: str) -> list[dict[str, Any]]:
     out = subprocess.run(
-        [helm, "template", "rel", str(CHART), "--namespace", "video", "--include-crds", *args],
+        [helm, "template", "rel", str(CHART), "--namespace", "video", "--include-crds",
+         "--kube-version", "1.34.0", *args],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]

@@ -1,8 +1,10 @@
 """Fixtures for tests against the real single-node Kubernetes (cluster/up.sh) and the worker image.
 
-The session fixture reuses a healthy cluster or starts one, and tears it down at the end only
-if it started it. A cluster that cannot start FAILS the tests with the reason, unless
-VIDEO_SKIP_CLUSTER=1, in which case they are skipped with a loud message.
+The session fixture reuses a healthy cluster or starts one and holds a lease on it; at the end
+the cluster is torn down only if a test session started it and no other live session still uses
+it (see cluster/README.md). A cluster that cannot start FAILS the tests with the reason, unless
+VIDEO_SKIP_CLUSTER=1, in which case they are skipped with a loud message. The private dockerd
+for the worker image is handled the same way.
 """
 
 from __future__ import annotations
@@ -117,24 +119,27 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def docker_host() -> Iterator[str]:
-    """The private dockerd (transcoder-image/dockerd.sh); stopped at the end if we started it."""
+    """The private dockerd (transcoder-image/dockerd.sh), leased like the cluster: stopped at
+    the end only if a test session started it and no other live session holds a lease."""
     if os.geteuid() != 0:
         _unavailable("private dockerd", "transcoder-image/dockerd.sh needs root")
-    was_running = (
-        subprocess.run(["bash", str(DOCKERD), "status"], capture_output=True, text=True).returncode
-        == 0
-    )
+    lease = f"{os.getpid()}:{uuid.uuid4().hex[:12]}"
     proc = subprocess.run(
-        ["bash", str(DOCKERD), "start"], capture_output=True, text=True, timeout=300
+        ["bash", str(DOCKERD), "start", "--lease", lease],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
-    if proc.returncode != 0:
-        _unavailable("private dockerd", _tail(proc.stderr))
     host = _exports(proc.stdout).get("DOCKER_HOST", "")
+    if proc.returncode != 0 or not host:
+        subprocess.run(["bash", str(DOCKERD), "stop", "--release", lease], capture_output=True)
+        _unavailable("private dockerd", _tail(proc.stderr))
     try:
         yield host
     finally:
-        if not was_running:
-            subprocess.run(["bash", str(DOCKERD), "stop"], capture_output=True, timeout=300)
+        subprocess.run(
+            ["bash", str(DOCKERD), "stop", "--release", lease], capture_output=True, timeout=900
+        )
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ VIDEO_SKIP_CLUSTER=1 skips loudly here too).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -202,6 +203,7 @@ def stack_env(
         "VIDEO_DID_PLC_URL": dids.url,
         "VIDEO_ALLOW_PRIVATE_ENDPOINTS": "1",
         "VIDEO_EXECUTOR": "kubernetes",
+        "VIDEO_TOKEN_KEY": base64.b64encode(os.urandom(32)).decode(),
         "VIDEO_DB_URL": postgres.create_database(),
         "VIDEO_STORAGE_DIR": str(storage_root),
         "VIDEO_K8S_NAMESPACE": k8s.namespace,
