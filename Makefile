@@ -54,7 +54,8 @@ worker-image: deps
 	@bash transcoder-image/build.sh
 
 bench: deps
-	$(BIN)/python -m bench
+	@bash scripts/install-system-deps.sh --bench
+	PYTHONPATH=$(CURDIR) $(BIN)/python -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -19,6 +19,10 @@ for c in "${!NEED[@]}"; do
   PATH="$PATH:/usr/sbin:/sbin" command -v "$c" >/dev/null 2>&1 || missing+=("${NEED[$c]}")
 done
 [ -x /usr/lib/cni/loopback ] || missing+=(containernetworking-plugins)
+command -v flock >/dev/null 2>&1 || missing+=(util-linux)
+command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
+# the worker image build makes a venv for pip when python3 has none (Debian's python3)
+/usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
   log "apt-get install ${missing[*]}"
   # never run two apt-gets at once (another one may be running on a shared host)

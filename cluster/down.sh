@@ -113,6 +113,12 @@ unmount_all() {
   done
 }
 unmount_all; unmount_all
+# Pod network namespaces containerd created (/run/netns/cni-*) after our start; normally
+# removed with the sandboxes, left behind only if containerd was killed.
+if [ -e "$STATE/owned/started" ] && [ -d /run/netns ]; then
+  find /run/netns -maxdepth 1 -name 'cni-*' -newer "$STATE/owned/started" 2>/dev/null |
+    while read -r ns; do umount "$ns" 2>/dev/null || umount -l "$ns" 2>/dev/null || true; rm -f "$ns"; done
+fi
 if [ -n "$(our_mounts)" ]; then
   die "mounts still present under $STATE: $(our_mounts | tr '\n' ' ')"
 fi
@@ -125,10 +131,11 @@ if [ ! -e "$STATE/owned/kubepods-preexisted" ]; then
   done
 fi
 
-# 7. The blackhole route for the service CIDR, if up.sh added it.
-if [ -e "$STATE/owned/route" ]; then
-  ip route del blackhole "$SERVICE_CIDR" 2>/dev/null || true
+# 7. The blackhole routes (service and pod CIDR) that up.sh added.
+if [ -f "$STATE/owned/routes" ]; then
+  while read -r cidr; do ip route del blackhole "$cidr" 2>/dev/null || true; done <"$STATE/owned/routes"
 fi
+if [ -e "$STATE/owned/route" ]; then ip route del blackhole "$SERVICE_CIDR" 2>/dev/null || true; fi
 
 # 8. Files outside $STATE that kubelet/containerd created for us.
 if [ -d /var/log/containers ]; then
@@ -138,6 +145,7 @@ fi
 # kubelet creates /var/lib/kubelet/device-plugins even with --root-dir elsewhere.
 if [ -e "$STATE/owned/var-lib-kubelet" ]; then rm -rf /var/lib/kubelet; fi
 if [ -e "$STATE/owned/runc-k8s-io" ]; then rm -rf /run/containerd/runc/k8s.io; fi
+if [ -e "$STATE/owned/run-netns" ]; then rmdir /run/netns 2>/dev/null || true; fi
 if [ -e "$STATE/owned/run-containerd" ]; then
   rmdir /run/containerd/runc /run/containerd/s /run/containerd 2>/dev/null || true
 fi

@@ -13,6 +13,8 @@ STATE="${VIDEO_CLUSTER_STATE:-/var/lib/atproto-video/cluster}"
 PKI="$STATE/pki"
 SOCK="$STATE/containerd/containerd.sock"
 SERVICE_CIDR="${VIDEO_SERVICE_CIDR:-10.0.0.0/24}"
+# Addresses for pods without hostNetwork (isolated namespaces, see cluster/cni/isolated).
+POD_CIDR="${VIDEO_POD_CIDR:-10.0.128.0/17}"
 NODE=127.0.0.1
 PAUSE_IMAGE="localhost/pause:3.10"
 # Go used to build the binaries and the pause image (cluster/deps.sh fetches one if missing).

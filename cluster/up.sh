@@ -97,13 +97,18 @@ ln -sfn "$BIN/kubectl" "$STATE/bin/kubectl"
 # ---------------------------------------------------------------- 0. keep every packet local
 # Nothing serves the service CIDR (no kube-proxy): make anything that dials a ClusterIP fail
 # locally instead of leaving through the default route.
-existing="$(ip route show exact "$SERVICE_CIDR")"
-if [ -z "$existing" ]; then
-  ip route add blackhole "$SERVICE_CIDR"
-  touch "$STATE/owned/route"
-elif ! grep -q '^blackhole' <<<"$existing"; then
-  die "a non-blackhole route for $SERVICE_CIDR exists ($existing); refusing to start"
-fi
+# The same for the pod CIDR: pods without hostNetwork get addresses from it inside their own,
+# dead-end namespaces; from the host those addresses must not route anywhere either.
+touch "$STATE/owned/started"
+for cidr in "$SERVICE_CIDR" "$POD_CIDR"; do
+  existing="$(ip route show exact "$cidr")"
+  if [ -z "$existing" ]; then
+    ip route add blackhole "$cidr"
+    echo "$cidr" >>"$STATE/owned/routes"
+  elif ! grep -q '^blackhole' <<<"$existing"; then
+    die "a non-blackhole route for $cidr exists ($existing); refusing to start"
+  fi
+done
 # Remember what we create outside $STATE so that down.sh removes only that.
 for d in /sys/fs/cgroup/*/kubepods; do
   if [ -d "$d" ]; then touch "$STATE/owned/kubepods-preexisted"; fi
@@ -112,6 +117,7 @@ if [ ! -d /var/lib/kubelet ]; then touch "$STATE/owned/var-lib-kubelet"; fi
 if [ ! -d /var/log/containers ]; then touch "$STATE/owned/var-log-containers"; fi
 if [ ! -d /run/containerd/runc/k8s.io ]; then touch "$STATE/owned/runc-k8s-io"; fi
 if [ ! -d /run/containerd ]; then touch "$STATE/owned/run-containerd"; fi
+if [ ! -d /run/netns ]; then touch "$STATE/owned/run-netns"; fi
 
 start() {  # start NAME CMD...: background daemon in its own session, PID in $STATE/pid/NAME
   local n="$1" i; shift
@@ -246,9 +252,15 @@ start kube-scheduler "$BIN/kube-scheduler" --config="$STATE/scheduler.yaml" \
 
 # ---------------------------------------------------------------- containerd
 log "starting containerd (private socket $SOCK)"
-mkdir -p "$STATE/containerd" "$STATE/cni/net.d"
-cat >"$STATE/cni/net.d/10-loopback.conflist" <<'EOF'
-{"cniVersion":"1.0.0","name":"loopback-only","plugins":[{"type":"loopback"}]}
+mkdir -p "$STATE/containerd" "$STATE/cni/net.d" "$STATE/cni/bin" "$STATE/cni/ipam"
+# CNI: containerd 1.6 needs one network config to report NetworkReady. hostNetwork pods skip
+# CNI; any other pod gets the "isolated" network: its own namespace with loopback and a
+# dead-end eth0 (no routes), so it cannot send a packet anywhere.
+ln -sfn /usr/lib/cni/loopback "$STATE/cni/bin/loopback"
+install -m 0755 "$CLUSTER_DIR/cni/isolated" "$STATE/cni/bin/atproto-video-isolated"
+cat >"$STATE/cni/net.d/10-isolated.conflist" <<EOF
+{"cniVersion":"1.0.0","name":"isolated","plugins":[
+  {"type":"atproto-video-isolated","subnet":"$POD_CIDR","dataDir":"$STATE/cni/ipam"}]}
 EOF
 mirrors=""
 for reg in docker.io registry.k8s.io k8s.gcr.io gcr.io quay.io ghcr.io "*"; do
@@ -279,7 +291,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   disable_tcp_service = true
   tolerate_missing_hugetlb_controller = true
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+    bin_dir = "$STATE/cni/bin"
     conf_dir = "$STATE/cni/net.d"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"

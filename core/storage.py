@@ -7,7 +7,6 @@ worker pods mount.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import os
@@ -82,12 +81,10 @@ class LocalStorage:
         size = 0
         pending: list[bytes] = []
         pending_len = 0
-        loop = asyncio.get_running_loop()
-        # Hashing and writing run in a thread (both release the GIL) while the next block is
-        # received: at most two blocks are in memory at once.
-        inflight: asyncio.Future[None] | None = None
 
         def sink(f: BinaryIO, block: bytes) -> None:
+            # Inline on the event loop: measured faster than handing 1 MiB blocks to a thread
+            # (bench/upload.py), and at most one block is held in memory.
             digest.update(block)
             f.write(block)
 
@@ -105,20 +102,12 @@ class LocalStorage:
                         block = b"".join(pending)
                         pending.clear()
                         pending_len = 0
-                        if inflight is not None:
-                            await inflight
-                        inflight = loop.run_in_executor(None, sink, f, block)
-                if inflight is not None:
-                    await inflight
-                    inflight = None
+                        sink(f, block)
                 if pending:
                     sink(f, b"".join(pending))
             if size == 0:
                 raise EmptyUpload("the request body is empty")
         except BaseException:
-            if inflight is not None:
-                with contextlib.suppress(BaseException):
-                    await inflight
             self.remove(job_id)
             raise
         return StoredUpload(path=path, size=size, sha256_hex=digest.hexdigest())

@@ -103,6 +103,8 @@ def job_manifest(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "hostNetwork": cfg.worker_host_network,
+        # Workers resolve nothing; this avoids depending on cluster DNS.
+        "dnsPolicy": "Default",
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": cfg.worker_uid,

@@ -2,7 +2,10 @@
 # Debian packages the service and its tests need. Idempotent; installs only what is missing.
 set -euo pipefail
 want=(ffmpeg postgresql python3-venv)
-[ "${1:-}" = "--test" ] && want+=(etcd-server containerd runc docker.io debootstrap umoci containernetworking-plugins)
+case "${1:-}" in
+  --test) want+=(etcd-server containerd runc docker.io debootstrap umoci containernetworking-plugins) ;;
+  --bench) want+=(wrk) ;;
+esac
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -31,14 +31,22 @@ wheelhouse() {
   cache="$CACHE_ROOT/wheels/$key"
   if [ ! -f "$cache/.complete" ]; then
     ilog "downloading wheels for the image into $cache"
-    rm -rf "$cache"; mkdir -p "$cache"
-    PIP_FIND_LINKS= python3 -m pip download --quiet --disable-pip-version-check --dest "$cache" \
+    local pip=(python3 -m pip) tmp
+    if ! python3 -m pip --version >/dev/null 2>&1; then   # Debian's python3 has no pip
+      [ -x "$CACHE_ROOT/pip-venv/bin/pip" ] || python3 -m venv "$CACHE_ROOT/pip-venv" \
+        || idie "python3 -m venv failed (apt-get install python3-venv)"
+      pip=("$CACHE_ROOT/pip-venv/bin/pip")
+    fi
+    mkdir -p "$CACHE_ROOT/wheels"
+    tmp="$(mktemp -d "$cache.tmp.XXXXXX")"
+    PIP_FIND_LINKS= "${pip[@]}" download --quiet --disable-pip-version-check --dest "$tmp" \
       --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 --abi abi3 --abi none \
       $(for g in 5 12 $(seq 17 36); do printf -- '--platform manylinux_2_%s_x86_64 ' "$g"; done) \
       --platform manylinux1_x86_64 --platform manylinux2010_x86_64 --platform manylinux2014_x86_64 \
       -r "$req" "setuptools>=69" wheel >&2 \
-      || idie "pip download of the image's Python dependencies failed (is PyPI reachable?)"
-    touch "$cache/.complete"
+      || { rm -rf "$tmp"; idie "pip download of the image's Python dependencies failed (is PyPI reachable?)"; }
+    touch "$tmp/.complete"
+    rm -rf "$cache"; mv "$tmp" "$cache"
   fi
   mkdir -p "$dest"
   cp "$cache"/*.whl "$dest/"
@@ -49,8 +57,10 @@ build() {
   eval "$(bash "$IMAGE_DIR/dockerd.sh" start)"
   bash "$IMAGE_DIR/make-base.sh"
   # A dedicated build context: only what the image needs (no .git, venvs, caches, data).
-  local ctx="$CACHE_ROOT/image-context"
-  rm -rf "$ctx"; mkdir -p "$ctx/project"
+  mkdir -p "$CACHE_ROOT"
+  ctx="$(mktemp -d "$CACHE_ROOT/image-context.XXXXXX")"
+  trap 'rm -rf "$ctx"' EXIT
+  mkdir -p "$ctx/project"
   python3 - "$REPO_DIR/pyproject.toml" >"$ctx/requirements.txt" <<'PY'
 import sys, tomllib
 with open(sys.argv[1], "rb") as f:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import subprocess
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -67,3 +70,64 @@ def test_every_component_listens_on_loopback_only(cluster: Cluster) -> None:
         host = local.rsplit(":", 1)[0].strip("[]")
         assert ipaddress.ip_address(host).is_loopback, line
     assert seen >= 6, listeners
+
+
+def test_pod_without_host_network_is_isolated(
+    cluster: Cluster, cluster_worker_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A pod without hostNetwork runs in its own namespace with no route anywhere."""
+    name = f"isolated-{uuid.uuid4().hex[:8]}"
+    script = (
+        "import json, os, socket\n"
+        "routes = open('/proc/net/route').read().splitlines()[1:]\n"
+        "try:\n"
+        "    socket.create_connection(('10.0.0.1', 443), timeout=2)\n"
+        "    outcome = 'connected'\n"
+        "except OSError as exc:\n"
+        "    outcome = type(exc).__name__ + ':' + str(exc.errno)\n"
+        "print(json.dumps({'ifaces': sorted(os.listdir('/sys/class/net')),\n"
+        "                  'routes': routes, 'connect': outcome}))\n"
+    )
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "containers": [
+                    {
+                        "name": "probe",
+                        "image": cluster_worker_image,
+                        "imagePullPolicy": "Never",
+                        "command": ["python3", "-c", script],
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "readOnlyRootFilesystem": True,
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                    }
+                ],
+            },
+        }
+    )
+    try:
+        deadline = time.monotonic() + 180
+        phase = ""
+        while time.monotonic() < deadline:
+            pod = cluster.get_json("pod", name)
+            phase = pod["status"].get("phase", "")
+            if phase in ("Succeeded", "Failed"):
+                break
+            time.sleep(1)
+        assert phase == "Succeeded", pod["status"]
+        assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network("10.0.128.0/17")
+        report = json.loads(cluster.run("logs", name).stdout.strip().splitlines()[-1])
+        assert report["ifaces"] == ["eth0", "lo"], report
+        assert report["routes"] == [], report
+        assert report["connect"] != "connected", report
+    finally:
+        cluster.run("delete", "pod", name, "--wait=true", "--timeout=60s", check=False)
