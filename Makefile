@@ -28,10 +28,17 @@ deps: system-deps $(VENV)/.installed
 run: deps
 	$(BIN)/atproto-video serve
 
+# Cold, the cluster tier builds Kubernetes from source (about 20 min on 2 cores) and the worker
+# image; both are cached under /var/cache/atproto-video, so a warm run takes seconds.
 test-deps: deps
 	@bash scripts/install-system-deps.sh --test
 	@bash scripts/install-test-deps.sh
 	@bash scripts/install-tools.sh
+	@if [ "$${VIDEO_SKIP_CLUSTER:-0}" = 1 ]; then \
+	  echo "*** VIDEO_SKIP_CLUSTER=1: not building the test cluster or the worker image ***"; \
+	else \
+	  bash cluster/deps.sh && bash cluster/build.sh && bash transcoder-image/build.sh; \
+	fi
 
 lint: deps
 	$(BIN)/ruff check .
@@ -44,14 +51,16 @@ test: test-deps lint
 test-fast: deps
 	$(BIN)/pytest -q -ra -m 'not cluster and not image and not pds'
 
-cluster-up: deps
+## A single-node Kubernetes on loopback, built from source (see cluster/README.md).
+cluster-up:
 	@bash cluster/up.sh
 
 cluster-down:
 	@bash cluster/down.sh
 
-worker-image: deps
-	@bash transcoder-image/build.sh
+## The worker image (also the API and operator image), imported into the test cluster.
+worker-image:
+	@bash transcoder-image/build.sh --import
 
 bench: deps
 	@bash scripts/install-system-deps.sh --bench

@@ -3,7 +3,8 @@
 set -euo pipefail
 want=(ffmpeg postgresql python3-venv)
 case "${1:-}" in
-  --test) want+=(etcd-server containerd runc docker.io debootstrap umoci containernetworking-plugins) ;;
+  --test) want+=(etcd-server etcd-client containerd runc docker.io debootstrap umoci
+                 containernetworking-plugins wrk) ;;
   --bench) want+=(wrk) ;;
 esac
 missing=()
