@@ -8,7 +8,7 @@ SOURCES := $(shell find core api executor transcoder operator migrations -name '
 export VIDEO_SERVICE_DID ?= did:web:localhost%3A2585
 export VIDEO_PUBLIC_URL ?= http://127.0.0.1:2585
 
-.PHONY: run test test-fast lint deps system-deps test-deps cluster-up cluster-down worker-image bench clean
+.PHONY: run test test-fast lint deps system-deps test-deps cluster-up cluster-down worker-image bench crd clean
 
 system-deps:
 	@bash scripts/install-system-deps.sh
@@ -65,6 +65,11 @@ worker-image:
 bench: deps
 	@bash scripts/install-system-deps.sh --bench
 	PYTHONPATH=$(CURDIR) $(BIN)/python -m bench $(BENCH)
+
+## Regenerate manifests/crd.yaml (and the chart's copy) from atproto_video.operator.crd.
+crd: deps
+	$(BIN)/atproto-video operator --print-crd > manifests/crd.yaml
+	cp manifests/crd.yaml charts/atproto-video/crds/videojob.yaml
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache *.egg-info

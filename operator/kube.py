@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any, Protocol
 
 from kubernetes import client, config
@@ -34,7 +35,9 @@ def load_api_client() -> Any:
     except config.ConfigException:
         pass
     try:
-        return config.new_client_from_config()  # type: ignore[no-untyped-call]
+        # Read KUBECONFIG now: the library's default is captured when it is imported.
+        path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
+        return config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
     except Exception as exc:  # the loader raises several unrelated types
         raise KubeError(f"no Kubernetes configuration: {exc}") from None
 

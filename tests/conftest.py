@@ -10,6 +10,12 @@ from sqlalchemy import Engine
 
 from atproto_video.db import make_engine
 from atproto_video.migrate import upgrade
+from tests.support.cluster import (  # noqa: F401  (session fixtures shared by every tier)
+    cluster,
+    cluster_worker_image,
+    docker_host,
+    worker_image,
+)
 from tests.support.didserver import DidServer
 from tests.support.postgres import PostgresServer
 
@@ -41,6 +47,16 @@ def engine(db_url: str) -> Iterator[Engine]:
         yield eng
     finally:
         eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def dids() -> Iterator[DidServer]:
+    """One loopback DID server (PLC and did:web) for a whole run; identities are unique."""
+    server = DidServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

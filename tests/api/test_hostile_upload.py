@@ -15,13 +15,6 @@ from tests.transcoder.test_hostile_inputs import ReaderWatcher
 
 
 @pytest.fixture(scope="module")
-def dids() -> Iterator[DidServer]:
-    server = DidServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, dids: DidServer) -> Iterator[ServiceProcess]:
     svc = ServiceProcess(tmp_path_factory.mktemp("svc"), {"VIDEO_DID_PLC_URL": dids.url}).start()
     yield svc

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from tests.charts.test_chart import CHART, VALUES
-from tests.cluster.conftest import Cluster
+from tests.support.cluster import Cluster
 
 pytestmark = pytest.mark.cluster
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.conftest import Cluster
+from tests.support.cluster import Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
 

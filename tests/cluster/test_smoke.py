@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.conftest import Cluster
 from tests.cluster.rendition import WORKER_UID, check_hls_rendition, prepare_workdir
+from tests.support.cluster import Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.image, pytest.mark.timeout(3600)]
 

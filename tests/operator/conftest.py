@@ -2,7 +2,7 @@
 service-account kubeconfigs (so the operator and API run with exactly their RBAC), and the
 API and operator as real processes against a real Postgres.
 
-The cluster and the worker image come from tests/cluster/conftest.py (same fixtures, so
+The cluster and the worker image come from tests/support/cluster.py (same fixtures, so
 VIDEO_SKIP_CLUSTER=1 skips loudly here too).
 """
 
@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,13 +26,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.cluster.conftest import (  # noqa: F401  (fixtures)
-    Cluster,
-    cluster,
-    cluster_worker_image,
-    docker_host,
-    worker_image,
-)
+from tests.support.cluster import Cluster
 from tests.support.didserver import DidServer
 from tests.support.postgres import PostgresServer
 from tests.support.service import ServiceProcess, free_port
@@ -106,6 +101,12 @@ class K8sEnv:
         return path
 
     def teardown(self) -> None:
+        try:
+            self._teardown()
+        except (AssertionError, subprocess.SubprocessError) as exc:
+            print(f"namespace {self.namespace} not cleaned up: {exc}", file=sys.stderr)
+
+    def _teardown(self) -> None:
         # Finalizers need the operator; whatever is left after it stopped is released here.
         for vj in self.get("videojobs").get("items", []):
             self.kubectl("patch", "videojob", vj["metadata"]["name"], "--type=merge",
@@ -175,7 +176,7 @@ def dids() -> Iterator[DidServer]:
 
 
 @pytest.fixture(scope="module")
-def k8s(cluster: Cluster) -> Iterator[K8sEnv]:  # noqa: F811
+def k8s(cluster: Cluster) -> Iterator[K8sEnv]:
     workdir = Path(tempfile.mkdtemp(prefix="atproto-video-k8s-"))
     env = K8sEnv(cluster, workdir).setup()
     try:
@@ -185,16 +186,17 @@ def k8s(cluster: Cluster) -> Iterator[K8sEnv]:  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def storage_root() -> Path:
+def storage_root() -> Iterator[Path]:
     """On the host disk, traversable by the worker's uid (pytest's tmp dirs are 0700)."""
     root = Path(tempfile.mkdtemp(prefix="atproto-video-storage-", dir="/var/tmp"))
     root.chmod(0o755)
-    return root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def stack_env(
-    k8s: K8sEnv, postgres: PostgresServer, storage_root: Path, cluster_worker_image: str,  # noqa: F811
+    k8s: K8sEnv, postgres: PostgresServer, storage_root: Path, cluster_worker_image: str,
     dids: DidServer,
 ) -> dict[str, str]:
     """The settings the API and the operator share."""

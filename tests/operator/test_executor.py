@@ -1,0 +1,60 @@
+"""The API side in cluster mode: an unreachable Kubernetes API never loses or blocks a job."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from atproto_video.config import VideoConfig
+from atproto_video.executor.kubernetes import KubernetesExecutor
+from atproto_video.jobs import JobStore, NewJob, new_job_id
+from atproto_video.lexicon import JobState
+from atproto_video.storage import LocalStorage
+
+DEAD_KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: x}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+"""
+
+
+def test_submit_logs_and_returns_when_the_api_is_down(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(DEAD_KUBECONFIG)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    cfg = VideoConfig.from_env({"VIDEO_SERVICE_DID": "did:web:video.test",
+                                "VIDEO_EXECUTOR": "kubernetes",
+                                "VIDEO_STORAGE_DIR": str(tmp_path / "storage")})
+    store = JobStore(engine)
+    storage = LocalStorage(cfg.storage_dir)
+    job_id = new_job_id()
+    job = store.create(NewJob(id=job_id, did="did:plc:abc", source_size=1, content_hash="h",
+                              executor="kubernetes"), None)
+    storage.job_dir(job_id).mkdir(parents=True)
+    storage.source_path(job_id).write_bytes(b"x")
+
+    async def run() -> None:
+        executor = KubernetesExecutor(cfg, store, storage)
+        await executor.start()
+        await executor.submit(job)
+        await executor.stop()
+
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(run())
+    assert time.monotonic() - t0 < 30
+    assert "operator will create it" in caplog.text
+    kept = store.get(job_id)
+    assert kept is not None and kept.state is JobState.CREATED
+    assert [j.id for j in store.unfinished("kubernetes")] == [job_id]
