@@ -26,7 +26,7 @@ from atproto_video.api.errors import (
     RateLimitExceeded,
 )
 from atproto_video.config import ConfigError
-from atproto_video.jobs import NewJob, QuotaExceeded, new_job_id
+from atproto_video.jobs import DuplicateUpload, NewJob, QuotaExceeded, new_job_id
 from atproto_video.lexicon import (
     ALREADY_EXISTS,
     ALREADY_EXISTS_MESSAGE,
@@ -68,8 +68,8 @@ class _KeyedLocks:
 
 
 # Serialises "find duplicate, else create" per (DID, content hash) within this process, so two
-# concurrent identical uploads make one job. Across API replicas the window stays open (both
-# may create a job); closing it needs a unique index in the database.
+# concurrent identical uploads make one job. Across API replicas the partial unique index
+# uq_video_job_live_upload makes the second insert fail, answered as a duplicate.
 _dedup_locks = _KeyedLocks()
 
 
@@ -149,6 +149,19 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
             )
         try:
             job = await asyncio.to_thread(ctx.store.create, new, ctx.quota)
+        except DuplicateUpload:
+            # Another replica created the job between our check and insert.
+            ctx.storage.remove(job_id)
+            duplicate = await asyncio.to_thread(
+                ctx.store.find_duplicate, caller.did, stored.sha256_hex
+            )
+            if duplicate is None:  # it failed in between: rare; let the client retry
+                raise NotEnoughResources("a concurrent upload of this video failed") from None
+            return JSONResponse(
+                upload_answer(
+                    duplicate.status(), error=ALREADY_EXISTS, message=ALREADY_EXISTS_MESSAGE
+                )
+            )
         except QuotaExceeded as exc:
             ctx.storage.remove(job_id)
             raise _quota_error(exc.message) from None

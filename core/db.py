@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    text,
 )
 
 metadata = MetaData()
@@ -57,6 +58,15 @@ video_job = Table(
     Index("ix_video_job_did_hash", "did", "content_hash"),
     Index("ix_video_job_did_cid", "did", "cid"),
     Index("ix_video_job_state", "state"),
+    # One live (not failed) job per DID and content; see migrations/versions/0002.
+    Index(
+        "uq_video_job_live_upload",
+        "did",
+        "content_hash",
+        unique=True,
+        postgresql_where=text("state != 'JOB_STATE_FAILED'"),
+        sqlite_where=text("state != 'JOB_STATE_FAILED'"),
+    ),
 )
 
 video_upload_limit = Table(

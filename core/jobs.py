@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
 
 from atproto_video.db import video_job, video_upload_limit
 from atproto_video.lexicon import (
@@ -45,6 +46,10 @@ def utcnow() -> dt.datetime:
 class Quota:
     daily_videos: int
     daily_bytes: int
+
+
+class DuplicateUpload(Exception):
+    """The DID already has a live job for these bytes (the unique index said so)."""
 
 
 class QuotaExceeded(Exception):
@@ -199,8 +204,17 @@ class JobStore:
         """Insert the job and count it against the DID's daily quota in one transaction.
 
         The quota update is a single conditional UPDATE, so concurrent uploads serialise on
-        the quota row and can never overshoot the limits. Raises :class:`QuotaExceeded`.
+        the quota row and can never overshoot the limits. Raises :class:`QuotaExceeded`, or
+        :class:`DuplicateUpload` (nothing counted) when the DID has a live job for the bytes.
         """
+        try:
+            return self._create(job, quota, day=day)
+        except IntegrityError as exc:
+            if "uq_video_job_live_upload" in str(exc) or "content_hash" in str(exc):
+                raise DuplicateUpload(job.content_hash) from None
+            raise
+
+    def _create(self, job: NewJob, quota: Quota | None, *, day: dt.date | None) -> Job:
         now = utcnow()
         day = day or now.date()
         with self.engine.begin() as conn:

@@ -6,7 +6,7 @@ import threading
 import pytest
 from sqlalchemy import Engine
 
-from atproto_video.jobs import JobStore, NewJob, Quota, QuotaExceeded, new_job_id
+from atproto_video.jobs import DuplicateUpload, JobStore, NewJob, Quota, QuotaExceeded, new_job_id
 from atproto_video.lexicon import (
     QUOTA_BYTES_EXCEEDED,
     QUOTA_VIDEOS_EXCEEDED,
@@ -155,3 +155,16 @@ def test_reader_only_caches_terminal_statuses(engine: Engine) -> None:
     operator.fail(job.id, FailureCode.ENCODING, "x")
     assert reader.status(job.id)["state"] == "JOB_STATE_FAILED"  # type: ignore[index]
     assert reader.cached_status(job.id) is not None
+
+
+def test_database_refuses_a_second_live_job_for_the_same_bytes(engine: Engine) -> None:
+    # What two API replicas racing on the same upload would do: both insert.
+    store = JobStore(engine)
+    quota = Quota(daily_videos=10, daily_bytes=10**9)
+    first = store.create(new(content="same"), quota)
+    with pytest.raises(DuplicateUpload):
+        store.create(new(content="same"), quota)
+    assert store.limits(DID, quota)["remainingDailyVideos"] == 9  # the refused one spent nothing
+    store.create(new(did="did:plc:other", content="same"), quota)  # other DIDs never share
+    store.fail(first.id, FailureCode.ENCODING, "boom")
+    store.create(new(content="same"), quota)  # a failed job does not block a retry
