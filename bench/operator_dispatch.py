@@ -104,10 +104,10 @@ def run(workdir: Path) -> dict[str, Any]:
             "KUBECONFIG": str(k8s.operator_kubeconfig),
             "VIDEO_DATA_DIR": str(k8s.workdir / "operator-data"),
         }
-        admin = config.new_client_from_config(config_file=cluster.kubeconfig)
+        admin = config.new_client_from_config(config_file=cluster.kubeconfig)  # type: ignore[no-untyped-call]
         stack.callback(admin.close)
         api_cfg = client.Configuration()
-        config.load_kube_config(config_file=str(k8s.api_kubeconfig),
+        config.load_kube_config(config_file=str(k8s.api_kubeconfig),  # type: ignore[no-untyped-call]
                                 client_configuration=api_cfg)
         api_cfg.connection_pool_maxsize = 32
         api_sa = client.ApiClient(api_cfg)
@@ -226,7 +226,7 @@ class _Watcher(threading.Thread):
     def run(self) -> None:
         rv: str | None = None
         while not self.stopped.is_set():
-            w = watch.Watch()
+            w = watch.Watch()  # type: ignore[no-untyped-call]
             try:
                 if rv is None:
                     listed = self.list_fn(*self.args)
@@ -238,7 +238,7 @@ class _Watcher(threading.Thread):
                     for item in items:
                         self.on_event(now, "LISTED", _plain(item))
                     self.ready.set()
-                for ev in w.stream(self.list_fn, *self.args, resource_version=rv,
+                for ev in w.stream(self.list_fn, *self.args, resource_version=rv,  # type: ignore[no-untyped-call]
                                    timeout_seconds=5, _request_timeout=15):
                     now = time.monotonic()
                     obj = ev.get("raw_object") or _plain(ev["object"])
@@ -259,7 +259,7 @@ class _Watcher(threading.Thread):
                 self.errors.append(repr(exc)[:300])
                 time.sleep(0.2)
             finally:
-                w.stop()
+                w.stop()  # type: ignore[no-untyped-call]
 
     def stop(self) -> None:
         self.stopped.set()
@@ -269,7 +269,7 @@ class _Watcher(threading.Thread):
 def _plain(obj: Any) -> dict[str, Any]:
     if isinstance(obj, dict):
         return obj
-    result: dict[str, Any] = client.ApiClient().sanitize_for_serialization(obj)
+    result: dict[str, Any] = client.ApiClient().sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
     return result
 
 

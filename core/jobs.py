@@ -419,43 +419,31 @@ class JobStore:
             )
 
     def complete(self, job_id: str, *, blob: dict[str, Any], cid: str, output_size: int) -> bool:
-        c = video_job.c
-        now = utcnow()
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(video_job)
-                .where(c.id == job_id, c.state.not_in(TERMINAL))
-                .values(
-                    state=JobState.COMPLETED.value,
-                    progress=100,
-                    blob=blob,
-                    cid=cid,
-                    output_size=output_size,
-                    failure_code=None,
-                    error=None,
-                    upload_token=None,
-                    updated_at=now,
-                    finished_at=now,
-                )
-            )
-        self._changed(job_id)
-        return res.rowcount == 1
+        return self._finish(
+            job_id,
+            state=JobState.COMPLETED.value,
+            progress=100,
+            blob=blob,
+            cid=cid,
+            output_size=output_size,
+            failure_code=None,
+            error=None,
+        )
 
     def fail(self, job_id: str, code: FailureCode, error: str) -> bool:
+        return self._finish(
+            job_id, state=JobState.FAILED.value, failure_code=code.value, error=error[:2000]
+        )
+
+    def _finish(self, job_id: str, **values: Any) -> bool:
+        """Enter a terminal state once; the forwarded upload token is dropped with it."""
         c = video_job.c
         now = utcnow()
         with self.engine.begin() as conn:
             res = conn.execute(
                 update(video_job)
                 .where(c.id == job_id, c.state.not_in(TERMINAL))
-                .values(
-                    state=JobState.FAILED.value,
-                    failure_code=code.value,
-                    error=error[:2000],
-                    upload_token=None,
-                    updated_at=now,
-                    finished_at=now,
-                )
+                .values(**values, upload_token=None, updated_at=now, finished_at=now)
             )
         self._changed(job_id)
         return res.rowcount == 1
