@@ -50,6 +50,7 @@ from atproto_video.migrate import upgrade
 from atproto_video.operator.crd import GROUP, PLURAL, VERSION, videojob_for, videojob_name
 from atproto_video.operator.progress import targets_for
 from atproto_video.storage import LocalStorage
+from bench.harness import cpu_seconds
 from tests.operator.conftest import K8sEnv, OperatorProcess
 from tests.support.cluster import DOCKERD, DOWN, IMAGE_BUILD, UP, Cluster, _exports, _tail
 from tests.support.media import make_clip
@@ -122,7 +123,7 @@ def run(workdir: Path) -> dict[str, Any]:
         op.log_path = k8s.workdir / "operator-dispatch.log"
         try:
             op.start()
-            out["operator_dispatch_p99_s"] = _dispatch_phase(ctx)
+            out["operator_dispatch_p99_s"] = _dispatch_phase(ctx, op)
         finally:
             _delete_videojobs(ctx)
             op.stop()
@@ -204,6 +205,7 @@ class _Ctx:
         self.admin = admin
         self.api_sa = api_sa
         self.workdir = workdir
+        self.created_wall: dict[str, float] = {}
 
 
 # -- watches -----------------------------------------------------------------------------------
@@ -299,6 +301,7 @@ def _create_videojobs(ctx: _Ctx, ids: list[str]) -> tuple[dict[str, float], list
     """All CRs at once (32 threads, the API's service account); time each create returned."""
     custom = client.CustomObjectsApi(ctx.api_sa)
     created: dict[str, float] = {}
+    wall: dict[str, float] = {}
     conflicts: list[str] = []
 
     def one(job_id: str) -> None:
@@ -314,9 +317,11 @@ def _create_videojobs(ctx: _Ctx, ids: list[str]) -> tuple[dict[str, float], list
             conflicts.append(job_id)
             return
         created[job_id] = time.monotonic()
+        wall[job_id] = time.time()
 
     with ThreadPoolExecutor(32) as pool:
         list(pool.map(one, ids))
+    ctx.created_wall.update(wall)
     return created, conflicts
 
 
@@ -349,7 +354,7 @@ def _stats(samples: Iterable[float]) -> dict[str, Any]:
 # -- phase 1: dispatch -------------------------------------------------------------------------
 
 
-def _dispatch_phase(ctx: _Ctx) -> dict[str, Any]:
+def _dispatch_phase(ctx: _Ctx, op: OperatorProcess) -> dict[str, Any]:
     clip = make_clip(ctx.workdir / "dispatch.mp4", seconds=1, size="1280x720")
     expected = {t.name.lower() for t in targets_for(plan_ladder(1280, 720, 30))}
     seen: dict[str, dict[str, float]] = {}
@@ -369,6 +374,8 @@ def _dispatch_phase(ctx: _Ctx) -> dict[str, Any]:
         raise RuntimeError(f"Job watch did not start: {watcher.errors}")
     try:
         ids = _commit_jobs(ctx, clip, DISPATCH_JOBS, "d")
+        assert op.proc is not None
+        cpu0 = cpu_seconds(op.proc.pid)
         t0 = time.monotonic()
         created, conflicts = _create_videojobs(ctx, ids)
         create_wall = time.monotonic() - t0
@@ -380,6 +387,8 @@ def _dispatch_phase(ctx: _Ctx) -> dict[str, Any]:
             if done == len(names):
                 break
             time.sleep(0.2)
+        phase_wall = time.monotonic() - t0
+        op_cpu = cpu_seconds(op.proc.pid) - cpu0
     finally:
         watcher.stop()
     latencies: dict[str, float] = {}
@@ -402,9 +411,51 @@ def _dispatch_phase(ctx: _Ctx) -> dict[str, Any]:
         "first_job_p50_s": _stats(first.values())["p50_s"],
         "samples_s": [round(v, 4) for v in sorted(latencies.values())],
         "watch_errors": watcher.errors[:5],
+        "phase_wall_s": round(phase_wall, 3),
+        "operator_cpu_s_incl_ffprobe": round(op_cpu, 2),
+        "operator_log_breakdown": _breakdown(op.logs(), ctx.created_wall, list(created)),
         "worker_pods": f"unschedulable (nodeSelector {NOWHERE})",
     })
     return result
+
+
+def _breakdown(logs: str, created_wall: dict[str, float], ids: list[str]) -> dict[str, Any]:
+    """Where dispatch time goes, from the operator's own log lines (wall clock, ms).
+
+    CR created -> first reconcile step ("reconciling job") -> probe done ("planned job") ->
+    last worker Job created.
+    """
+    import datetime as dt
+
+    marks: dict[str, dict[str, float]] = {}
+    for line in logs.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        job_id, msg = rec.get("job_id"), rec.get("msg", "")
+        if job_id not in created_wall or not rec.get("ts"):
+            continue
+        ts = dt.datetime.fromisoformat(rec["ts"]).timestamp()
+        key = {"reconciling job": "reconcile", "planned job": "planned"}.get(msg)
+        if msg.startswith("worker Job created"):
+            marks.setdefault(job_id, {})["jobs"] = ts  # the last one wins
+        elif key:
+            marks.setdefault(job_id, {}).setdefault(key, ts)
+    gaps: dict[str, list[float]] = {"created_to_first_step": [], "probe_step": [],
+                                    "job_creation": []}
+    for job_id in ids:
+        m = marks.get(job_id, {})
+        if {"reconcile", "planned", "jobs"} <= set(m):
+            gaps["created_to_first_step"].append(m["reconcile"] - created_wall[job_id])
+            gaps["probe_step"].append(m["planned"] - m["reconcile"])
+            gaps["job_creation"].append(m["jobs"] - m["planned"])
+    out: dict[str, Any] = {"n": len(gaps["probe_step"])}
+    for name, xs in gaps.items():
+        if xs:
+            st = _stats(xs)
+            out[name] = {k: st[k] for k in ("p50_s", "p99_s", "max_s")}
+    return out
 
 
 # -- phase 2: status mirroring -----------------------------------------------------------------
@@ -517,6 +568,7 @@ def _status_phase(ctx: _Ctx, op: OperatorProcess) -> dict[str, Any]:
         "what": ("per worker Job: completion seen by a Job watch -> VideoJob status (watch) "
                  "AND Postgres (20 ms poll) show the target at 100"),
         "videojobs": len(names), "worker_jobs": len(samples),
+        "clamped_to_zero": sum(1 for v in samples.values() if v == 0.0),
         "videojob_status_only": {k: v for k, v in _stats(cr_only).items() if k != "method"},
         "postgres_only": {k: v for k, v in _stats(db_only).items() if k != "method"},
         "samples_s": {k: round(v, 4) for k, v in sorted(samples.items(), key=lambda kv: kv[1])},
