@@ -303,6 +303,32 @@ def test_missing_image_fails_with_a_named_reason(
     assert worker_jobs(k8s, job_id) == {}
 
 
+def test_out_of_memory_worker_fails_with_a_named_reason(
+    api: ServiceProcess, operator: OperatorProcess, k8s: K8sEnv, dids: DidServer,
+    clips: dict[str, bytes],
+) -> None:
+    saved = {k: operator.env[k] for k in ("VIDEO_WORKER_MEMORY_REQUEST",
+                                          "VIDEO_WORKER_BACKOFF_LIMIT")}
+    operator.stop()
+    # Far below what ffmpeg needs to encode 720p: the kernel's OOM killer ends the container.
+    operator.env.update(VIDEO_WORKER_MEMORY_REQUEST="24Mi", VIDEO_WORKER_MEMORY_LIMIT="24Mi",
+                        VIDEO_WORKER_BACKOFF_LIMIT="0")
+    operator.start()
+    try:
+        job_id = upload(api, dids, clips["short"] + b"\0oom")  # distinct bytes, same video
+        st, _ = wait_for(api, job_id, terminal, operator, timeout=240)
+    finally:
+        operator.stop()
+        operator.env.pop("VIDEO_WORKER_MEMORY_LIMIT", None)
+        operator.env.update(saved)
+        operator.start()
+    assert st["state"] == "JOB_STATE_FAILED", st
+    assert st["failureCode"] == "encoding_failure"
+    assert "OOMKilled" in st["error"] or "memory" in st["error"].lower(), st["error"]
+    conds = {c["type"]: c for c in k8s.get("videojob", job_id)["status"]["conditions"]}
+    assert conds["Failed"]["reason"] == "OOMKilled", conds["Failed"]
+
+
 def test_job_is_not_lost_when_the_api_cannot_reach_kubernetes(
     stack_env: dict[str, str], operator: OperatorProcess, dids: DidServer,
     clips: dict[str, bytes], k8s: K8sEnv, tmp_path: Path,
