@@ -52,14 +52,31 @@ wheelhouse() {
   cp "$cache"/*.whl "$dest/"
 }
 
+# The private dockerd is used under a lease held by this script: if this script started it, the
+# release at exit stops it again (unless another session still leases it), so `make test`
+# leaves no daemon behind; a dockerd someone started by hand stays up.
+CTX=""
+LEASED=""
+cleanup() {
+  [ -n "$CTX" ] && rm -rf "$CTX"
+  if [ -n "$LEASED" ]; then bash "$IMAGE_DIR/dockerd.sh" stop --release "$LEASED" >&2 || true; fi
+}
+trap cleanup EXIT
+use_dockerd() {
+  if [ -z "$LEASED" ]; then
+    eval "$(bash "$IMAGE_DIR/dockerd.sh" start --lease "$$:image-build")"
+    LEASED="$$:image-build"
+  fi
+}
+
 build() {
   [ "$(id -u)" = 0 ] || idie "transcoder-image/build.sh must run as root (private dockerd)"
-  eval "$(bash "$IMAGE_DIR/dockerd.sh" start)"
+  use_dockerd
   bash "$IMAGE_DIR/make-base.sh"
   # A dedicated build context: only what the image needs (no .git, venvs, caches, data).
   mkdir -p "$CACHE_ROOT"
   ctx="$(mktemp -d "$CACHE_ROOT/image-context.XXXXXX")"
-  trap 'rm -rf "$ctx"' EXIT
+  CTX="$ctx"
   mkdir -p "$ctx/project"
   python3 - "$REPO_DIR/pyproject.toml" >"$ctx/requirements.txt" <<'PY'
 import sys, tomllib
@@ -88,7 +105,7 @@ PY
 
 import_image() {
   [ -S "$CLUSTER_SOCK" ] || idie "cluster containerd socket $CLUSTER_SOCK not found; run cluster/up.sh first"
-  eval "$(bash "$IMAGE_DIR/dockerd.sh" start)"
+  use_dockerd
   "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1 || idie "$IMAGE not built; run transcoder-image/build.sh"
   local id ctr=(ctr -a "$CLUSTER_SOCK" -n k8s.io)
   id="$("$DOCKER" image inspect -f '{{.Id}}' "$IMAGE")"
