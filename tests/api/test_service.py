@@ -390,6 +390,28 @@ def _ffmpeg_on(path: Path) -> list[int]:
     return pids
 
 
+def _argv0(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    except OSError:
+        return ""
+
+
+def _wait_ffmpeg(source: Path, timeout: float = 60) -> list[int]:
+    """ENCODING is recorded just before ffmpeg starts: wait for the process itself."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = [
+            pid
+            for pid in _ffmpeg_on(source)
+            if _argv0(pid).rsplit("/", 1)[-1] == "ffmpeg"  # the encoder, not the probe
+        ]
+        if pids:
+            return pids
+        time.sleep(0.05)
+    raise AssertionError(f"no ffmpeg started on {source}")
+
+
 def test_restart_resumes_jobs(tmp_path: Path, dids: DidServer) -> None:
     clip = make_clip(tmp_path / "long.mp4", seconds=12, size="1280x720").read_bytes()
     svc = ServiceProcess(tmp_path / "svc", {"VIDEO_DID_PLC_URL": dids.url}).start()
@@ -398,6 +420,7 @@ def test_restart_resumes_jobs(tmp_path: Path, dids: DidServer) -> None:
         job_id = upload(svc, who, clip).json()["jobId"]
         source = svc.data_dir / "storage" / "jobs" / job_id / "source"
         _wait_state(svc, job_id, "JOB_STATE_ENCODING")
+        _wait_ffmpeg(source)
         # Graceful stop: ffmpeg is stopped with the service, the job stays to be resumed.
         t0 = time.monotonic()
         assert svc.stop() == 0
@@ -405,6 +428,7 @@ def test_restart_resumes_jobs(tmp_path: Path, dids: DidServer) -> None:
         assert _ffmpeg_on(source) == []
         svc.start()
         _wait_state(svc, job_id, "JOB_STATE_ENCODING")
+        _wait_ffmpeg(source)
         svc.kill()  # SIGKILL in the middle of encoding: ffmpeg survives it (own session)...
         orphans = _ffmpeg_on(source)
         assert orphans
