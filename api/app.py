@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import mimetypes
 from collections.abc import Awaitable, Callable
@@ -43,8 +44,6 @@ class JSON(JSONResponse):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        import json
-
         return json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode()
 
 
