@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     benches = _benchmarks()
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(benches)}")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="directory for latest.json and latest.md (default: bench/results)")
     args = parser.parse_args(argv)
     selected = args.names or list(benches)
     unknown = set(selected) - set(benches)
@@ -106,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(traceback.format_exc(), file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "latest.md").write_text(render_markdown(results))
-    print((RESULTS / "latest.md").read_text())
+    out: Path = args.results
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "latest.md").write_text(render_markdown(results))
+    print((out / "latest.md").read_text())
     return 1 if results["meta"]["errors"] else 0
 
 

@@ -1,8 +1,11 @@
 """The cluster executor: hands each committed job to the operator as a VideoJob resource.
 
 The API commits the job row before calling :meth:`KubernetesExecutor.submit`, so the database
-already holds the job; if the Kubernetes API cannot be reached now, submit logs and returns
-and the operator's reconciler creates the missing VideoJob from the database later
+already holds the job. Submit first probes the upload and records the ladder in the job row
+(:mod:`atproto_video.operator.plan`), so the operator can create every worker Job as soon as
+the VideoJob appears; a non-video fails here, with no VideoJob and no pod. If the Kubernetes
+API cannot be reached now, submit logs and returns and the operator's reconciler creates the
+missing VideoJob from the database later
 (:class:`atproto_video.operator.reconcile.VideoJobCreator`). Nothing is lost, nothing blocks
 the upload answer for long.
 """
@@ -14,9 +17,13 @@ import logging
 
 from atproto_video.config import VideoConfig
 from atproto_video.jobs import Job, JobStore
+from atproto_video.lexicon import FailureCode
 from atproto_video.operator.crd import videojob_for
 from atproto_video.operator.kube import Kube
+from atproto_video.operator.plan import plan_details, plan_source
 from atproto_video.storage import LocalStorage
+from atproto_video.transcoder.errors import TranscodeError, ValidationFailure
+from atproto_video.transcoder.limits import TranscodeLimits
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +37,7 @@ class KubernetesExecutor:
         self.store = store
         self.storage = storage
         self._kube: Kube | None = None
+        self.limits = TranscodeLimits.from_config(cfg)
 
     async def start(self) -> None:
         await self._connect()
@@ -50,6 +58,8 @@ class KubernetesExecutor:
 
     async def submit(self, job: Job) -> None:
         extra = {"job_id": job.id, "did": job.did}
+        if not await self._plan(job):
+            return
         kube = await self._connect()
         if kube is None:
             return
@@ -65,3 +75,24 @@ class KubernetesExecutor:
             return
         log.info("VideoJob %s", "created" if created else "already exists",
                  extra={**extra, "videojob": body["metadata"]["name"]})
+
+    async def _plan(self, job: Job) -> bool:
+        """Probe and record the ladder; False when the upload is not a usable video."""
+        extra = {"job_id": job.id, "did": job.did}
+        try:
+            plan, info = await asyncio.to_thread(
+                plan_source, self.storage.source_path(job.id), self.limits)
+        except ValidationFailure as exc:
+            if await asyncio.to_thread(self.store.fail, job.id, FailureCode.VALIDATION,
+                                       exc.message):
+                self.storage.remove(job.id)
+                log.info("job failed", extra={**extra, "failure_code":
+                                              FailureCode.VALIDATION.value, "error": exc.message})
+            return False
+        except TranscodeError as exc:  # ffprobe could not run here: the operator probes again
+            log.warning("could not plan the job now; the operator will: %s", exc, extra=extra)
+            return True
+        await asyncio.to_thread(self.store.update_fields, job.id,
+                                details=plan_details(job.details, plan, info))
+        log.info("planned job", extra={**extra, "renditions": ",".join(plan.renditions)})
+        return True

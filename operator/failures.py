@@ -89,7 +89,7 @@ def _created(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("creationTimestamp") or "")
 
 
-def _parse_time(value: str) -> dt.datetime | None:
+def parse_time(value: str) -> dt.datetime | None:
     try:
         return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -157,7 +157,7 @@ def stuck_pod(
         reason = str(waiting.get("reason") or "")
         fatal = reason in FATAL_WAITING
         if reason in SLOW_WAITING:
-            created = _parse_time(_created(pod))
+            created = parse_time(_created(pod))
             fatal = created is not None and (now - created).total_seconds() > PULL_GRACE_S
         if fatal:
             detail = " ".join(str(waiting.get("message") or "").split())[:300]

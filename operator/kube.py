@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds for one API request: the API server is local to the cluster.
 REQUEST_TIMEOUT = 15
+#: Kept-alive connections to the API server (the operator makes up to 32 calls at once).
+POOL_SIZE = 32
 
 
 class KubeError(Exception):
@@ -29,17 +31,20 @@ class KubeError(Exception):
 
 def load_api_client() -> Any:
     """In-cluster config when running in a pod, else ``$KUBECONFIG`` / ``~/.kube/config``."""
+    cfg = client.Configuration()
     try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
+        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        pass
-    try:
-        # Read KUBECONFIG now: the library's default is captured when it is imported.
-        path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
-        return config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
-    except Exception as exc:  # the loader raises several unrelated types
-        raise KubeError(f"no Kubernetes configuration: {exc}") from None
+        try:
+            # Read KUBECONFIG now: the library's default is captured when it is imported.
+            path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
+            config.load_kube_config(config_file=path, client_configuration=cfg)  # type: ignore[no-untyped-call]
+        except Exception as exc:  # the loader raises several unrelated types
+            raise KubeError(f"no Kubernetes configuration: {exc}") from None
+    # One kept-alive connection per concurrent call: the default (5 per cpu) made a burst of
+    # Job creations open and discard connections, a TLS handshake each.
+    cfg.connection_pool_maxsize = POOL_SIZE
+    return client.ApiClient(cfg)
 
 
 def _json(resp: Any) -> Any:
@@ -107,19 +112,30 @@ class Kube:
     ) -> tuple[dict[str, Any], bool]:
         """The Job named in ``body``: created now (True) or the existing one (False)."""
         name = body["metadata"]["name"]
-        try:
-            job: Any = body
-            resp = self.batch.create_namespaced_job(
-                namespace, job, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-            )
-            return _json(resp), True
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-        resp = self.batch.read_namespaced_job(
-            name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+        path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+        status, created = self._request("POST", path, body)
+        if status != 409:
+            _raise_for(status, created)
+            return created, True
+        status, existing = self._request("GET", f"{path}/{name}")
+        _raise_for(status, existing)
+        return existing, False
+
+    def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """One JSON request through the client's connection pool and credentials, without the
+        generated models: their validation and serialisation cost about 6 ms of CPU per Job
+        created, most of the operator's work on a burst of uploads (measured with py-spy)."""
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        self.api_client.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
+        resp = self.api_client.rest_client.request(
+            method, self.api_client.configuration.host + path, headers=headers, body=body,
+            _request_timeout=REQUEST_TIMEOUT,
         )
-        return _json(resp), False
+        raw = resp.read()
+        try:
+            return resp.status, json.loads(raw) if raw else {}
+        except ValueError:
+            return resp.status, {"message": raw[:200].decode(errors="replace")}
 
     def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         resp = self.batch.list_namespaced_job(
@@ -147,3 +163,10 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def _raise_for(status: int, data: Any) -> None:
+    """An error status as the generated client reports it (ApiException with the status)."""
+    if not 200 <= status < 300:
+        message = data.get("message", "") if isinstance(data, dict) else ""
+        raise ApiException(status=status, reason=str(message)[:300])

@@ -18,19 +18,25 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from atproto_video.config import VideoConfig
 from atproto_video.executor.delivery import deliver
 from atproto_video.jobs import Job, JobStore, utcnow
-from atproto_video.ladder import RUNG_NAMES, Variant, plan_ladder
 from atproto_video.lexicon import FailureCode, JobState
 from atproto_video.operator.crd import videojob_for
-from atproto_video.operator.failures import Failure, failed_job, job_outcome, stuck_pod
+from atproto_video.operator.failures import (
+    Failure,
+    failed_job,
+    job_outcome,
+    parse_time,
+    stuck_pod,
+)
 from atproto_video.operator.kube import KubeAPI
+from atproto_video.operator.plan import Plan, plan_details, plan_source
 from atproto_video.operator.progress import aggregate, read_progress, targets_for
 from atproto_video.operator.status import merge_renditions, mirror
 from atproto_video.operator.templates import (
@@ -45,47 +51,28 @@ from atproto_video.storage import LocalStorage
 from atproto_video.transcoder.errors import ValidationFailure
 from atproto_video.transcoder.limits import TranscodeLimits
 from atproto_video.transcoder.master import write_master
-from atproto_video.transcoder.pipeline import plan_for
-from atproto_video.transcoder.probe import probe
 
 log = logging.getLogger(__name__)
 
 _BEFORE_ENCODED = (JobState.CREATED, JobState.ENCODING)
 
 
+#: A worker Job with no ready pod this long gets its pods read (once per interval) to catch a
+#: pod that can never start; watching every pod instead cost the operator more CPU than all
+#: its other work on a burst of uploads.
+STUCK_CHECK_S = 5.0
+
+
 @dataclass(frozen=True)
-class Plan:
-    """What the probe decided, enough to rebuild the ladder without probing again."""
+class Observed:
+    """One VideoJob's worker Jobs (and Pods, when known) as plain API dicts.
 
-    width: int
-    height: int
-    fps: str
-    has_audio: bool
-    renditions: tuple[str, ...]
+    ``pods`` None: listed from the API server only when needed, that is for a failed Job (to
+    name the reason) or one whose pod has not become ready within :data:`STUCK_CHECK_S`.
+    """
 
-    def variants(self) -> list[Variant]:
-        ladder = plan_ladder(self.width, self.height, Fraction(self.fps))
-        return [v for v in ladder if v.name in self.renditions]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"width": self.width, "height": self.height, "fps": self.fps,
-                "hasAudio": self.has_audio, "renditions": list(self.renditions)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> Plan | None:
-        if not data or not data.get("renditions"):
-            return None
-        try:
-            return cls(int(data["width"]), int(data["height"]), str(data["fps"]),
-                       bool(data["hasAudio"]), tuple(str(r) for r in data["renditions"]))
-        except (KeyError, TypeError, ValueError):
-            return None
-
-
-def choose_variants(ladder: list[Variant], wanted: list[str] | None) -> list[Variant]:
-    """The ladder limited to the rungs the VideoJob asks for (all when it names none that fit)."""
-    names = set(wanted or RUNG_NAMES)
-    return [v for v in ladder if v.rung in names] or ladder
+    jobs: list[dict[str, Any]]
+    pods: list[dict[str, Any]] | None = None
 
 
 class VideoJobReconciler:
@@ -108,11 +95,22 @@ class VideoJobReconciler:
         # lag one patch behind, and a retried pod's progress file restarts at 0.
         self._seen: dict[str, dict[str, dict[str, Any]]] = {}
         self._attempted: set[str] = set()
+        self._pods_read: dict[str, dt.datetime] = {}
+        self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="create-job")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- the step ------------------------------------------------------------------------------
 
-    async def step(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Advance one VideoJob as far as the world allows; returns its new status."""
+    async def step(
+        self, body: Mapping[str, Any], observed: Observed | None = None
+    ) -> dict[str, Any]:
+        """Advance one VideoJob as far as the world allows; returns its new status.
+
+        ``observed``: its Jobs and Pods as the operator's watches see them; without it they
+        are listed from the API server.
+        """
         spec = body.get("spec") or {}
         meta = body.get("metadata") or {}
         previous: Mapping[str, Any] = body.get("status") or {}
@@ -133,6 +131,7 @@ class VideoJobReconciler:
             (job.details or {}).get("renditions"), previous.get("renditions"),
             self._seen.get(job.id))
         failure: Failure | None = None
+        wrote = False  # re-read the row only then: most ticks change nothing
 
         if not job.state.terminal:
             if job.id not in self._attempted:
@@ -145,18 +144,22 @@ class VideoJobReconciler:
                                   f"processing did not finish within {self.cfg.job_timeout_s} s")
             elif plan is None:
                 plan, failure = await self._plan(job, spec)
+                wrote = True
             if failure is None and plan is not None and job.state in _BEFORE_ENCODED:
                 targets = targets_for(plan.variants())
                 failure, renditions = await asyncio.to_thread(
-                    self._sync_targets, job, body, targets, renditions)
+                    self._sync_targets, job, body, targets, renditions, observed)
                 self._seen[job.id] = renditions
                 if failure is None:
-                    await self._progress(job, plan, targets, renditions)
+                    wrote |= await self._progress(job, plan, targets, renditions)
             if failure is not None:
                 await self._fail(job, failure, renditions)
+                wrote = True
             elif plan is not None and _all_succeeded(plan, renditions):
                 await self._deliver(job, plan, renditions)
-            job = await asyncio.to_thread(self.store.get, job.id) or job
+                wrote = True
+            if wrote:
+                job = await asyncio.to_thread(self.store.get, job.id) or job
 
         if job.state.terminal:
             await asyncio.to_thread(self._cleanup, job, body)
@@ -173,20 +176,12 @@ class VideoJobReconciler:
             return None, Failure(FailureCode.GENERIC, "SourceMissing",
                                  "the uploaded file is missing")
         try:
-            info = await asyncio.to_thread(probe, source, self.limits)
+            plan, info = await asyncio.to_thread(
+                plan_source, source, self.limits, spec.get("renditions"))
         except ValidationFailure as exc:
             return None, Failure(FailureCode.VALIDATION, "ValidationFailed", exc.message)
-        chosen = choose_variants(plan_for(info, self.limits), spec.get("renditions"))
-        plan = Plan(info.width, info.height, str(info.output_fps(self.limits.max_fps)),
-                    info.has_audio, tuple(v.name for v in chosen))
-        details = {
-            **(job.details or {}),
-            "source": {"width": info.width, "height": info.height,
-                       "duration_s": info.duration_s, "has_audio": info.has_audio},
-            "plan": plan.to_dict(),
-            "strategy": "kubernetes",
-        }
-        await asyncio.to_thread(self.store.update_fields, job.id, details=details)
+        await asyncio.to_thread(self.store.update_fields, job.id,
+                                details=plan_details(job.details, plan, info))
         await asyncio.to_thread(self.store.advance, job.id, JobState.ENCODING, 0)
         log.info("planned job", extra={"job_id": job.id, "did": job.did,
                                        "renditions": ",".join(plan.renditions)})
@@ -208,58 +203,92 @@ class VideoJobReconciler:
         body: Mapping[str, Any],
         targets: list[Target],
         renditions: dict[str, dict[str, Any]],
+        observed: Observed | None,
     ) -> tuple[Failure | None, dict[str, dict[str, Any]]]:
         """Create-or-get every target's Job and read its state, pods and progress file."""
         meta = body["metadata"]
         namespace = str(meta["namespace"])
-        self._prepare_dirs(job.id)
-        jobs = self.kube.list_jobs(namespace, selector(job.id))
-        existing = {j["metadata"]["name"]: j for j in jobs}
-        pods: dict[str, list[dict[str, Any]]] = {}
-        for pod in self.kube.list_pods(namespace, selector(job.id)):
-            target = ((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_TARGET, "")
-            pods.setdefault(target, []).append(pod)
-        failures: list[Failure] = []
+        if observed is None:
+            observed = Observed(self.kube.list_jobs(namespace, selector(job.id)),
+                                self.kube.list_pods(namespace, selector(job.id)))
+        existing = {j["metadata"]["name"]: j for j in observed.jobs}
+        known_pods = observed.pods
         now = self.clock()
+
+        def pods_of(target: Target) -> list[dict[str, Any]]:
+            nonlocal known_pods
+            if known_pods is None:
+                known_pods = self.kube.list_pods(namespace, selector(job.id))
+                self._pods_read[job.id] = now
+            label = target.name.lower()
+            return [p for p in known_pods
+                    if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_TARGET) == label]
+
+        missing = [t for t in targets
+                   if (renditions.get(t.name) or {}).get("outcome") != "Succeeded"
+                   and job_name(job.id, t.name) not in existing]
+        if missing:
+            self._prepare_dirs(job.id)  # before any worker can start
+        # All of a job's Jobs at once: on a burst, round trips to a busy API server dominate.
+        for name, created in zip(
+                (job_name(job.id, t.name) for t in missing),
+                self._pool.map(lambda t: self._create(job, body, t), missing), strict=True):
+            existing[name] = created
+        failures: list[Failure] = []
         for target in targets:
             rec = renditions.setdefault(target.name, {"progress": 0, "outcome": "Pending"})
             name = job_name(job.id, target.name)
             rec["job"] = name
             if rec.get("outcome") == "Succeeded":
                 continue
-            k8s_job = existing.get(name)
-            if k8s_job is None:
-                manifest = job_manifest(
-                    self.cfg, job_id=job.id, did=job.did, source=str(body["spec"]["source"]),
-                    target=target, owner_name=str(meta["name"]), owner_uid=str(meta["uid"]),
-                )
-                k8s_job, created = self.kube.create_or_get_job(namespace, manifest)
-                log.info("worker Job %s", "created" if created else "found",
-                         extra={"job_id": job.id, "did": job.did, "k8s_job": name})
-            target_pods = pods.get(target.name.lower(), [])
+            k8s_job = existing[name]
             outcome = job_outcome(k8s_job)
             failure: Failure | None = None
             if outcome == "Succeeded":
                 rec.update(outcome="Succeeded", progress=100)
                 continue
+            ready = int((k8s_job.get("status") or {}).get("ready") or 0) > 0
             if outcome == "Failed":
-                failure = failed_job(k8s_job, target_pods, target=target.name,
+                failure = failed_job(k8s_job, pods_of(target), target=target.name,
                                      memory_limit=self.cfg.worker_memory_limit)
-            else:
-                failure = stuck_pod(target_pods, target=target.name,
+            elif not ready and self._stuck_check_due(job.id, k8s_job, known_pods, now):
+                failure = stuck_pod(pods_of(target), target=target.name,
                                     image=self.cfg.worker_image, now=now)
             if failure is not None:
                 rec.update(outcome="Failed", reason=failure.reason, message=failure.message)
                 failures.append(failure)
                 continue
-            running = any((p.get("status") or {}).get("phase") == "Running" for p in target_pods)
-            rec["outcome"] = "Running" if running else "Pending"
+            rec["outcome"] = "Running" if ready else "Pending"
             pct = read_progress(self.storage.root / progress_relpath(job.id, target.name))
             if pct is not None:
                 rec["progress"] = max(int(rec.get("progress", 0)), min(pct, 99))
         # A rejected video explains every other failure: name it first.
         failures.sort(key=lambda f: f.code is not FailureCode.VALIDATION)
         return (failures[0] if failures else None), renditions
+
+    def _stuck_check_due(self, job_id: str, k8s_job: Mapping[str, Any],
+                         pods: list[dict[str, Any]] | None, now: dt.datetime) -> bool:
+        """Whether to look at the pods of a Job that is not ready yet."""
+        if pods is not None:
+            return True  # already in hand: free
+        created = parse_time(str((k8s_job.get("metadata") or {}).get("creationTimestamp")))
+        if created is None or (now - created).total_seconds() < STUCK_CHECK_S:
+            return False
+        last = self._pods_read.get(job_id)
+        return last is None or (now - last).total_seconds() >= STUCK_CHECK_S
+
+    def _create(self, job: Job, body: Mapping[str, Any], target: Target) -> dict[str, Any]:
+        """Create-or-get one worker Job (deterministic name: never a duplicate)."""
+        meta = body["metadata"]
+        manifest = job_manifest(
+            self.cfg, job_id=job.id, did=job.did, source=str(body["spec"]["source"]),
+            target=target, owner_name=str(meta["name"]), owner_uid=str(meta["uid"]),
+        )
+        k8s_job, created = self.kube.create_or_get_job(str(meta["namespace"]), manifest)
+        log.info("worker Job %s", "created" if created else "found",
+                 extra={"job_id": job.id, "did": job.did,
+                        "k8s_job": manifest["metadata"]["name"]})
+        return k8s_job
 
     def _prepare_dirs(self, job_id: str) -> None:
         """``out/`` and ``progress/`` writable by the worker's uid/gid (non-root pods)."""
@@ -277,12 +306,19 @@ class VideoJobReconciler:
 
     async def _progress(
         self, job: Job, plan: Plan, targets: list[Target], renditions: dict[str, dict[str, Any]]
-    ) -> None:
-        pct = aggregate(targets, {k: int(v.get("progress", 0)) for k, v in renditions.items()})
-        await asyncio.to_thread(self.store.advance, job.id, JobState.ENCODING, min(pct, 99))
+    ) -> bool:
+        """Write overall and per-target progress where it moved; True if anything was written."""
+        pct = min(99, aggregate(targets, {k: int(v.get("progress", 0))
+                                          for k, v in renditions.items()}))
+        wrote = False
+        if job.state is not JobState.ENCODING or pct > job.progress:
+            await asyncio.to_thread(self.store.advance, job.id, JobState.ENCODING, pct)
+            wrote = True
         if (job.details or {}).get("renditions") != renditions:
             details = {**(job.details or {}), "plan": plan.to_dict(), "renditions": renditions}
             await asyncio.to_thread(self.store.update_fields, job.id, details=details)
+            wrote = True
+        return wrote
 
     async def _fail(
         self, job: Job, failure: Failure, renditions: dict[str, dict[str, Any]]
@@ -315,6 +351,7 @@ class VideoJobReconciler:
         self.storage.remove_source(job.id)
         shutil.rmtree(self.storage.job_dir(job.id) / "progress", ignore_errors=True)
         self._seen.pop(job.id, None)
+        self._pods_read.pop(job.id, None)
         self._attempted.discard(job.id)
 
     # -- deletion ------------------------------------------------------------------------------
@@ -336,6 +373,7 @@ class VideoJobReconciler:
         except ValueError:
             return
         self._seen.pop(job_id, None)
+        self._pods_read.pop(job_id, None)
         self._attempted.discard(job_id)
         log.info("VideoJob deleted; outputs removed", extra={"job_id": job_id})
 

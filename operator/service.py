@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import kopf
 
@@ -25,6 +26,9 @@ from atproto_video.operator.reconcile import VideoJobCreator, VideoJobReconciler
 from atproto_video.storage import LocalStorage
 
 log = logging.getLogger(__name__)
+
+#: Threads for blocking calls (database, API server, files); they mostly wait on I/O.
+THREADS = 32
 
 
 class OperatorService:
@@ -52,6 +56,10 @@ class OperatorService:
         """Until SIGTERM/SIGINT (kopf handles the signals and stops gracefully)."""
         log.info("operator starting", extra={"namespace": self.cfg.k8s_namespace,
                                              "image": self.cfg.worker_image})
+        # Every step blocks on Postgres and the API server in threads; the default pool (cpus
+        # + 4 threads) queued a burst of new VideoJobs behind a handful of round trips.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="operator"))
         creator = asyncio.create_task(self.creator.run(self._stop), name="videojob-creator")
         try:
             await kopf.operator(
@@ -68,5 +76,6 @@ class OperatorService:
 
     async def stop(self) -> None:
         self._stop.set()
+        self.reconciler.close()
         self.kube.close()
         self.store.engine.dispose()

@@ -15,6 +15,7 @@ from atproto_video.executor.kubernetes import KubernetesExecutor
 from atproto_video.jobs import JobStore, NewJob, new_job_id
 from atproto_video.lexicon import JobState
 from atproto_video.storage import LocalStorage
+from tests.support.media import make_clip
 
 DEAD_KUBECONFIG = """apiVersion: v1
 kind: Config
@@ -42,7 +43,8 @@ def test_submit_logs_and_returns_when_the_api_is_down(
     job = store.create(NewJob(id=job_id, did="did:plc:abc", source_size=1, content_hash="h",
                               executor="kubernetes"), None)
     storage.job_dir(job_id).mkdir(parents=True)
-    storage.source_path(job_id).write_bytes(b"x")
+    clip = make_clip(tmp_path / "clip.mp4", seconds=1, size="854x480")
+    clip.rename(storage.source_path(job_id))
 
     async def run() -> None:
         executor = KubernetesExecutor(cfg, store, storage)
@@ -57,4 +59,41 @@ def test_submit_logs_and_returns_when_the_api_is_down(
     assert "operator will create it" in caplog.text
     kept = store.get(job_id)
     assert kept is not None and kept.state is JobState.CREATED
+    # Planned before the VideoJob is attempted: the operator creates Jobs without probing.
+    assert (kept.details or {})["plan"]["renditions"] == ["480p"]
     assert [j.id for j in store.unfinished("kubernetes")] == [job_id]
+
+
+def test_submit_fails_a_non_video_without_a_videojob(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The probe runs in the API: a non-video never reaches the cluster (no VideoJob, no pod)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(DEAD_KUBECONFIG)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    cfg = VideoConfig.from_env({"VIDEO_SERVICE_DID": "did:web:video.test",
+                                "VIDEO_EXECUTOR": "kubernetes",
+                                "VIDEO_STORAGE_DIR": str(tmp_path / "storage")})
+    store = JobStore(engine)
+    storage = LocalStorage(cfg.storage_dir)
+    job_id = new_job_id()
+    job = store.create(NewJob(id=job_id, did="did:plc:abc", source_size=9, content_hash="h",
+                              executor="kubernetes"), None)
+    storage.job_dir(job_id).mkdir(parents=True)
+    storage.source_path(job_id).write_bytes(b"not a video at all")
+
+    async def run() -> None:
+        executor = KubernetesExecutor(cfg, store, storage)
+        await executor.submit(job)
+        await executor.stop()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(run())
+    failed = store.get(job_id)
+    assert failed is not None and failed.state is JobState.FAILED
+    assert failed.failure_code == "validation_failure"
+    assert "VideoJob" not in caplog.text  # never tried to reach the cluster
+    assert not storage.job_dir(job_id).exists()
+    assert store.unfinished("kubernetes") == []

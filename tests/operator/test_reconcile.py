@@ -9,6 +9,7 @@ from files, naming failures, the deadline, and the database-to-VideoJob reconcil
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -22,8 +23,15 @@ from atproto_video.config import VideoConfig
 from atproto_video.jobs import JobStore, NewJob, new_job_id
 from atproto_video.lexicon import FailureCode, JobState
 from atproto_video.operator.crd import videojob_manifest
-from atproto_video.operator.reconcile import VideoJobCreator, VideoJobReconciler
+from atproto_video.operator.plan import plan_details, plan_source
+from atproto_video.operator.reconcile import (
+    STUCK_CHECK_S,
+    Observed,
+    VideoJobCreator,
+    VideoJobReconciler,
+)
 from atproto_video.storage import LocalStorage
+from atproto_video.transcoder.limits import TranscodeLimits
 from tests.support.media import make_clip
 
 
@@ -35,6 +43,8 @@ class FakeKube:
         self.pods: list[dict[str, Any]] = []
         self.videojobs: dict[str, dict[str, Any]] = {}
         self.creates = 0
+        self.lists = 0
+        self.pod_lists = 0
         self.deleted: list[str] = []
 
     def create_or_get_job(
@@ -48,10 +58,13 @@ class FakeKube:
         return self.jobs[name], True
 
     def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self.lists += 1
         key, _, value = selector.partition("=")
         return [j for j in self.jobs.values() if j["metadata"]["labels"].get(key) == value]
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self.lists += 1
+        self.pod_lists += 1
         return list(self.pods)
 
     def delete_job(self, namespace: str, name: str) -> None:
@@ -168,6 +181,75 @@ def test_one_job_per_target_and_no_duplicates_after_a_restart(
     assert "480p/video.m3u8" in (out / "playlist.m3u8").read_text()
     assert not storage.source_path(job_id).exists()
     assert job.details and job.details["renditions"]["480p"]["progress"] == 100
+
+
+def test_a_planned_job_gets_its_jobs_without_probing_or_listing(
+    world: tuple[VideoConfig, JobStore, LocalStorage], clip: bytes
+) -> None:
+    """The API recorded the plan and the watches supply the Jobs: the first step only creates."""
+    cfg, store, storage = world
+    kube = FakeKube()
+    job_id = add_job(store, storage, clip)
+    plan, info = plan_source(storage.source_path(job_id), TranscodeLimits.from_config(cfg))
+    job = store.get(job_id)
+    assert job is not None
+    store.update_fields(job_id, details=plan_details(job.details, plan, info))
+    # Any ffprobe call would now fail the job as an encoding failure.
+    no_probe = dataclasses.replace(cfg, ffprobe_path="/nonexistent/ffprobe")
+    rec = VideoJobReconciler(no_probe, store, storage, kube)
+    status = asyncio.run(rec.step(body_for(job_id, storage), Observed([], [])))
+    assert kube.lists == 0
+    assert kube.creates == 3
+    assert status["state"] == "JOB_STATE_ENCODING"
+    assert set(status["renditions"]) == {"480p", "mp4", "thumbnail"}
+    # The next tick sees the Jobs through the watch (Observed) and creates nothing more.
+    observed = Observed(list(kube.jobs.values()), [])
+    status = asyncio.run(rec.step(body_for(job_id, storage, status), observed))
+    assert (kube.creates, kube.lists) == (3, 0)
+    assert {r["outcome"] for r in status["renditions"].values()} == {"Pending"}
+
+
+def test_pods_are_read_only_for_a_job_slow_to_start(
+    world: tuple[VideoConfig, JobStore, LocalStorage], clip: bytes
+) -> None:
+    """No pod watch: a Job not ready after STUCK_CHECK_S has its pods read, at most once per
+    interval, and a pod that can never start fails the job with its reason."""
+    cfg, store, storage = world
+    kube = FakeKube()
+    job_id = add_job(store, storage, clip)
+    now = dt.datetime.now(dt.UTC)
+    clock = [now]
+    rec = VideoJobReconciler(cfg, store, storage, kube, clock=lambda: clock[0])
+    status = asyncio.run(rec.step(body_for(job_id, storage)))
+    created = (now - dt.timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for job in kube.jobs.values():
+        job["metadata"]["creationTimestamp"] = created
+    kube.pod_lists = 0
+    status = asyncio.run(rec.step(body_for(job_id, storage, status),
+                                  Observed(list(kube.jobs.values()))))
+    assert kube.pod_lists == 0, "young Jobs: no pod reads"
+    kube.pods = [{
+        "metadata": {"labels": {"video.atproto.dev/target": "480p"}, "creationTimestamp": created},
+        "status": {"phase": "Pending", "containerStatuses": [{
+            "name": "transcode", "state": {"waiting": {"reason": "ContainerCreating"}}}]},
+    }]
+    clock[0] = now + dt.timedelta(seconds=STUCK_CHECK_S)
+    status = asyncio.run(rec.step(body_for(job_id, storage, status),
+                                  Observed(list(kube.jobs.values()))))
+    assert kube.pod_lists == 1, "one read for the whole VideoJob"
+    clock[0] += dt.timedelta(seconds=1)
+    status = asyncio.run(rec.step(body_for(job_id, storage, status),
+                                  Observed(list(kube.jobs.values()))))
+    assert kube.pod_lists == 1, "not again within the interval"
+    kube.pods[0]["status"]["containerStatuses"][0]["state"]["waiting"] = {
+        "reason": "ErrImageNeverPull", "message": "image is not present"}
+    clock[0] += dt.timedelta(seconds=STUCK_CHECK_S)
+    status = asyncio.run(rec.step(body_for(job_id, storage, status),
+                                  Observed(list(kube.jobs.values()))))
+    assert kube.pod_lists == 2
+    assert status["state"] == "JOB_STATE_FAILED"
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "ErrImageNeverPull"
 
 
 def test_failed_job_names_the_reason_and_stops_the_rest(

@@ -11,7 +11,7 @@ import pytest
 from atproto_video.jobs import Job
 from atproto_video.ladder import plan_ladder
 from atproto_video.lexicon import JobState
-from atproto_video.operator.reconcile import Plan, choose_variants
+from atproto_video.operator.plan import Plan, choose_variants
 from atproto_video.operator.status import condition, merge_renditions, mirror, set_condition
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
