@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +27,15 @@ def _userspace_copy(src: Path, dst: Path, chunk: int = 1 << 20) -> None:
     with src.open("rb", buffering=0) as fin, dst.open("wb", buffering=0) as fout:
         while block := fin.read(chunk):
             fout.write(block)
+
+
+def _sha256(block: bytes) -> None:
+    """sha-256 of SIZE bytes already in memory: sequential, one core, so no upload that hashes
+    its bytes can beat it (sha256_only_ratio)."""
+    digest = hashlib.sha256()
+    for _ in range(SIZE // len(block)):
+        digest.update(block)
+    digest.update(block[: SIZE % len(block)])
 
 
 def _upload(bench: Bench, src: Path) -> dict[str, Any]:
@@ -54,6 +64,7 @@ def run(workdir: Path, rounds: int = 3) -> dict[str, Any]:
         f.write(block[: SIZE % len(block)])
     copies: list[float] = []
     user_copies: list[float] = []
+    hashes: list[float] = []
     uploads: list[float] = []
     rss_growth: list[float] = []
     with Bench(workdir / "svc") as bench:
@@ -67,6 +78,9 @@ def run(workdir: Path, rounds: int = 3) -> dict[str, Any]:
             _userspace_copy(src, dst)
             user_copies.append(time.perf_counter() - t0)
             dst.unlink()
+            t0 = time.perf_counter()
+            _sha256(block)
+            hashes.append(time.perf_counter() - t0)
 
             rss0 = vm_rss_kb(bench.service.pid)
             hwm0 = vm_hwm_kb(bench.service.pid)
@@ -86,6 +100,8 @@ def run(workdir: Path, rounds: int = 3) -> dict[str, Any]:
             "copy_method": "shutil.copyfile (copy_file_range in the kernel, as cp does)",
             "userspace_copy_mb_s": round(SIZE / min(user_copies) / 1e6, 1),
             "ratio_to_userspace_copy": round(upload_tp / (SIZE / min(user_copies)), 3),
+            "sha256_mb_s": round(SIZE / min(hashes) / 1e6, 1),
+            "sha256_only_ratio": round(SIZE / min(hashes) / copy_tp, 3),
             "upload_seconds": [round(x, 3) for x in uploads],
             "copy_seconds": [round(x, 3) for x in copies],
             "bytes": SIZE,

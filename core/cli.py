@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
@@ -30,7 +29,7 @@ def cmd_serve(_args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"atproto-video: configuration error: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(service.run_forever())
+    service.run()
     return 0
 
 
