@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import mimetypes
 from collections.abc import Awaitable, Callable
-from typing import Any
 from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from atproto_video import __version__
@@ -24,6 +22,7 @@ from atproto_video.api.errors import (
     MethodNotImplemented,
     XrpcError,
 )
+from atproto_video.api.responses import JSON
 from atproto_video.api.upload import handle_upload
 from atproto_video.lexicon import NSID_GET_JOB_STATUS, NSID_GET_UPLOAD_LIMITS, NSID_UPLOAD_VIDEO
 
@@ -38,13 +37,6 @@ CONTENT_TYPES = {
 }
 
 Handler = Callable[[Request, AppContext], Awaitable[Response]]
-
-
-class JSON(JSONResponse):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def xrpc_error(exc: XrpcError) -> Response:

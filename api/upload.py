@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from atproto_video.api.context import AppContext
 from atproto_video.api.errors import (
@@ -25,6 +25,7 @@ from atproto_video.api.errors import (
     PayloadTooLarge,
     RateLimitExceeded,
 )
+from atproto_video.api.responses import JSON
 from atproto_video.config import ConfigError
 from atproto_video.jobs import DuplicateUpload, NewJob, QuotaExceeded, new_job_id
 from atproto_video.lexicon import (
@@ -142,7 +143,7 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
         if duplicate is not None:
             ctx.storage.remove(job_id)
             log.info("duplicate upload", extra={**extra, "job_id": duplicate.id})
-            return JSONResponse(
+            return JSON(
                 upload_answer(
                     duplicate.status(), error=ALREADY_EXISTS, message=ALREADY_EXISTS_MESSAGE
                 )
@@ -157,7 +158,7 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
             )
             if duplicate is None:  # it failed in between: rare; let the client retry
                 raise NotEnoughResources("a concurrent upload of this video failed") from None
-            return JSONResponse(
+            return JSON(
                 upload_answer(
                     duplicate.status(), error=ALREADY_EXISTS, message=ALREADY_EXISTS_MESSAGE
                 )
@@ -173,7 +174,7 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
         extra={**extra, "job_id": job.id, "bytes": stored.size, "mode": caller.mode},
     )
     await ctx.executor.submit(job)
-    return JSONResponse(upload_answer(job.status()))
+    return JSON(upload_answer(job.status()))
 
 
 def _quota_error(message: str) -> RateLimitExceeded:

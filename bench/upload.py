@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.harness import SERVICE_DID, UPLOAD, Bench, vm_hwm_kb, vm_rss_kb
+from bench.harness import SERVICE_DID, UPLOAD, Bench
+from tests.support.service import vm_hwm_kb, vm_rss_kb
 
 SIZE = 300_000_000
 

@@ -19,7 +19,7 @@ from atproto_video.lexicon import STATE_ORDER
 from tests.support.didserver import DidServer
 from tests.support.identity import Identity, new_plc_did
 from tests.support.media import make_clip
-from tests.support.service import ServiceProcess
+from tests.support.service import ServiceProcess, vm_hwm_kb
 
 SERVICE_DID = "did:web:video.test"
 UPLOAD = "app.bsky.video.uploadVideo"
@@ -273,7 +273,7 @@ def test_large_upload_streams_in_bounded_memory(service: ServiceProcess, dids: D
     who = user(dids)
     total = 300_000_000
     chunk = os.urandom(1 << 20)
-    hwm_before = _vm_hwm(service.pid)
+    hwm_before = vm_hwm_kb(service.pid)
 
     def body() -> Iterator[bytes]:
         sent = 0
@@ -294,17 +294,10 @@ def test_large_upload_streams_in_bounded_memory(service: ServiceProcess, dids: D
         timeout=120,
     )
     assert resp.status_code == 200, resp.text
-    growth_mb = (_vm_hwm(service.pid) - hwm_before) / 1024
+    growth_mb = (vm_hwm_kb(service.pid) - hwm_before) / 1024
     assert growth_mb < 64, f"peak RSS grew {growth_mb:.1f} MiB during a 300 MB upload"
     status = wait_terminal(service, resp.json()["jobId"])
     assert status["failureCode"] == "validation_failure"  # random bytes are not a video
-
-
-def _vm_hwm(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM")
 
 
 def _job_dirs(svc: ServiceProcess) -> set[str]:

@@ -9,9 +9,7 @@ from typing import Any
 import pytest
 
 from atproto_video.jobs import Job
-from atproto_video.ladder import plan_ladder
 from atproto_video.lexicon import JobState
-from atproto_video.operator.plan import Plan, choose_variants
 from atproto_video.operator.status import condition, merge_renditions, mirror, set_condition
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -73,14 +71,3 @@ def test_mirror_completed_and_failed() -> None:
                    previous=failed, generation=1, now=T1)
     cond = condition(again["conditions"], "Failed")
     assert cond is not None and cond["reason"] == "ErrImageNeverPull"
-
-
-def test_plan_round_trip_and_rendition_choice() -> None:
-    plan = Plan(1920, 1080, "30000/1001", True, ("1080p", "480p"))
-    assert Plan.from_dict(plan.to_dict()) == plan
-    assert [v.name for v in plan.variants()] == ["1080p", "480p"]
-    assert Plan.from_dict(None) is None and Plan.from_dict({"renditions": []}) is None
-    ladder = plan_ladder(1280, 720)
-    assert [v.name for v in choose_variants(ladder, ["720p"])] == ["720p"]
-    assert [v.name for v in choose_variants(ladder, ["1080p"])] == ["720p", "480p"]
-    assert [v.name for v in choose_variants(ladder, None)] == ["720p", "480p"]

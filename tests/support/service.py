@@ -83,3 +83,20 @@ class ServiceProcess:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def vm_hwm_kb(pid: int) -> int:
+    """Peak resident memory of a process (VmHWM), in KiB: memory tests and bench/upload.py."""
+    return _proc_status_kb(pid, "VmHWM")
+
+
+def vm_rss_kb(pid: int) -> int:
+    """Current resident memory of a process (VmRSS), in KiB."""
+    return _proc_status_kb(pid, "VmRSS")
+
+
+def _proc_status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} for pid {pid}")
