@@ -366,6 +366,7 @@ def _dispatch_phase(ctx: _Ctx, op: OperatorProcess) -> dict[str, Any]:
     clip = make_clip(ctx.workdir / "dispatch.mp4", seconds=1, size="1280x720")
     expected = {t.name.lower() for t in targets_for(plan_ladder(1280, 720, 30))}
     seen: dict[str, dict[str, float]] = {}
+    traffic = {"events": 0, "bytes": 0}  # what every Job watcher (the operator's too) decodes
     lock = threading.Lock()
 
     def on_job(now: float, kind: str, obj: dict[str, Any]) -> None:
@@ -374,6 +375,9 @@ def _dispatch_phase(ctx: _Ctx, op: OperatorProcess) -> dict[str, Any]:
         if vj and target:
             with lock:
                 seen.setdefault(vj, {}).setdefault(target, now)
+                if kind != "LISTED":
+                    traffic["events"] += 1
+                    traffic["bytes"] += len(json.dumps(obj))
 
     batch = client.BatchV1Api(ctx.admin)
     watcher = _Watcher(batch.list_namespaced_job, on_job, ctx.namespace)
@@ -423,6 +427,8 @@ def _dispatch_phase(ctx: _Ctx, op: OperatorProcess) -> dict[str, Any]:
         "watch_errors": watcher.errors[:5],
         "phase_wall_s": round(phase_wall, 3),
         "operator_cpu_s": round(op_cpu, 2),
+        "job_watch_events": traffic["events"],
+        "job_watch_mb": round(traffic["bytes"] / 1e6, 1),
         "cluster_cpu_s": cluster_cpu,
         "operator_log_breakdown": _breakdown(op.logs(), ctx.created_wall, list(created)),
         "worker_pods": f"unschedulable (nodeSelector {NOWHERE})",
