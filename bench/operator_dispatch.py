@@ -49,7 +49,7 @@ from atproto_video.jobs import JobStore, NewJob, new_job_id
 from atproto_video.ladder import plan_ladder
 from atproto_video.migrate import upgrade
 from atproto_video.operator.crd import GROUP, PLURAL, VERSION, videojob_for, videojob_name
-from atproto_video.operator.plan import plan_details, plan_source
+from atproto_video.operator.plan import plan_job
 from atproto_video.operator.progress import targets_for
 from atproto_video.storage import LocalStorage
 from atproto_video.transcoder.limits import TranscodeLimits
@@ -299,8 +299,7 @@ def _commit_jobs(ctx: _Ctx, clip: Path, count: int, tag: str) -> list[str]:
         job = ctx.store.create(NewJob(id=job_id, did=f"did:plc:bench{tag}{i:04d}",
                                       source_size=len(data), content_hash=digest,
                                       mime_type="video/mp4", executor="kubernetes"), None)
-        plan, info = plan_source(src, ctx.limits)
-        ctx.store.update_fields(job_id, details=plan_details(job.details, plan, info))
+        plan_job(ctx.store, job, src, ctx.limits)
         ids.append(job_id)
     return ids
 

@@ -20,7 +20,7 @@ from atproto_video.jobs import Job, JobStore
 from atproto_video.lexicon import FailureCode
 from atproto_video.operator.crd import videojob_for
 from atproto_video.operator.kube import Kube
-from atproto_video.operator.plan import plan_details, plan_source
+from atproto_video.operator.plan import plan_job
 from atproto_video.storage import LocalStorage
 from atproto_video.transcoder.errors import TranscodeError, ValidationFailure
 from atproto_video.transcoder.limits import TranscodeLimits
@@ -80,8 +80,8 @@ class KubernetesExecutor:
         """Probe and record the ladder; False when the upload is not a usable video."""
         extra = {"job_id": job.id, "did": job.did}
         try:
-            plan, info = await asyncio.to_thread(
-                plan_source, self.storage.source_path(job.id), self.limits)
+            await asyncio.to_thread(
+                plan_job, self.store, job, self.storage.source_path(job.id), self.limits)
         except ValidationFailure as exc:
             if await asyncio.to_thread(self.store.fail, job.id, FailureCode.VALIDATION,
                                        exc.message):
@@ -91,8 +91,4 @@ class KubernetesExecutor:
             return False
         except TranscodeError as exc:  # ffprobe could not run here: the operator probes again
             log.warning("could not plan the job now; the operator will: %s", exc, extra=extra)
-            return True
-        await asyncio.to_thread(self.store.update_fields, job.id,
-                                details=plan_details(job.details, plan, info))
-        log.info("planned job", extra={**extra, "renditions": ",".join(plan.renditions)})
         return True

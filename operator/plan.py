@@ -10,16 +10,20 @@ older API).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from atproto_video.jobs import Job, JobStore
 from atproto_video.ladder import RUNG_NAMES, Variant, plan_ladder
 from atproto_video.transcoder.limits import TranscodeLimits
 from atproto_video.transcoder.pipeline import plan_for
 from atproto_video.transcoder.probe import SourceInfo, probe
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,3 +81,19 @@ def plan_details(details: Mapping[str, Any] | None, plan: Plan, info: SourceInfo
         "plan": plan.to_dict(),
         "strategy": "kubernetes",
     }
+
+
+def plan_job(
+    store: JobStore, job: Job, source: Path, limits: TranscodeLimits,
+    wanted: list[str] | None = None,
+) -> Plan:
+    """Probe ``source`` and record the plan in the job row (blocking: call from a thread).
+
+    The one path for the API, the operator's fallback and the benchmark; raises
+    ``ValidationFailure`` for a non-video and leaves the row untouched then.
+    """
+    plan, info = plan_source(source, limits, wanted)
+    store.update_fields(job.id, details=plan_details(job.details, plan, info))
+    log.info("planned job", extra={"job_id": job.id, "did": job.did,
+                                   "renditions": ",".join(plan.renditions)})
+    return plan

@@ -36,7 +36,7 @@ from atproto_video.operator.failures import (
     stuck_pod,
 )
 from atproto_video.operator.kube import KubeAPI
-from atproto_video.operator.plan import Plan, plan_details, plan_source
+from atproto_video.operator.plan import Plan, plan_job
 from atproto_video.operator.progress import aggregate, read_progress, targets_for
 from atproto_video.operator.status import merge_renditions, mirror
 from atproto_video.operator.templates import (
@@ -176,15 +176,11 @@ class VideoJobReconciler:
             return None, Failure(FailureCode.GENERIC, "SourceMissing",
                                  "the uploaded file is missing")
         try:
-            plan, info = await asyncio.to_thread(
-                plan_source, source, self.limits, spec.get("renditions"))
+            plan = await asyncio.to_thread(
+                plan_job, self.store, job, source, self.limits, spec.get("renditions"))
         except ValidationFailure as exc:
             return None, Failure(FailureCode.VALIDATION, "ValidationFailed", exc.message)
-        await asyncio.to_thread(self.store.update_fields, job.id,
-                                details=plan_details(job.details, plan, info))
         await asyncio.to_thread(self.store.advance, job.id, JobState.ENCODING, 0)
-        log.info("planned job", extra={"job_id": job.id, "did": job.did,
-                                       "renditions": ",".join(plan.renditions)})
         return plan, None
 
     def _source(self, spec: Mapping[str, Any]) -> Path | None:

@@ -23,7 +23,7 @@ from atproto_video.config import VideoConfig
 from atproto_video.jobs import JobStore, NewJob, new_job_id
 from atproto_video.lexicon import FailureCode, JobState
 from atproto_video.operator.crd import videojob_manifest
-from atproto_video.operator.plan import plan_details, plan_source
+from atproto_video.operator.plan import plan_job
 from atproto_video.operator.reconcile import (
     STUCK_CHECK_S,
     Observed,
@@ -190,10 +190,9 @@ def test_a_planned_job_gets_its_jobs_without_probing_or_listing(
     cfg, store, storage = world
     kube = FakeKube()
     job_id = add_job(store, storage, clip)
-    plan, info = plan_source(storage.source_path(job_id), TranscodeLimits.from_config(cfg))
     job = store.get(job_id)
     assert job is not None
-    store.update_fields(job_id, details=plan_details(job.details, plan, info))
+    plan_job(store, job, storage.source_path(job_id), TranscodeLimits.from_config(cfg))
     # Any ffprobe call would now fail the job as an encoding failure.
     no_probe = dataclasses.replace(cfg, ffprobe_path="/nonexistent/ffprobe")
     rec = VideoJobReconciler(no_probe, store, storage, kube)
