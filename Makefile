@@ -33,12 +33,12 @@ run: deps
 test-deps: deps
 	@bash scripts/install-system-deps.sh --test
 	@bash scripts/install-test-deps.sh
-	@bash scripts/install-tools.sh
 	@if [ "$${VIDEO_SKIP_CLUSTER:-0}" = 1 ]; then \
 	  echo "*** VIDEO_SKIP_CLUSTER=1: not building the test cluster or the worker image ***"; \
 	else \
 	  bash cluster/deps.sh && bash cluster/build.sh && bash transcoder-image/build.sh; \
 	fi
+	@bash scripts/install-tools.sh
 
 lint: deps
 	$(BIN)/ruff check .

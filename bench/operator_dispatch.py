@@ -51,6 +51,7 @@ from atproto_video.migrate import upgrade
 from atproto_video.operator.crd import GROUP, PLURAL, VERSION, videojob_for, videojob_name
 from atproto_video.operator.plan import plan_job
 from atproto_video.operator.progress import targets_for
+from atproto_video.operator.templates import LABEL_JOB_ID, LABEL_TARGET
 from atproto_video.storage import LocalStorage
 from atproto_video.transcoder.limits import TranscodeLimits
 from bench.harness import cpu_seconds
@@ -61,8 +62,6 @@ from tests.support.postgres import PostgresServer
 
 DISPATCH_JOBS = 100
 STATUS_JOBS = 8
-LABEL_JOB_ID = f"{GROUP}/job-id"
-LABEL_TARGET = f"{GROUP}/target"
 #: Matches no node: worker pods of the dispatch phase stay Pending (Unschedulable), which the
 #: operator does not treat as a failure (only image errors are "stuck").
 NOWHERE = f"{GROUP}/bench=nowhere"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +48,17 @@ def engine(db_url: str) -> Iterator[Engine]:
         yield eng
     finally:
         eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """The helm binary, built once from the Go module proxy (scripts/install-tools.sh)."""
+    out = subprocess.run(
+        ["bash", str(Path(__file__).resolve().parents[1] / "scripts" / "install-tools.sh"),
+         "--print-helm"],
+        capture_output=True, text=True, check=True, timeout=1800,
+    )  # fmt: skip
+    return out.stdout.strip()
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from atproto_video.lexicon import STATE_ORDER
 from tests.support.didserver import DidServer
 from tests.support.identity import Identity, new_plc_did
 from tests.support.media import make_clip
-from tests.support.service import ServiceProcess, vm_hwm_kb
+from tests.support.service import ServiceProcess, job_count, vm_hwm_kb
 
 SERVICE_DID = "did:web:video.test"
 UPLOAD = "app.bsky.video.uploadVideo"
@@ -197,14 +197,14 @@ def test_auth_failures(
     )
     assert resp.status_code == 401
     assert resp.json()["error"] == error and resp.json()["message"]
-    assert _job_count(service, who.did) == 0
+    assert job_count(service, who.did) == 0
 
 
 def test_empty_body(service: ServiceProcess, dids: DidServer) -> None:
     who = user(dids)
     resp = upload(service, who, b"")
     assert (resp.status_code, resp.json()["error"]) == (400, "InvalidRequest")
-    assert _job_count(service, who.did) == 0
+    assert job_count(service, who.did) == 0
 
 
 def test_non_video_body_fails_validation(service: ServiceProcess, dids: DidServer) -> None:
@@ -266,7 +266,7 @@ def test_cut_off_upload_leaves_nothing(service: ServiceProcess, dids: DidServer)
     while time.monotonic() < deadline and _job_dirs(service) != before:
         time.sleep(0.1)
     assert _job_dirs(service) == before
-    assert _job_count(service, who.did) == 0
+    assert job_count(service, who.did) == 0
 
 
 def test_large_upload_streams_in_bounded_memory(service: ServiceProcess, dids: DidServer) -> None:
@@ -305,13 +305,6 @@ def _job_dirs(svc: ServiceProcess) -> set[str]:
     return {p.name for p in root.iterdir()} if root.is_dir() else set()
 
 
-def _job_count(svc: ServiceProcess, did: str) -> int:
-    with sqlite3.connect(svc.data_dir / "video.sqlite3") as conn:
-        return int(
-            conn.execute("SELECT count(*) FROM video_job WHERE did = ?", (did,)).fetchone()[0]
-        )
-
-
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory, dids: DidServer) -> Iterator[ServiceProcess]:
     svc = ServiceProcess(
@@ -342,7 +335,7 @@ def test_too_large(small: ServiceProcess, dids: DidServer) -> None:
         headers={"authorization": f"Bearer {who.token(SERVICE_DID, UPLOAD)}"},
     )
     assert (resp.status_code, resp.json()["error"]) == (413, "PayloadTooLarge")
-    assert _job_count(small, who.did) == 0 and _job_dirs(small) == set()
+    assert job_count(small, who.did) == 0 and _job_dirs(small) == set()
 
 
 def test_over_quota(small: ServiceProcess, dids: DidServer) -> None:
@@ -357,7 +350,7 @@ def test_over_quota(small: ServiceProcess, dids: DidServer) -> None:
     resp = upload(small, bytes_user, b"b" * 700_000)
     assert resp.status_code == 429
     assert resp.json()["error"] == "User has exceeded daily upload bytes limit"
-    assert _job_count(small, bytes_user.did) == 1
+    assert job_count(small, bytes_user.did) == 1
 
 
 def _wait_state(svc: ServiceProcess, job_id: str, state: str, timeout: float = 60) -> None:

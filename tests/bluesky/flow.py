@@ -82,25 +82,6 @@ def wait_for(
     )
 
 
-def assert_monotonic(seen: list[tuple[str, int]]) -> None:
-    """States only move forward and progress never goes back within a state."""
-    order = [
-        "JOB_STATE_CREATED",
-        "JOB_STATE_ENCODING",
-        "JOB_STATE_ENCODED",
-        "JOB_STATE_SCANNING",
-        "JOB_STATE_SCANNED",
-        "JOB_STATE_UPLOADING",
-        "JOB_STATE_UPLOADED",
-        *TERMINAL,
-    ]
-    ranks = [order.index(s) for s, _ in seen]
-    assert ranks == sorted(ranks), seen
-    for state in {s for s, _ in seen}:
-        values = [p for s, p in seen if s == state]
-        assert values == sorted(values), (state, values)
-
-
 def fetch_mp4(svc: ServiceProcess, did: str, cid: str) -> bytes:
     resp = httpx.get(f"{svc.url}/watch/{quote(did, safe='')}/{cid}/video.mp4", timeout=30)
     assert resp.status_code == 200, resp.text
@@ -114,13 +95,6 @@ def job_row(svc: ServiceProcess, job_id: str) -> dict[str, Any]:
         row = conn.execute("SELECT * FROM video_job WHERE id = ?", (job_id,)).fetchone()
     assert row is not None
     return dict(row)
-
-
-def job_count(svc: ServiceProcess, did: str) -> int:
-    with sqlite3.connect(svc.data_dir / "video.sqlite3") as conn:
-        return int(
-            conn.execute("SELECT count(*) FROM video_job WHERE did = ?", (did,)).fetchone()[0]
-        )
 
 
 def make_video(

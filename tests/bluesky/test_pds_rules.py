@@ -16,7 +16,6 @@ from tests.bluesky.conftest import bluesky_service
 from tests.bluesky.flow import (
     UPLOAD,
     fetch_mp4,
-    job_count,
     job_row,
     limits_token,
     make_video,
@@ -25,7 +24,7 @@ from tests.bluesky.flow import (
     wait_for,
 )
 from tests.support.pds import LocalPDS, XrpcError, js_client_call
-from tests.support.service import ServiceProcess
+from tests.support.service import ServiceProcess, job_count
 
 pytestmark = pytest.mark.pds
 BLOB_LIMIT = 100_000

@@ -17,9 +17,7 @@ from tests.bluesky.flow import (
     LIMITS,
     STATUS,
     UPLOAD,
-    assert_monotonic,
     fetch_mp4,
-    job_count,
     job_row,
     limits_token,
     make_video,
@@ -29,7 +27,7 @@ from tests.bluesky.flow import (
     wait_for,
 )
 from tests.support.pds import LocalPDS
-from tests.support.service import ServiceProcess
+from tests.support.service import ServiceProcess, assert_monotonic, job_count
 
 pytestmark = pytest.mark.pds
 

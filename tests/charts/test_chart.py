@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,15 +14,6 @@ VALUES = [
     "--set", "serviceDid=did:web:video.example.com",
     "--set", "database.url=postgresql://video:pw@db:5432/video",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    out = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "install-tools.sh"), "--print-helm"],
-        capture_output=True, text=True, check=True, timeout=1800,
-    )  # fmt: skip
-    return out.stdout.strip()
 
 
 def render(helm: str, *args: str) -> list[dict[str, Any]]:

@@ -13,11 +13,7 @@ from tests.support.cluster import Cluster
 pytestmark = pytest.mark.cluster
 
 
-def test_chart_passes_server_side_dry_run(cluster: Cluster) -> None:
-    helm = subprocess.run(
-        ["bash", str(CHART.parents[1] / "scripts" / "install-tools.sh"), "--print-helm"],
-        capture_output=True, text=True, check=True, timeout=1800,
-    ).stdout.strip()  # fmt: skip
+def test_chart_passes_server_side_dry_run(cluster: Cluster, helm: str) -> None:
     namespace = f"chart-{uuid.uuid4().hex[:8]}"
     cluster.run("create", "namespace", namespace)
     try:

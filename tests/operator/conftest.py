@@ -169,13 +169,6 @@ class OperatorProcess:
 
 
 @pytest.fixture(scope="module")
-def dids() -> Iterator[DidServer]:
-    server = DidServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def k8s(cluster: Cluster) -> Iterator[K8sEnv]:
     workdir = Path(tempfile.mkdtemp(prefix="atproto-video-k8s-"))
     env = K8sEnv(cluster, workdir).setup()

@@ -7,7 +7,6 @@ the worker image, storage on the host mounted into pods by hostPath.
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import time
@@ -25,7 +24,7 @@ from tests.operator.conftest import SERVICE_DID, K8sEnv, OperatorProcess
 from tests.support.didserver import DidServer
 from tests.support.identity import Identity, new_plc_did
 from tests.support.media import make_clip
-from tests.support.service import ServiceProcess
+from tests.support.service import ServiceProcess, assert_monotonic
 
 pytestmark = [pytest.mark.cluster, pytest.mark.image, pytest.mark.timeout(1800)]
 
@@ -107,16 +106,6 @@ def terminal(st: dict[str, Any]) -> bool:
 def worker_jobs(k8s: K8sEnv, job_id: str) -> dict[str, dict[str, Any]]:
     items = k8s.get("jobs", "-l", f"{LABEL}={job_id}")["items"]
     return {j["metadata"]["labels"]["video.atproto.dev/target"]: j for j in items}
-
-
-def assert_monotonic(seen: list[tuple[str, int]]) -> None:
-    order = ["JOB_STATE_CREATED", "JOB_STATE_ENCODING", "JOB_STATE_ENCODED",
-             "JOB_STATE_SCANNING", "JOB_STATE_SCANNED", "JOB_STATE_UPLOADING",
-             "JOB_STATE_UPLOADED", "JOB_STATE_COMPLETED", "JOB_STATE_FAILED"]
-    for (s1, p1), (s2, p2) in itertools.pairwise(seen):
-        assert order.index(s2) >= order.index(s1), seen
-        if s1 == s2:
-            assert p2 >= p1, f"progress went backwards in {s1}: {seen}"
 
 
 def test_rbac_is_least_privilege(k8s: K8sEnv) -> None:

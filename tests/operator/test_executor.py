@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from atproto_video.config import VideoConfig
 from atproto_video.executor.kubernetes import KubernetesExecutor
-from atproto_video.jobs import JobStore, NewJob, new_job_id
+from atproto_video.jobs import Job, JobStore, NewJob, new_job_id
 from atproto_video.lexicon import JobState
 from atproto_video.storage import LocalStorage
 from tests.support.media import make_clip
@@ -26,10 +26,10 @@ current-context: c
 """
 
 
-def test_submit_logs_and_returns_when_the_api_is_down(
-    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def _api_down(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: bytes
+) -> tuple[VideoConfig, JobStore, LocalStorage, Job]:
+    """Cluster mode whose Kubernetes API refuses connections, and one committed job."""
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(DEAD_KUBECONFIG)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
@@ -40,11 +40,20 @@ def test_submit_logs_and_returns_when_the_api_is_down(
     store = JobStore(engine)
     storage = LocalStorage(cfg.storage_dir)
     job_id = new_job_id()
-    job = store.create(NewJob(id=job_id, did="did:plc:abc", source_size=1, content_hash="h",
-                              executor="kubernetes"), None)
+    job = store.create(NewJob(id=job_id, did="did:plc:abc", source_size=len(source),
+                              content_hash="h", executor="kubernetes"), None)
     storage.job_dir(job_id).mkdir(parents=True)
+    storage.source_path(job_id).write_bytes(source)
+    return cfg, store, storage, job
+
+
+def test_submit_logs_and_returns_when_the_api_is_down(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     clip = make_clip(tmp_path / "clip.mp4", seconds=1, size="854x480")
-    clip.rename(storage.source_path(job_id))
+    cfg, store, storage, job = _api_down(engine, tmp_path, monkeypatch, clip.read_bytes())
+    job_id = job.id
 
     async def run() -> None:
         executor = KubernetesExecutor(cfg, store, storage)
@@ -69,20 +78,8 @@ def test_submit_fails_a_non_video_without_a_videojob(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The probe runs in the API: a non-video never reaches the cluster (no VideoJob, no pod)."""
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(DEAD_KUBECONFIG)
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    cfg = VideoConfig.from_env({"VIDEO_SERVICE_DID": "did:web:video.test",
-                                "VIDEO_EXECUTOR": "kubernetes",
-                                "VIDEO_STORAGE_DIR": str(tmp_path / "storage")})
-    store = JobStore(engine)
-    storage = LocalStorage(cfg.storage_dir)
-    job_id = new_job_id()
-    job = store.create(NewJob(id=job_id, did="did:plc:abc", source_size=9, content_hash="h",
-                              executor="kubernetes"), None)
-    storage.job_dir(job_id).mkdir(parents=True)
-    storage.source_path(job_id).write_bytes(b"not a video at all")
+    cfg, store, storage, job = _api_down(engine, tmp_path, monkeypatch, b"not a video at all")
+    job_id = job.id
 
     async def run() -> None:
         executor = KubernetesExecutor(cfg, store, storage)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+
+from atproto_video.lexicon import STATE_ORDER
 
 
 def free_port() -> int:
@@ -100,3 +103,22 @@ def _proc_status_kb(pid: int, field: str) -> int:
         if line.startswith(f"{field}:"):
             return int(line.split()[1])
     raise RuntimeError(f"no {field} for pid {pid}")
+
+
+def assert_monotonic(seen: list[tuple[str, int]]) -> None:
+    """Polled (state, progress) pairs: states only move forward (lexicon order) and progress
+    never goes back within a state."""
+    order = [s.value for s in STATE_ORDER]
+    ranks = [order.index(s) for s, _ in seen]
+    assert ranks == sorted(ranks), seen
+    for state in {s for s, _ in seen}:
+        values = [p for s, p in seen if s == state]
+        assert values == sorted(values), (state, values)
+
+
+def job_count(svc: ServiceProcess, did: str) -> int:
+    """Jobs of ``did`` in an embedded service's SQLite database."""
+    with sqlite3.connect(svc.data_dir / "video.sqlite3") as conn:
+        return int(
+            conn.execute("SELECT count(*) FROM video_job WHERE did = ?", (did,)).fetchone()[0]
+        )
