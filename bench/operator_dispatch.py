@@ -56,7 +56,7 @@ from atproto_video.storage import LocalStorage
 from atproto_video.transcoder.limits import TranscodeLimits
 from bench.harness import cpu_seconds
 from tests.operator.conftest import K8sEnv, OperatorProcess
-from tests.support.cluster import DOCKERD, DOWN, IMAGE_BUILD, UP, Cluster, _exports, _tail
+from tests.support.cluster import DOWN, IMAGE_BUILD, UP, Cluster, _exports, _tail
 from tests.support.media import make_clip
 from tests.support.postgres import PostgresServer
 
@@ -76,7 +76,7 @@ def run(workdir: Path) -> dict[str, Any]:
                            "needs root")
     with contextlib.ExitStack() as stack:
         cluster = stack.enter_context(_leased_cluster())
-        image = _import_worker_image(stack, cluster)
+        image = _import_worker_image(cluster)
         pg = stack.enter_context(PostgresServer())
         k8s = K8sEnv(cluster, _tmpdir(stack, "atproto-video-bench-k8s-"))
         stack.callback(k8s.teardown)
@@ -161,26 +161,15 @@ def _leased_cluster() -> Iterator[Cluster]:
                        timeout=600)
 
 
-def _import_worker_image(stack: contextlib.ExitStack, cluster: Cluster) -> str:
-    """Build (cached: seconds) and import the worker image, as tests/support/cluster.py does."""
-    lease = f"{os.getpid()}:bench-{uuid.uuid4().hex[:8]}"
-    proc = subprocess.run(["bash", str(DOCKERD), "start", "--lease", lease],
-                          capture_output=True, text=True, timeout=900)
-    stack.callback(subprocess.run, ["bash", str(DOCKERD), "stop", "--release", lease],
-                   capture_output=True, timeout=900)
-    if proc.returncode != 0 or not _exports(proc.stdout).get("DOCKER_HOST"):
-        raise RuntimeError(f"private dockerd unavailable:\n{_tail(proc.stderr)}")
-    build = subprocess.run(["bash", str(IMAGE_BUILD)], capture_output=True, text=True,
-                           timeout=3600)
-    if build.returncode != 0:
-        raise RuntimeError(f"transcoder-image/build.sh failed:\n{_tail(build.stderr)}")
-    image = build.stdout.strip().splitlines()[-1]
+def _import_worker_image(cluster: Cluster) -> str:
+    """Build (cached: seconds) and import the worker image; build.sh holds its own dockerd
+    lease for both steps."""
     env = dict(os.environ, VIDEO_CLUSTER_STATE=str(Path(cluster.kubeconfig).parent))
-    imp = subprocess.run(["bash", str(IMAGE_BUILD), "import"], capture_output=True, text=True,
-                         timeout=900, env=env)
-    if imp.returncode != 0:
-        raise RuntimeError(f"importing {image} failed:\n{_tail(imp.stderr)}")
-    return image
+    proc = subprocess.run(["bash", str(IMAGE_BUILD), "--import"], capture_output=True,
+                          text=True, timeout=3600, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"transcoder-image/build.sh --import failed:\n{_tail(proc.stderr)}")
+    return proc.stdout.strip().splitlines()[-1]
 
 
 def _tmpdir(stack: contextlib.ExitStack, prefix: str) -> Path:

@@ -17,7 +17,7 @@ trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
 case "${1:-}" in
   --release)
     lease_id="${2:?usage: down.sh --release PID[:TAG]}"
-    case "$lease_id" in *[!A-Za-z0-9:_-]*) die "bad lease id '$lease_id'" ;; esac
+    check_lease_id "$lease_id"
     rm -f "$LEASES/$lease_id"
     rmdir "$LEASES" 2>/dev/null || true
     others="$(live_leases | tr '\n' ' ')"

@@ -69,29 +69,5 @@ take_lock() {
   export VIDEO_CLUSTER_LOCKED=1
 }
 
-proc_start_time() {  # start time (clock ticks since boot) of PID, to tell reused PIDs apart
-  sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'
-}
-
-add_lease() {  # add_lease PID[:TAG]: PID uses the cluster until it exits or releases the lease
-  local id="$1" pid="${1%%:*}" st
-  case "$id" in *[!A-Za-z0-9:_-]*|"") die "bad lease id '$id'" ;; esac
-  st="$(proc_start_time "$pid")"
-  [ -n "$st" ] || die "lease holder pid $pid is not running"
-  mkdir -p "$LEASES"
-  echo "$pid $st" >"$LEASES/$id"
-}
-
-live_leases() {  # print PIDs holding leases; drop leases of processes that are gone
-  local f pid st
-  for f in "$LEASES"/*; do
-    [ -f "$f" ] || continue
-    read -r pid st <"$f" || true
-    if [ -n "${pid:-}" ] && [ "$(proc_start_time "$pid")" = "${st:-x}" ]; then
-      echo "$pid"
-    else
-      rm -f "$f"
-    fi
-  done
-  return 0
-}
+# proc_start_time, check_lease_id, add_lease, live_leases (shared with the private dockerd).
+. "$CLUSTER_DIR/lease.sh"

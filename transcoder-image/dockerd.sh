@@ -23,22 +23,9 @@ take_lock() {  # serialize start/stop between concurrent sessions
   exec 8>"$DOCKER_STATE.lock"
   flock -w 900 8 || idie "timed out waiting for $DOCKER_STATE.lock"
 }
-proc_start_time() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'; }
-check_id() { case "$1" in *[!A-Za-z0-9:_-]*|"") idie "bad lease id '$1'" ;; esac; }
-add_lease() {
-  local st; check_id "$1"; st="$(proc_start_time "${1%%:*}")"
-  [ -n "$st" ] || idie "lease holder pid ${1%%:*} is not running"
-  mkdir -p "$LEASES"; echo "${1%%:*} $st" >"$LEASES/$1"
-}
-live_leases() {
-  local f pid st
-  for f in "$LEASES"/*; do
-    [ -f "$f" ] || continue
-    read -r pid st <"$f" || true
-    if [ -n "${pid:-}" ] && [ "$(proc_start_time "$pid")" = "${st:-x}" ]; then echo "$pid"; else rm -f "$f"; fi
-  done
-  return 0
-}
+die() { idie "$@"; }  # for cluster/lease.sh
+# proc_start_time, check_lease_id, add_lease, live_leases: one definition with the cluster's.
+. "$REPO_DIR/cluster/lease.sh"
 
 running() {
   local p
@@ -109,7 +96,7 @@ case "${1:-}" in
     take_lock
     case "${2:-}" in
       --release)
-        check_id "${3:?usage: stop --release PID[:TAG]}"; rm -f "$LEASES/$3"
+        check_lease_id "${3:?usage: stop --release PID[:TAG]}"; rm -f "$LEASES/$3"
         rmdir "$LEASES" 2>/dev/null || true
         others="$(live_leases | tr '\n' ' ')"
         if [ -n "${others// /}" ]; then ilog "private dockerd still leased by pid(s) $others"; exit 0; fi
