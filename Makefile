@@ -42,7 +42,8 @@ test-deps: deps
 
 lint: deps
 	$(BIN)/ruff check .
-	$(BIN)/mypy -p atproto_video
+	$(BIN)/lint-imports
+	$(BIN)/mypy -p atproto_video.core -p atproto_video.cli -p atproto_video.api -p atproto_video.executor -p atproto_video.transcoder -p atproto_video.operator -p atproto_video.migrations
 
 ## The whole suite: unit, Postgres, API end to end, transcoder, PDS, image and cluster tiers.
 test: test-deps lint

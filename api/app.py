@@ -11,10 +11,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from atproto_video import __version__
 from atproto_video.api.context import AppContext
 from atproto_video.api.errors import (
     InternalServerError,
@@ -24,7 +23,12 @@ from atproto_video.api.errors import (
 )
 from atproto_video.api.responses import JSON
 from atproto_video.api.upload import handle_upload
-from atproto_video.lexicon import NSID_GET_JOB_STATUS, NSID_GET_UPLOAD_LIMITS, NSID_UPLOAD_VIDEO
+from atproto_video.core import __version__
+from atproto_video.core.lexicon import (
+    NSID_GET_JOB_STATUS,
+    NSID_GET_UPLOAD_LIMITS,
+    NSID_UPLOAD_VIDEO,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +104,16 @@ def build_app(ctx: AppContext) -> Starlette:
         did = unquote(request.path_params["did"])
         cid = request.path_params["cid"]
         rel = request.path_params["path"]
-        path = await ctx.output_file(did, cid, rel)
-        if path is None:
+        found = await ctx.playback(did, cid, rel)
+        if found is None:
             return JSON({"error": "NotFound", "message": "not found"}, status_code=404)
-        ctype = CONTENT_TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0]
         headers = {"cache-control": "public, max-age=31536000, immutable"}
-        return FileResponse(path, media_type=ctype or "application/octet-stream", headers=headers)
+        if found.url is not None:
+            return RedirectResponse(found.url, status_code=307)
+        assert found.file is not None
+        ctype = CONTENT_TYPES.get(found.file.suffix) or mimetypes.guess_type(found.file.name)[0]
+        return FileResponse(found.file, media_type=ctype or "application/octet-stream",
+                            headers=headers)
 
     routes = [
         Route("/xrpc/_health", health, methods=["GET", "HEAD"]),

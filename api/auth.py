@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from atproto_video.api.errors import AuthRequired, NotEnoughResources
 from atproto_video.api.identity import DidDocument, DidError, DidResolver, ResolverUnavailable
-from atproto_video.lexicon import NSID_UPLOAD_BLOB
+from atproto_video.core.lexicon import NSID_UPLOAD_BLOB
 
 # Longest lifetime we accept: the PDS issues at most one hour; allow a little clock skew.
 MAX_LIFETIME_S = 3600 + 300

@@ -4,31 +4,30 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 
 from atproto_video.api.auth import ServiceAuthVerifier
 from atproto_video.api.errors import NotFound
-from atproto_video.config import VideoConfig
+from atproto_video.core.config import VideoConfig
+from atproto_video.core.jobs import JobStore, Quota
+from atproto_video.core.lexicon import JobStatus, UploadLimits
+from atproto_video.core.storage import Playback, Storage
 from atproto_video.executor import Executor
-from atproto_video.jobs import JobStore, Quota
-from atproto_video.lexicon import JobStatus, UploadLimits
-from atproto_video.storage import LocalStorage
 
 
 @dataclass
 class AppContext:
     cfg: VideoConfig
     store: JobStore
-    storage: LocalStorage
+    storage: Storage
     verifier: ServiceAuthVerifier
     executor: Executor
 
     @property
     def quota(self) -> Quota:
-        return Quota(self.cfg.daily_video_limit, self.cfg.daily_byte_limit)
+        return Quota(self.cfg.service.daily_video_limit, self.cfg.service.daily_byte_limit)
 
     async def job_status(self, job_id: str) -> JobStatus:
         if len(job_id) > 64:
@@ -50,17 +49,17 @@ class AppContext:
 
         await asyncio.to_thread(ping)
 
-    async def output_file(self, did: str, cid: str, rel: str) -> Path | None:
+    async def playback(self, did: str, cid: str, name: str) -> Playback | None:
         job = await asyncio.to_thread(self.store.find_completed_by_cid, did, cid)
         if job is None:
             return None
-        return self.storage.output_file(job.id, rel)
+        return await asyncio.to_thread(self.storage.playback, job.id, name)
 
     def did_document(self) -> dict[str, Any] | None:
-        did = self.cfg.service_did_bare
+        did = self.cfg.service.did_bare
         if not did.startswith("did:web:"):
             return None
-        endpoint = self.cfg.public_url or f"https://{did.removeprefix('did:web:')}"
+        endpoint = self.cfg.service.public_url or f"https://{did.removeprefix('did:web:')}"
         return {
             "@context": ["https://www.w3.org/ns/did/v1"],
             "id": did,

@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from atproto_video.netguard import UnsafeEndpoint, check_endpoint
+from atproto_video.core.netguard import UnsafeEndpoint, check_endpoint
 
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {c: i for i, c in enumerate(_B58)}

@@ -14,12 +14,12 @@ from atproto_video.api.app import build_app
 from atproto_video.api.auth import ServiceAuthVerifier
 from atproto_video.api.context import AppContext
 from atproto_video.api.identity import DidResolver
-from atproto_video.config import ConfigError, VideoConfig
-from atproto_video.db import make_engine
+from atproto_video.core.config import ConfigError, VideoConfig
+from atproto_video.core.db import make_engine
+from atproto_video.core.jobs import JobStore
+from atproto_video.core.migrate import upgrade
+from atproto_video.core.storage import Storage, open_storage
 from atproto_video.executor import Executor
-from atproto_video.jobs import JobStore
-from atproto_video.migrate import upgrade
-from atproto_video.storage import LocalStorage
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +34,20 @@ class VideoService:
 
     @classmethod
     def create(cls, cfg: VideoConfig) -> VideoService:
-        if cfg.executor == "kubernetes" and cfg.token_key is None:
+        if cfg.service.executor == "kubernetes" and cfg.secrets.token_key is None:
             # Replicas and the operator must share the key that encrypts forwarded tokens.
             raise ConfigError("VIDEO_TOKEN_KEY is required when VIDEO_EXECUTOR=kubernetes")
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        cfg.service.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(cfg.database_url)
         upgrade(engine)
         # Embedded mode: this process is the only writer of job rows, so it may cache statuses.
-        store = JobStore(engine, single_writer=cfg.executor == "local")
-        storage = LocalStorage(cfg.storage_dir)
+        store = JobStore(engine, single_writer=cfg.service.executor == "local")
+        storage = open_storage(cfg)
         storage.prepare()
-        resolver = DidResolver(cfg.did_plc_url, allow_private=cfg.allow_private_endpoints)
-        verifier = ServiceAuthVerifier(cfg.service_did, resolver)
+        resolver = DidResolver(
+            cfg.service.did_plc_url, allow_private=cfg.service.allow_private_endpoints
+        )
+        verifier = ServiceAuthVerifier(cfg.service.did, resolver)
         executor = _make_executor(cfg, store, storage)
         ctx = AppContext(
             cfg=cfg, store=store, storage=storage, verifier=verifier, executor=executor
@@ -56,8 +58,8 @@ class VideoService:
         await self.ctx.executor.start()
         config = uvicorn.Config(
             self.app,
-            host=self.cfg.host,
-            port=self.cfg.port,
+            host=self.cfg.service.host,
+            port=self.cfg.service.port,
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -67,7 +69,8 @@ class VideoService:
         self._server = uvicorn.Server(config)
         log.info(
             "atproto-video listening",
-            extra={"host": self.cfg.host, "port": self.cfg.port, "executor": self.cfg.executor},
+            extra={"host": self.cfg.service.host, "port": self.cfg.service.port,
+                   "executor": self.cfg.service.executor},
         )
         await self._server.serve()
 
@@ -77,6 +80,7 @@ class VideoService:
             self._server.should_exit = True
         await self.ctx.executor.stop()
         await self.resolver.aclose()
+        await asyncio.to_thread(self.ctx.storage.close)
         self.ctx.store.engine.dispose()
 
     def run(self) -> None:
@@ -113,8 +117,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return uvloop.new_event_loop
 
 
-def _make_executor(cfg: VideoConfig, store: JobStore, storage: LocalStorage) -> Executor:
-    if cfg.executor == "kubernetes":
+def _make_executor(cfg: VideoConfig, store: JobStore, storage: Storage) -> Executor:
+    if cfg.service.executor == "kubernetes":
         from atproto_video.executor.kubernetes import KubernetesExecutor
 
         executor: Executor = KubernetesExecutor(cfg, store, storage)

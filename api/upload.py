@@ -26,18 +26,18 @@ from atproto_video.api.errors import (
     RateLimitExceeded,
 )
 from atproto_video.api.responses import JSON
-from atproto_video.config import ConfigError
-from atproto_video.jobs import DuplicateUpload, NewJob, QuotaExceeded, new_job_id
-from atproto_video.lexicon import (
+from atproto_video.core.config import ConfigError
+from atproto_video.core.jobs import DuplicateUpload, NewJob, QuotaExceeded, new_job_id
+from atproto_video.core.lexicon import (
     ALREADY_EXISTS,
     ALREADY_EXISTS_MESSAGE,
     NSID_UPLOAD_VIDEO,
     QUOTA_BYTES_EXCEEDED,
     JobStatus,
 )
-from atproto_video.netguard import UnsafeEndpoint, check_endpoint
-from atproto_video.storage import EmptyUpload, UploadTooLarge
-from atproto_video.tokens import TokenCipher, cipher_for
+from atproto_video.core.netguard import UnsafeEndpoint, check_endpoint
+from atproto_video.core.storage import EmptyUpload, UploadTooLarge, remove_job
+from atproto_video.core.tokens import TokenCipher, cipher_for
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
         pds_url = caller.document.pds_endpoint
         assert pds_url is not None  # the verifier checked the audience against it
         try:
-            await check_endpoint(pds_url, allow_private=ctx.cfg.allow_private_endpoints)
+            await check_endpoint(pds_url, allow_private=ctx.cfg.service.allow_private_endpoints)
         except UnsafeEndpoint as exc:
             log.info("refused PDS endpoint", extra={**extra, "reason": str(exc)})
             raise InvalidRequest(
@@ -101,7 +101,7 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
             log.error("cannot keep upload tokens: %s", exc, extra=extra)
             raise NotEnoughResources("uploads for Bluesky are not configured") from None
 
-    max_bytes = ctx.cfg.max_upload_bytes
+    max_bytes = ctx.cfg.service.max_upload_bytes
     length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():
@@ -133,7 +133,7 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
         content_hash=stored.sha256_hex,
         mime_type=mime[:255],
         upload_name=(request.query_params.get("name") or "")[:255] or None,
-        executor=ctx.cfg.executor,
+        executor=ctx.cfg.service.executor,
         pds_url=pds_url,
         upload_token=cipher.encrypt(caller.token, job_id=job_id) if cipher else None,
         token_expires_at=dt.datetime.fromtimestamp(caller.exp, dt.UTC) if cipher else None,
@@ -141,7 +141,7 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
     async with _dedup_locks.hold((caller.did, stored.sha256_hex)):
         duplicate = await asyncio.to_thread(ctx.store.find_duplicate, caller.did, stored.sha256_hex)
         if duplicate is not None:
-            ctx.storage.remove(job_id)
+            await remove_job(ctx.storage, job_id)
             log.info("duplicate upload", extra={**extra, "job_id": duplicate.id})
             return JSON(
                 upload_answer(
@@ -152,7 +152,7 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
             job = await asyncio.to_thread(ctx.store.create, new, ctx.quota)
         except DuplicateUpload:
             # Another replica created the job between our check and insert.
-            ctx.storage.remove(job_id)
+            await remove_job(ctx.storage, job_id)
             duplicate = await asyncio.to_thread(
                 ctx.store.find_duplicate, caller.did, stored.sha256_hex
             )
@@ -164,10 +164,10 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
                 )
             )
         except QuotaExceeded as exc:
-            ctx.storage.remove(job_id)
+            await remove_job(ctx.storage, job_id)
             raise _quota_error(exc.message) from None
         except BaseException:
-            ctx.storage.remove(job_id)
+            await remove_job(ctx.storage, job_id)
             raise
     log.info(
         "upload accepted",

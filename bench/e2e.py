@@ -12,27 +12,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from atproto_video.ladder import plan_ladder
+from atproto_video.core.ladder import build_ladder
 from bench.harness import Bench, cpu_seconds
+from tests.support.media import make_clip
 
 SECONDS = 30
 
 
 def make_source(path: Path) -> Path:
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc2=size=1920x1080:rate=30:duration={SECONDS}",
-         "-f", "lavfi", "-i", f"sine=frequency=440:duration={SECONDS}",
-         "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
-         "-c:a", "aac", "-b:a", "128k", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path
+    """The benchmark input: 30 s of 1080p30 with a tone, at a high quality (CRF 20)."""
+    return make_clip(path, seconds=SECONDS, size="1920x1080", rate=30,
+                     video=("-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
+                            "-pix_fmt", "yuv420p"),
+                     audio_codec=("-c:a", "aac", "-b:a", "128k"))
 
 
 def baseline_argv(src: Path) -> list[str]:
     """The best hand-written single command for the same outputs and settings."""
-    plan = plan_ladder(1920, 1080, 30)  # 1080p, 720p, 480p
+    plan = build_ladder(1920, 1080, 30)  # 1080p, 720p, 480p
     split = len(plan) + 1
     graph = [f"[0:v]fps=30,split={split}" + "".join(f"[s{i}]" for i in range(split))]
     for i, v in enumerate(plan):
@@ -76,7 +73,7 @@ def baseline_argv(src: Path) -> list[str]:
 
 def run_baseline(src: Path, out: Path) -> tuple[float, float]:
     """Wall seconds and CPU seconds of the hand-written command."""
-    for v in plan_ladder(1920, 1080, 30):
+    for v in build_ladder(1920, 1080, 30):
         (out / v.name).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen(baseline_argv(src), cwd=out)

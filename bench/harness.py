@@ -15,10 +15,7 @@ import httpx
 from tests.support.didserver import DidServer
 from tests.support.identity import Identity, new_plc_did
 from tests.support.service import ServiceProcess
-
-SERVICE_DID = "did:web:video.test"
-UPLOAD = "app.bsky.video.uploadVideo"
-STATUS = "app.bsky.video.getJobStatus"
+from tests.support.xrpc import SERVICE_DID, UPLOAD, wait_for_job
 
 
 @dataclass
@@ -71,16 +68,9 @@ class Bench:
         return body
 
     def wait(self, job_id: str, timeout: float = 1800, poll: float = 0.05) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=10) as client:
-            while time.monotonic() < deadline:
-                status: dict[str, Any] = client.get(
-                    f"{self.service.url}/xrpc/{STATUS}", params={"jobId": job_id}
-                ).json()["jobStatus"]
-                if status["state"] in ("JOB_STATE_COMPLETED", "JOB_STATE_FAILED"):
-                    return status
-                time.sleep(poll)
-        raise TimeoutError(job_id)
+        """The job's final status (COMPLETED or FAILED)."""
+        status, _ = wait_for_job(self.service, job_id, timeout=timeout, interval=poll)
+        return status
 
 
 def cpu_seconds(pid: int) -> float:

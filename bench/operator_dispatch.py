@@ -29,13 +29,10 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import subprocess
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -43,22 +40,23 @@ from typing import Any
 from kubernetes import client, config, watch
 from sqlalchemy import select
 
-from atproto_video.config import VideoConfig
-from atproto_video.db import make_engine, video_job
-from atproto_video.jobs import JobStore, NewJob, new_job_id
-from atproto_video.ladder import plan_ladder
-from atproto_video.migrate import upgrade
-from atproto_video.operator.crd import GROUP, PLURAL, VERSION, videojob_for, videojob_name
-from atproto_video.operator.plan import plan_job
-from atproto_video.operator.progress import targets_for
+from atproto_video.core.db import make_engine, video_job
+from atproto_video.core.jobs import JobStore, NewJob, new_job_id
+from atproto_video.core.kube import GROUP, PLURAL, VERSION, videojob_for, videojob_name
+from atproto_video.core.ladder import build_ladder
+from atproto_video.core.migrate import upgrade
+from atproto_video.core.storage import LocalStorage
 from atproto_video.operator.templates import LABEL_JOB_ID, LABEL_TARGET
-from atproto_video.storage import LocalStorage
+from atproto_video.transcoder.contract import targets_for
 from atproto_video.transcoder.limits import TranscodeLimits
+from atproto_video.transcoder.plan import plan_job
 from bench.harness import cpu_seconds
-from tests.operator.conftest import K8sEnv, OperatorProcess
-from tests.support.cluster import DOWN, IMAGE_BUILD, UP, Cluster, _exports, _tail
+from tests.support.cluster import import_worker_image, leased_cluster
+from tests.support.k8s import K8sEnv, OperatorProcess, operator_env, stack_env
 from tests.support.media import make_clip
 from tests.support.postgres import PostgresServer
+from tests.support.storage import put_upload
+from tests.support.tempdirs import host_tmpdir
 
 DISPATCH_JOBS = 100
 STATUS_JOBS = 8
@@ -75,13 +73,12 @@ def run(workdir: Path) -> dict[str, Any]:
         raise RuntimeError("operator benchmark needs the test cluster, and cluster/up.sh "
                            "needs root")
     with contextlib.ExitStack() as stack:
-        cluster = stack.enter_context(_leased_cluster())
-        image = _import_worker_image(cluster)
+        cluster = stack.enter_context(leased_cluster("bench"))
+        image = import_worker_image(cluster, build=True)
         pg = stack.enter_context(PostgresServer())
-        k8s = K8sEnv(cluster, _tmpdir(stack, "atproto-video-bench-k8s-"))
-        stack.callback(k8s.teardown)
-        k8s.setup()
-        storage_root = _tmpdir(stack, "atproto-video-bench-storage-")
+        workdir_k8s = stack.enter_context(host_tmpdir("atproto-video-bench-k8s-"))
+        k8s = stack.enter_context(K8sEnv(cluster, workdir_k8s))
+        storage_root = stack.enter_context(host_tmpdir("atproto-video-bench-storage-"))
         db_url = pg.create_database()
         engine = make_engine(db_url)
         stack.callback(engine.dispose)
@@ -89,24 +86,9 @@ def run(workdir: Path) -> dict[str, Any]:
         store = JobStore(engine)
         storage = LocalStorage(storage_root)
         storage.prepare()
-        base_env = {
-            "VIDEO_SERVICE_DID": "did:web:video.test",
-            "VIDEO_DID_PLC_URL": "http://127.0.0.1:9",
-            "VIDEO_ALLOW_PRIVATE_ENDPOINTS": "1",
-            "VIDEO_EXECUTOR": "kubernetes",
-            "VIDEO_TOKEN_KEY": _token_key(),
-            "VIDEO_DB_URL": db_url,
-            "VIDEO_STORAGE_DIR": str(storage_root),
-            "VIDEO_K8S_NAMESPACE": k8s.namespace,
-            "VIDEO_WORKER_IMAGE": image,
-            "VIDEO_WORKER_PULL_POLICY": "Never",
-            "VIDEO_WORKER_CPU_REQUEST": "100m",
-            "VIDEO_WORKER_MEMORY_REQUEST": "128Mi",
-            "VIDEO_WORKER_BACKOFF_LIMIT": "2",
-            "VIDEO_LOG_LEVEL": "info",
-            "KUBECONFIG": str(k8s.operator_kubeconfig),
-            "VIDEO_DATA_DIR": str(k8s.workdir / "operator-data"),
-        }
+        # PLC at a closed port: the bench creates jobs itself, no upload (and token) to verify.
+        base_env = operator_env(k8s, stack_env(k8s, db_url=db_url, storage_root=storage_root,
+                                               worker_image=image, plc_url="http://127.0.0.1:9"))
         admin = config.new_client_from_config(config_file=cluster.kubeconfig)  # type: ignore[no-untyped-call]
         stack.callback(admin.close)
         api_cfg = client.Configuration()
@@ -144,48 +126,6 @@ def run(workdir: Path) -> dict[str, Any]:
 # -- environment -------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _leased_cluster() -> Iterator[Cluster]:
-    """The running test cluster (or one started for us), held by a lease like the fixtures."""
-    lease = f"{os.getpid()}:bench-{uuid.uuid4().hex[:8]}"
-    proc = subprocess.run(["bash", str(UP), "--lease", lease], capture_output=True, text=True,
-                          timeout=3600)
-    env = _exports(proc.stdout)
-    try:
-        if proc.returncode != 0 or "KUBECONFIG" not in env or "VIDEO_KUBECTL" not in env:
-            raise RuntimeError(f"test cluster unavailable: cluster/up.sh exited "
-                               f"{proc.returncode}:\n{_tail(proc.stderr)}")
-        yield Cluster(kubectl=env["VIDEO_KUBECTL"], kubeconfig=env["KUBECONFIG"])
-    finally:
-        subprocess.run(["bash", str(DOWN), "--release", lease], capture_output=True, text=True,
-                       timeout=600)
-
-
-def _import_worker_image(cluster: Cluster) -> str:
-    """Build (cached: seconds) and import the worker image; build.sh holds its own dockerd
-    lease for both steps."""
-    env = dict(os.environ, VIDEO_CLUSTER_STATE=str(Path(cluster.kubeconfig).parent))
-    proc = subprocess.run(["bash", str(IMAGE_BUILD), "--import"], capture_output=True,
-                          text=True, timeout=3600, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"transcoder-image/build.sh --import failed:\n{_tail(proc.stderr)}")
-    return proc.stdout.strip().splitlines()[-1]
-
-
-def _tmpdir(stack: contextlib.ExitStack, prefix: str) -> Path:
-    """On the host disk, traversable by the worker's uid."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
-    path.chmod(0o755)
-    stack.callback(shutil.rmtree, path, ignore_errors=True)
-    return path
-
-
-def _token_key() -> str:
-    import base64
-
-    return base64.b64encode(os.urandom(32)).decode()
-
-
 class _Ctx:
     def __init__(self, k8s: K8sEnv, store: JobStore, storage: LocalStorage, admin: Any,
                  api_sa: Any, workdir: Path) -> None:
@@ -197,8 +137,7 @@ class _Ctx:
         self.api_sa = api_sa
         self.workdir = workdir
         self.created_wall: dict[str, float] = {}
-        self.limits = TranscodeLimits.from_config(VideoConfig.from_env(
-            {"VIDEO_SERVICE_DID": "did:web:video.test"}))
+        self.limits = TranscodeLimits()
 
 
 # -- watches -----------------------------------------------------------------------------------
@@ -279,15 +218,12 @@ def _commit_jobs(ctx: _Ctx, clip: Path, count: int, tag: str) -> list[str]:
     ids = []
     for i in range(count):
         job_id = new_job_id()
-        src = ctx.storage.source_path(job_id)
-        src.parent.mkdir(parents=True)
-        src.parent.chmod(0o755)
-        shutil.copyfile(clip, src)
-        src.chmod(0o644)
+        put_upload(ctx.storage, job_id, data)
         job = ctx.store.create(NewJob(id=job_id, did=f"did:plc:bench{tag}{i:04d}",
                                       source_size=len(data), content_hash=digest,
                                       mime_type="video/mp4", executor="kubernetes"), None)
-        plan_job(ctx.store, job, src, ctx.limits)
+        with ctx.storage.open_source(job_id) as src:
+            plan_job(ctx.store, job, src, ctx.limits)
         ids.append(job_id)
     return ids
 
@@ -351,7 +287,7 @@ def _stats(samples: Iterable[float]) -> dict[str, Any]:
 
 def _dispatch_phase(ctx: _Ctx, op: OperatorProcess) -> dict[str, Any]:
     clip = make_clip(ctx.workdir / "dispatch.mp4", seconds=1, size="1280x720")
-    expected = {t.name.lower() for t in targets_for(plan_ladder(1280, 720, 30))}
+    expected = {t.name.lower() for t in targets_for(build_ladder(1280, 720, 30))}
     seen: dict[str, dict[str, float]] = {}
     traffic = {"events": 0, "bytes": 0}  # what every Job watcher (the operator's too) decodes
     lock = threading.Lock()

@@ -14,7 +14,7 @@ import httpx
 
 from bench.harness import Bench
 from tests.support.media import make_clip
-from tests.support.service import free_port
+from tests.support.waiting import free_port
 
 CONCURRENCY = 32
 SECONDS = 8

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.harness import SERVICE_DID, UPLOAD, Bench
+from bench.harness import Bench
 from tests.support.service import vm_hwm_kb, vm_rss_kb
+from tests.support.xrpc import SERVICE_DID, UPLOAD
 
 SIZE = 300_000_000
 

@@ -1,7 +1,11 @@
-"""One typed config object, read from flat ``VIDEO_*`` environment variables.
+"""Configuration: flat ``VIDEO_*`` environment variables read once into typed sections.
 
-A bad value raises :class:`ConfigError` whose message is one line naming the variable, so
-``atproto-video serve`` can stop with exactly that line.
+Each setting is declared once, as a field of its section with its variable, parser and
+default (:func:`setting`). :meth:`VideoConfig.from_env` reads every section; the worker
+container reads only :class:`TranscodeSettings` with the same code. Secrets (the token key,
+the database URL with its password) live in :class:`Secrets`, apart from everything that is
+safe to log. A bad value raises :class:`ConfigError` whose message is one line naming the
+variable, so a command can stop with exactly that line.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
-from atproto_video import __version__
+from atproto_video.core import __version__
 
 T = TypeVar("T")
+S = TypeVar("S", bound="_Section")
 
 Executor = Literal["local", "kubernetes"]
 Strategy = Literal["single", "per_rendition"]
@@ -28,174 +33,48 @@ class ConfigError(ValueError):
     """A configuration variable is missing or malformed."""
 
 
-@dataclass(frozen=True)
-class VideoConfig:
-    service_did: str
-    did_plc_url: str = "https://plc.directory"
-    host: str = "127.0.0.1"
-    port: int = 2585
-    public_url: str = ""
-    data_dir: Path = Path(".data")
-    db_url: str = ""
-    storage_dir: Path = Path(".data/storage")
-    processing_concurrency: int = 1
-    ffmpeg_path: str = "ffmpeg"
-    ffprobe_path: str = "ffprobe"
-    max_upload_bytes: int = 300_000_000
-    max_duration_s: int = 600
-    max_fps: int = 60
-    transcode_threads: int = 0
-    encoding_strategy: Strategy = "single"
-    daily_video_limit: int = 25
-    daily_byte_limit: int = 10_000_000_000
-    executor: Executor = "local"
-    log_level: str = "info"
-    # Bluesky mode: PDS endpoints come from user documents (SSRF), tokens are kept encrypted.
-    allow_private_endpoints: bool = False
-    token_key: bytes | None = field(default=None, repr=False)
-    pds_timeout_s: float = 60.0
-    pds_retry_max_s: float = 30.0
-    scan_hook: str = ""
-    # Cluster mode (VIDEO_EXECUTOR=kubernetes): the VideoJob namespace and the worker Jobs.
-    k8s_namespace: str = "default"
-    k8s_poll_interval_s: float = 1.0
-    k8s_reconcile_interval_s: float = 10.0
-    k8s_job_timeout_s: int = 0
-    worker_image: str = "localhost/atproto-video-worker:0.1.0"
-    worker_pull_policy: str = "IfNotPresent"
-    worker_host_network: bool = False
-    worker_storage_hostpath: str = ""
-    worker_storage_pvc: str = ""
-    worker_cpu_request: str = "500m"
-    worker_cpu_limit: str = "2"
-    worker_memory_request: str = "512Mi"
-    worker_memory_limit: str = "2Gi"
-    worker_uid: int = 10001
-    worker_gid: int = 10001
-    worker_backoff_limit: int = 2
-    worker_deadline_s: int = 3600
-    worker_ttl_s: int = 600
-    worker_node_selector: Mapping[str, str] = field(default_factory=dict)
-    worker_tolerations: tuple[Mapping[str, Any], ...] = ()
-    # Extra fields that later components read; kept here so there is one config object.
-    extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+def setting(
+    env: str,
+    parse: Callable[[str], Any],
+    default: Any = None,
+    *,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A field read from ``env`` with ``parse``; the default is written here and only here."""
+    meta = {"env": env, "parse": parse}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
-    @property
-    def service_did_bare(self) -> str:
-        return self.service_did.split("#", 1)[0]
 
-    @property
-    def database_url(self) -> str:
-        """The SQLAlchemy URL: Postgres when configured, else the embedded SQLite file."""
-        if self.db_url:
-            return _normalise_pg_url(self.db_url)
-        return f"sqlite:///{(self.data_dir / 'video.sqlite3').resolve()}"
+class _Section:
+    """A frozen dataclass whose fields are :func:`setting` declarations."""
 
-    @property
-    def embedded_db(self) -> bool:
-        return not self.db_url
+    secret: ClassVar[bool] = False
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> VideoConfig:
+    def from_env(cls: type[S], env: Mapping[str, str] | None = None) -> S:
         env = os.environ if env is None else env
-        service_did = env.get("VIDEO_SERVICE_DID", "").strip()
-        if not service_did:
-            raise ConfigError("VIDEO_SERVICE_DID is required (e.g. did:web:video.example.com)")
-        if not service_did.startswith("did:"):
-            raise ConfigError(f"VIDEO_SERVICE_DID must be a DID, got {service_did!r}")
-        data_dir = Path(_get(env, "VIDEO_DATA_DIR", str, ".data"))
-        storage = env.get("VIDEO_STORAGE_DIR", "").strip()
-        port = _get(env, "VIDEO_PORT", _int_range(0, 65535), 2585)
-        host = _get(env, "VIDEO_HOST", str, "127.0.0.1")
-        db_url = _get(env, "VIDEO_DB_URL", _pg_url, "")
-        return cls(
-            service_did=service_did,
-            did_plc_url=_get(env, "VIDEO_DID_PLC_URL", _http_url, "https://plc.directory"),
-            host=host,
-            port=port,
-            public_url=_get(env, "VIDEO_PUBLIC_URL", _http_url, "").rstrip("/"),
-            data_dir=data_dir,
-            db_url=db_url,
-            storage_dir=Path(storage) if storage else data_dir / "storage",
-            processing_concurrency=_get(env, "VIDEO_PROCESSING_CONCURRENCY", _int_range(1, 256), 1),
-            ffmpeg_path=_get(env, "VIDEO_FFMPEG_PATH", str, "ffmpeg"),
-            ffprobe_path=_get(env, "VIDEO_FFPROBE_PATH", str, "ffprobe"),
-            max_upload_bytes=_get(
-                env, "VIDEO_MAX_UPLOAD_BYTES", _int_range(1, 1 << 40), 300_000_000
-            ),
-            max_duration_s=_get(env, "VIDEO_MAX_DURATION_S", _int_range(1, 86_400), 600),
-            max_fps=_get(env, "VIDEO_MAX_FPS", _int_range(1, 240), 60),
-            transcode_threads=_get(env, "VIDEO_TRANSCODE_THREADS", _int_range(0, 64), 0),
-            encoding_strategy=_get(
-                env, "VIDEO_ENCODING_STRATEGY", _choice("single", "per_rendition"), "single"
-            ),
-            daily_video_limit=_get(env, "VIDEO_DAILY_VIDEO_LIMIT", _int_range(0, 1 << 31), 25),
-            daily_byte_limit=_get(
-                env, "VIDEO_DAILY_BYTE_LIMIT", _int_range(0, 1 << 50), 10_000_000_000
-            ),
-            executor=_get(env, "VIDEO_EXECUTOR", _choice("local", "kubernetes"), "local"),
-            log_level=_get(
-                env, "VIDEO_LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info"
-            ),
-            allow_private_endpoints=_get(env, "VIDEO_ALLOW_PRIVATE_ENDPOINTS", _bool, False),
-            token_key=_get(env, "VIDEO_TOKEN_KEY", _aes_key, None),
-            pds_timeout_s=_get(env, "VIDEO_PDS_TIMEOUT_S", _float_range(1, 3600), 60.0),
-            pds_retry_max_s=_get(env, "VIDEO_PDS_RETRY_MAX_S", _float_range(0.1, 600), 30.0),
-            scan_hook=_get(env, "VIDEO_SCAN_HOOK", _hook, ""),
-            k8s_namespace=_get(env, "VIDEO_K8S_NAMESPACE", _dns_label, "default"),
-            k8s_poll_interval_s=_get(env, "VIDEO_K8S_POLL_INTERVAL_S", _float_range(0.1, 60), 1.0),
-            k8s_reconcile_interval_s=_get(
-                env, "VIDEO_K8S_RECONCILE_INTERVAL_S", _float_range(0.5, 3600), 10.0
-            ),
-            k8s_job_timeout_s=_get(env, "VIDEO_K8S_JOB_TIMEOUT_S", _int_range(0, 7 * 86_400), 0),
-            worker_image=_get(
-                env, "VIDEO_WORKER_IMAGE", str, f"localhost/atproto-video-worker:{__version__}"
-            ),
-            worker_pull_policy=_get(
-                env, "VIDEO_WORKER_PULL_POLICY", _pull_policy, "IfNotPresent"
-            ),
-            worker_host_network=_get(env, "VIDEO_WORKER_HOST_NETWORK", _bool, False),
-            worker_storage_hostpath=_get(env, "VIDEO_WORKER_STORAGE_HOSTPATH", _abs_path, ""),
-            worker_storage_pvc=_get(env, "VIDEO_WORKER_STORAGE_PVC", _dns_label, ""),
-            worker_cpu_request=_get(env, "VIDEO_WORKER_CPU_REQUEST", _quantity, "500m"),
-            worker_cpu_limit=_get(env, "VIDEO_WORKER_CPU_LIMIT", _quantity, "2"),
-            worker_memory_request=_get(env, "VIDEO_WORKER_MEMORY_REQUEST", _quantity, "512Mi"),
-            worker_memory_limit=_get(env, "VIDEO_WORKER_MEMORY_LIMIT", _quantity, "2Gi"),
-            worker_uid=_get(env, "VIDEO_WORKER_UID", _int_range(1, 2**31 - 1), 10001),
-            worker_gid=_get(env, "VIDEO_WORKER_GID", _int_range(1, 2**31 - 1), 10001),
-            worker_backoff_limit=_get(env, "VIDEO_WORKER_BACKOFF_LIMIT", _int_range(0, 20), 2),
-            worker_deadline_s=_get(env, "VIDEO_WORKER_DEADLINE_S", _int_range(1, 7 * 86_400), 3600),
-            worker_ttl_s=_get(env, "VIDEO_WORKER_TTL_S", _int_range(0, 30 * 86_400), 600),
-            worker_node_selector=_get(env, "VIDEO_WORKER_NODE_SELECTOR", _key_values, {}),
-            worker_tolerations=_get(env, "VIDEO_WORKER_TOLERATIONS", _json_objects, ()),
-            extra={k: v for k, v in env.items() if k.startswith("VIDEO_")},
-        )
+        values: dict[str, Any] = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            raw = env.get(f.metadata["env"])
+            if raw is None or raw.strip() == "":
+                continue  # the declared default
+            try:
+                values[f.name] = f.metadata["parse"](raw.strip())
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{f.metadata['env']}: {exc}") from None
+        return cls(**values)
 
-    @property
-    def job_timeout_s(self) -> int:
-        """How long a cluster job may stay unfinished before the operator fails it."""
-        return self.k8s_job_timeout_s or self.worker_deadline_s + 300
+    def to_env(self) -> dict[str, str]:
+        """The variables that reproduce this section (for worker pods)."""
+        return {f.metadata["env"]: str(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
 
-    def describe(self) -> dict[str, Any]:
-        """The effective settings, safe to log (the token key and DB password are redacted)."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            if f.name == "extra":
-                continue
-            out[f.name] = str(getattr(self, f.name))
-        out["token_key"] = "<set>" if self.token_key else "<unset>"
-        out["db_url"] = "<embedded sqlite>" if self.embedded_db else _redact(self.db_url)
-        return out
+    def describe(self) -> dict[str, str]:
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
 
 
-def _get(env: Mapping[str, str], name: str, parse: Callable[[str], T], default: T) -> T:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return parse(raw.strip())
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name}: {exc}") from None
+# -- parsers -------------------------------------------------------------------------------------
 
 
 def _int_range(lo: int, hi: int) -> Callable[[str], int]:
@@ -241,6 +120,12 @@ def _bool(raw: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def _did(raw: str) -> str:
+    if not raw.startswith("did:"):
+        raise ValueError(f"expected a DID (e.g. did:web:video.example.com), got {raw!r}")
+    return raw
 
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -325,6 +210,173 @@ def _pg_url(raw: str) -> str:
     if not raw.startswith(("postgres://", "postgresql://", "postgresql+psycopg://")):
         raise ValueError("expected a postgresql:// URL")
     return raw
+
+
+# -- sections ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceSettings(_Section):
+    """The XRPC service: identity, listener, quotas, which executor runs the jobs."""
+
+    did: str = setting("VIDEO_SERVICE_DID", _did, "")
+    did_plc_url: str = setting("VIDEO_DID_PLC_URL", _http_url, "https://plc.directory")
+    host: str = setting("VIDEO_HOST", str, "127.0.0.1")
+    port: int = setting("VIDEO_PORT", _int_range(0, 65535), 2585)
+    public_url: str = setting("VIDEO_PUBLIC_URL", _http_url, "")
+    data_dir: Path = setting("VIDEO_DATA_DIR", Path, Path(".data"))
+    executor: Executor = setting("VIDEO_EXECUTOR", _choice("local", "kubernetes"), "local")
+    processing_concurrency: int = setting(
+        "VIDEO_PROCESSING_CONCURRENCY", _int_range(1, 256), 1)
+    max_upload_bytes: int = setting("VIDEO_MAX_UPLOAD_BYTES", _int_range(1, 1 << 40), 300_000_000)
+    daily_video_limit: int = setting("VIDEO_DAILY_VIDEO_LIMIT", _int_range(0, 1 << 31), 25)
+    daily_byte_limit: int = setting(
+        "VIDEO_DAILY_BYTE_LIMIT", _int_range(0, 1 << 50), 10_000_000_000)
+    log_level: str = setting(
+        "VIDEO_LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info")
+    # PDS endpoints and did:web hosts come from user documents (SSRF): development only.
+    allow_private_endpoints: bool = setting("VIDEO_ALLOW_PRIVATE_ENDPOINTS", _bool, False)
+
+    @property
+    def did_bare(self) -> str:
+        return self.did.split("#", 1)[0]
+
+
+@dataclass(frozen=True)
+class StorageSettings(_Section):
+    """Where uploads and outputs live, and how worker pods reach the same files."""
+
+    #: Empty: ``$VIDEO_DATA_DIR/storage``.
+    dir: str = setting("VIDEO_STORAGE_DIR", str, "")
+    pod_hostpath: str = setting("VIDEO_WORKER_STORAGE_HOSTPATH", _abs_path, "")
+    pod_pvc: str = setting("VIDEO_WORKER_STORAGE_PVC", _dns_label, "")
+
+
+@dataclass(frozen=True)
+class TranscodeSettings(_Section):
+    """What the transcoder needs; the worker container reads only this section."""
+
+    ffmpeg_path: str = setting("VIDEO_FFMPEG_PATH", str, "ffmpeg")
+    ffprobe_path: str = setting("VIDEO_FFPROBE_PATH", str, "ffprobe")
+    max_duration_s: int = setting("VIDEO_MAX_DURATION_S", _int_range(1, 86_400), 600)
+    max_fps: int = setting("VIDEO_MAX_FPS", _int_range(1, 240), 60)
+    threads: int = setting("VIDEO_TRANSCODE_THREADS", _int_range(0, 64), 0)
+    strategy: Strategy = setting(
+        "VIDEO_ENCODING_STRATEGY", _choice("single", "per_rendition"), "single")
+
+
+@dataclass(frozen=True)
+class PdsSettings(_Section):
+    """After encoding: the scan step and the upload to the user's PDS (Bluesky mode)."""
+
+    timeout_s: float = setting("VIDEO_PDS_TIMEOUT_S", _float_range(1, 3600), 60.0)
+    retry_max_s: float = setting("VIDEO_PDS_RETRY_MAX_S", _float_range(0.1, 600), 30.0)
+    scan_hook: str = setting("VIDEO_SCAN_HOOK", _hook, "")
+
+
+@dataclass(frozen=True)
+class KubeSettings(_Section):
+    """Cluster mode (VIDEO_EXECUTOR=kubernetes): the VideoJob namespace and the worker Jobs."""
+
+    namespace: str = setting("VIDEO_K8S_NAMESPACE", _dns_label, "default")
+    poll_interval_s: float = setting("VIDEO_K8S_POLL_INTERVAL_S", _float_range(0.1, 60), 1.0)
+    reconcile_interval_s: float = setting(
+        "VIDEO_K8S_RECONCILE_INTERVAL_S", _float_range(0.5, 3600), 10.0)
+    #: 0: the worker deadline plus 5 minutes.
+    job_timeout_s: int = setting("VIDEO_K8S_JOB_TIMEOUT_S", _int_range(0, 7 * 86_400), 0)
+    worker_image: str = setting(
+        "VIDEO_WORKER_IMAGE", str, f"localhost/atproto-video-worker:{__version__}")
+    worker_pull_policy: str = setting("VIDEO_WORKER_PULL_POLICY", _pull_policy, "IfNotPresent")
+    worker_host_network: bool = setting("VIDEO_WORKER_HOST_NETWORK", _bool, False)
+    worker_cpu_request: str = setting("VIDEO_WORKER_CPU_REQUEST", _quantity, "500m")
+    worker_cpu_limit: str = setting("VIDEO_WORKER_CPU_LIMIT", _quantity, "2")
+    worker_memory_request: str = setting("VIDEO_WORKER_MEMORY_REQUEST", _quantity, "512Mi")
+    worker_memory_limit: str = setting("VIDEO_WORKER_MEMORY_LIMIT", _quantity, "2Gi")
+    worker_uid: int = setting("VIDEO_WORKER_UID", _int_range(1, 2**31 - 1), 10001)
+    worker_gid: int = setting("VIDEO_WORKER_GID", _int_range(1, 2**31 - 1), 10001)
+    worker_backoff_limit: int = setting("VIDEO_WORKER_BACKOFF_LIMIT", _int_range(0, 20), 2)
+    worker_deadline_s: int = setting(
+        "VIDEO_WORKER_DEADLINE_S", _int_range(1, 7 * 86_400), 3600)
+    worker_ttl_s: int = setting("VIDEO_WORKER_TTL_S", _int_range(0, 30 * 86_400), 600)
+    worker_node_selector: dict[str, str] = setting(
+        "VIDEO_WORKER_NODE_SELECTOR", _key_values, factory=dict)
+    worker_tolerations: tuple[dict[str, Any], ...] = setting(
+        "VIDEO_WORKER_TOLERATIONS", _json_objects, ())
+
+    @property
+    def timeout_s(self) -> int:
+        """How long a cluster job may stay unfinished before the operator fails it."""
+        return self.job_timeout_s or self.worker_deadline_s + 300
+
+
+@dataclass(frozen=True)
+class Secrets(_Section):
+    """Never logged: the key for forwarded upload tokens and the database URL (password)."""
+
+    secret: ClassVar[bool] = True
+
+    #: Embedded: generated into ``$VIDEO_DATA_DIR/token.key``; required in cluster mode.
+    token_key: bytes | None = field(
+        default=None, repr=False, metadata={"env": "VIDEO_TOKEN_KEY", "parse": _aes_key})
+    #: Empty: the embedded SQLite database under ``$VIDEO_DATA_DIR``.
+    db_url: str = field(
+        default="", repr=False, metadata={"env": "VIDEO_DB_URL", "parse": _pg_url})
+
+    def describe(self) -> dict[str, str]:
+        return {"token_key": "<set>" if self.token_key else "<unset>",
+                "db_url": _redact(self.db_url) if self.db_url else "<embedded sqlite>"}
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Every section; built by :meth:`from_env`, or directly in tests."""
+
+    service: ServiceSettings
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    transcode: TranscodeSettings = field(default_factory=TranscodeSettings)
+    pds: PdsSettings = field(default_factory=PdsSettings)
+    kube: KubeSettings = field(default_factory=KubeSettings)
+    secrets: Secrets = field(default_factory=Secrets, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> VideoConfig:
+        env = os.environ if env is None else env
+        if not env.get("VIDEO_SERVICE_DID", "").strip():
+            raise ConfigError("VIDEO_SERVICE_DID is required (e.g. did:web:video.example.com)")
+        return cls(
+            service=ServiceSettings.from_env(env),
+            storage=StorageSettings.from_env(env),
+            transcode=TranscodeSettings.from_env(env),
+            pds=PdsSettings.from_env(env),
+            kube=KubeSettings.from_env(env),
+            secrets=Secrets.from_env(env),
+        )
+
+    @property
+    def storage_dir(self) -> Path:
+        return Path(self.storage.dir) if self.storage.dir else self.service.data_dir / "storage"
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL: Postgres when configured, else the embedded SQLite file."""
+        if self.secrets.db_url:
+            return _normalise_pg_url(self.secrets.db_url)
+        return f"sqlite:///{(self.service.data_dir / 'video.sqlite3').resolve()}"
+
+    @property
+    def embedded_db(self) -> bool:
+        return not self.secrets.db_url
+
+    def describe(self) -> dict[str, dict[str, str]]:
+        """The effective settings by section, safe to log (secrets redacted)."""
+        return {
+            "service": self.service.describe(),
+            "storage": {**self.storage.describe(), "root": str(self.storage_dir)},
+            "transcode": self.transcode.describe(),
+            "pds": self.pds.describe(),
+            "kube": self.kube.describe(),
+            "secrets": self.secrets.describe(),
+        }
 
 
 def _normalise_pg_url(raw: str) -> str:

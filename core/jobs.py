@@ -11,6 +11,7 @@ import datetime as dt
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +20,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from atproto_video.db import video_job, video_upload_limit
-from atproto_video.lexicon import (
+from atproto_video.core.db import video_job, video_upload_limit
+from atproto_video.core.details import JobDetails
+from atproto_video.core.lexicon import (
     QUOTA_BYTES_EXCEEDED,
     QUOTA_VIDEOS_EXCEEDED,
     STATE_ORDER,
@@ -88,7 +90,7 @@ class Job:
     blob: dict[str, Any] | None
     executor: str
     attempts: int
-    details: dict[str, Any] | None
+    details: JobDetails
     pds_url: str | None
     upload_token: bytes | None
     token_expires_at: dt.datetime | None
@@ -112,7 +114,7 @@ class Job:
             blob=row["blob"],
             executor=row["executor"],
             attempts=row["attempts"],
-            details=row["details"],
+            details=JobDetails.from_json(row["details"]),
             pds_url=row["pds_url"],
             upload_token=row["upload_token"],
             token_expires_at=_aware(row["token_expires_at"]),
@@ -410,13 +412,40 @@ class JobStore:
         return int(attempts)
 
     def update_fields(self, job_id: str, **values: Any) -> None:
-        """Set non-state columns (details, cid, ...) of a job that is not terminal."""
+        """Set non-state columns (cid, ...) of a job that is not terminal."""
+        if "details" in values:
+            raise ValueError("use update_details(): details are read and written under a lock")
         c = video_job.c
         values["updated_at"] = utcnow()
         with self.engine.begin() as conn:
             conn.execute(
                 update(video_job).where(c.id == job_id, c.state.not_in(TERMINAL)).values(**values)
             )
+
+    def update_details(
+        self, job_id: str, change: Callable[[JobDetails], JobDetails]
+    ) -> JobDetails | None:
+        """Apply ``change`` to the job's details and store the result, without lost writes.
+
+        A no-op write comes first: it takes the row lock (Postgres) or the write lock (SQLite)
+        before the read, so concurrent writers (operator ticks, the API's planner) take turns
+        instead of overwriting each other. None when the job is terminal or gone.
+        """
+        c = video_job.c
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(video_job)
+                .where(c.id == job_id, c.state.not_in(TERMINAL))
+                .values(updated_at=utcnow())
+            )
+            if res.rowcount != 1:
+                return None
+            raw = conn.execute(select(c.details).where(c.id == job_id)).scalar_one()
+            current = JobDetails.from_json(raw)
+            new = change(current)
+            if new != current:
+                conn.execute(update(video_job).where(c.id == job_id).values(details=new.to_json()))
+        return new
 
     def complete(self, job_id: str, *, blob: dict[str, Any], cid: str, output_size: int) -> bool:
         return self._finish(

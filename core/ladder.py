@@ -11,7 +11,6 @@ without running ffmpeg, and both encoding strategies agree on the same numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -129,7 +128,7 @@ def _bitrate(short_side: int, width: int, height: int, fps: float) -> int:
     return int(base * 1.5) if fps > 30.5 else base
 
 
-def plan_ladder(width: int, height: int, fps: float | Fraction = 30.0) -> list[Variant]:
+def build_ladder(width: int, height: int, fps: float | Fraction = 30.0) -> list[Variant]:
     """Variants for a source of the given DISPLAY size (after rotation), largest first.
 
     Only rungs at or below the source's short side are produced; a source smaller than the
@@ -169,7 +168,3 @@ def rung_name(short_side: int) -> str:
 
 RUNG_NAMES: tuple[str, ...] = tuple(rung_name(r) for r, _ in RUNGS)
 
-
-def mp4_variant(plan: Sequence[Variant]) -> Variant:
-    """The web MP4 uses the top rendition, which the ladder already caps at 1080p."""
-    return plan[0]

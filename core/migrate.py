@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.resources
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
-import atproto_video.migrations as migrations_pkg
+# Located by name, not imported: the migrations import this package's schema (core.db).
+_SCRIPTS = "atproto_video.migrations"
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +29,14 @@ _PG_LOCK_KEY = 0x61747076  # "atpv": any constant shared by every process of thi
 
 def _alembic_config(connection: Connection) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(migrations_pkg.__file__).parent))
+    cfg.set_main_option("script_location", str(importlib.resources.files(_SCRIPTS)))
     cfg.attributes["connection"] = connection
     return cfg
 
 
 def head_revision() -> str:
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(migrations_pkg.__file__).parent))
+    cfg.set_main_option("script_location", str(importlib.resources.files(_SCRIPTS)))
     head = ScriptDirectory.from_config(cfg).get_current_head()
     assert head is not None
     return head

@@ -1,7 +1,7 @@
 """com.atproto.repo.uploadBlob to the uploader's own PDS, with the token they forwarded.
 
 The PDS URL comes from a user-controlled DID document, so every attempt checks it again
-(:mod:`atproto_video.netguard`): outside dev mode only public https endpoints, and the request
+(:mod:`atproto_video.core.netguard`): outside dev mode only public https endpoints, and the request
 goes to the address that was checked (no second DNS lookup that could be rebound), with the
 hostname kept for the Host header and TLS verification. No redirects, bounded timeouts, a
 bounded answer. Transient failures (connection errors, timeouts, 5xx, 429) are retried with
@@ -23,8 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from atproto_video.lexicon import NSID_UPLOAD_BLOB, FailureCode
-from atproto_video.netguard import UnsafeEndpoint, check_endpoint, is_public
+from atproto_video.core.lexicon import NSID_UPLOAD_BLOB, FailureCode
+from atproto_video.core.netguard import UnsafeEndpoint, check_endpoint, is_public
 
 CHUNK = 1 << 20
 MAX_ANSWER_BYTES = 64 * 1024

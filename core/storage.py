@@ -1,8 +1,33 @@
-"""Where uploads and outputs live: one directory per job under the storage root.
+"""Where uploads and outputs live, behind one interface in job terms.
 
-``jobs/<job_id>/source`` is the upload as received; ``jobs/<job_id>/out/`` holds the ladder,
-thumbnail and MP4 (SPEC section 5 layout). The same tree is what the API and the cluster's
-worker pods mount.
+Callers name a job and, for outputs, a file name relative to the job's output tree (the SPEC
+section 5 layout: ``playlist.m3u8``, ``720p/video.m3u8``, ``thumbnail.jpg``, ``video.mp4``);
+only a backend knows where the bytes are. The transcoder works on local files, so a backend
+hands out a :class:`Workspace` (local paths valid for one attempt) and takes the outputs back
+with :meth:`Storage.publish`.
+
+:class:`LocalStorage` keeps one directory per job under a root that the API, the operator and
+the worker pods share (``jobs/<id>/source``, ``jobs/<id>/out/``, ``jobs/<id>/progress/``).
+
+The S3 backend (boto3, next step) implements the same methods, without changing callers:
+
+- ``receive``: an S3 multipart upload fed while the bytes arrive and are hashed; on any
+  failure the multipart upload is aborted, so nothing is left behind.
+- ``prepare``: check the bucket exists and the credentials work (one clear line if not).
+- ``has_source`` / ``remove_source``: HEAD / DELETE ``<prefix>/jobs/<id>/source``.
+- ``open_source``: download to a temporary file, removed when the context ends.
+- ``stage``: download the source into a local scratch directory; ``out_dir`` is scratch too.
+- ``publish``: upload the scratch outputs under ``<prefix>/jobs/<id>/out/``, then remove the
+  scratch directory; ``discard`` removes the scratch directory and any published outputs.
+- ``has_output`` / ``write_output`` / ``open_output``: HEAD, PUT, and a download to a
+  temporary file that is removed when the context ends.
+- ``playback``: a presigned GET URL (the API answers with a redirect).
+- ``source_ref`` / ``check_source_ref``: the object key.
+- ``prepare_worker`` / ``worker_io``: nothing to prepare; the worker gets ``s3://`` locations
+  and an emptyDir for scratch; progress objects under ``<prefix>/jobs/<id>/progress/``.
+- ``read_progress``: GET of the progress object.
+- ``remove_outputs`` / ``remove_scratch`` / ``remove``: DELETE by prefix; ``job_ids``: a
+  delimiter listing of ``<prefix>/jobs/``.
 """
 
 from __future__ import annotations
@@ -11,26 +36,31 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+
+if TYPE_CHECKING:
+    from atproto_video.core.config import VideoConfig
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 # Names a player may ask for inside an output dir: no traversal, no hidden files.
 _OUTPUT_PATH = re.compile(r"^(?:[0-9]{3,4}p/)?[A-Za-z0-9_-][A-Za-z0-9_.-]{0,100}$")
+_TARGET = re.compile(r"^[a-z0-9]{1,16}$")
 
 SOURCE_NAME = "source"
 OUTPUT_DIR = "out"
+PROGRESS_DIR = "progress"
+#: Where worker pods mount the storage root (local backend).
+WORKER_MOUNT = "/storage"
 # 1 MiB measured best (bench/upload.py): 256 KiB costs more thread hand-offs, 4 MiB more cache.
 _WRITE_BUFFER = 1 << 20
-# Hash-and-write threads for uploads; each upload has at most one buffer in one of them.
-_SINK_THREADS = concurrent.futures.ThreadPoolExecutor(
-    max_workers=os.cpu_count() or 1, thread_name_prefix="upload-sink"
-)
 
 
 class UploadTooLarge(Exception):
@@ -43,36 +73,149 @@ class EmptyUpload(Exception):
 
 @dataclass(frozen=True)
 class StoredUpload:
-    path: Path
     size: int
     sha256_hex: str
 
 
-class LocalStorage:
-    def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
-        self.jobs_root = self.root / "jobs"
+@dataclass(frozen=True)
+class Workspace:
+    """Local paths the transcoder reads and writes for one attempt at one job."""
+
+    job_id: str
+    source: Path
+    out_dir: Path
+
+
+@dataclass(frozen=True)
+class Playback:
+    """How to serve one output: a local file to send, or a URL to redirect the player to."""
+
+    file: Path | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkerIO:
+    """What one worker pod needs: its arguments' locations and the volumes to mount."""
+
+    source: str
+    out_dir: str
+    progress_file: str
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    mounts: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Storage(Protocol):
+    """The storage of uploads and outputs, in job terms (see the module docstring)."""
 
     def prepare(self) -> None:
-        self.jobs_root.mkdir(parents=True, exist_ok=True)
+        """At startup: create what is missing, or stop with a clear error if unusable."""
 
-    def job_dir(self, job_id: str) -> Path:
-        if not _JOB_ID.match(job_id):
-            raise ValueError("malformed job id")
-        return self.jobs_root / job_id
+    # -- uploads ------------------------------------------------------------------------------
+    async def receive(
+        self, job_id: str, chunks: AsyncIterator[bytes], max_bytes: int
+    ) -> StoredUpload: ...
 
-    def source_path(self, job_id: str) -> Path:
-        return self.job_dir(job_id) / SOURCE_NAME
+    def has_source(self, job_id: str) -> bool: ...
 
-    def output_dir(self, job_id: str) -> Path:
-        return self.job_dir(job_id) / OUTPUT_DIR
+    def open_source(self, job_id: str) -> contextlib.AbstractContextManager[Path]: ...
 
-    def output_file(self, job_id: str, relpath: str) -> Path | None:
-        """A file inside the job's output dir, or None for names a player never asks for."""
-        if not _OUTPUT_PATH.match(relpath) or ".." in relpath:
-            return None
-        path = self.output_dir(job_id) / relpath
-        return path if path.is_file() else None
+    def remove_source(self, job_id: str) -> None: ...
+
+    # -- transcoding ----------------------------------------------------------------------------
+    def stage(self, job_id: str) -> Workspace: ...
+
+    def publish(self, workspace: Workspace) -> None: ...
+
+    def discard(self, workspace: Workspace) -> None: ...
+
+    # -- outputs --------------------------------------------------------------------------------
+    def has_output(self, job_id: str, name: str) -> bool: ...
+
+    def write_output(self, job_id: str, name: str, text: str) -> None: ...
+
+    def open_output(self, job_id: str, name: str) -> contextlib.AbstractContextManager[Path]: ...
+
+    def playback(self, job_id: str, name: str) -> Playback | None: ...
+
+    # -- cluster workers --------------------------------------------------------------------------
+    def source_ref(self, job_id: str) -> str: ...
+
+    def check_source_ref(self, job_id: str, ref: str) -> bool: ...
+
+    def prepare_worker(self, job_id: str, uid: int, gid: int) -> None: ...
+
+    def worker_io(self, job_id: str, target: str) -> WorkerIO: ...
+
+    def read_progress(self, job_id: str, target: str) -> int | None: ...
+
+    # -- clean-up -------------------------------------------------------------------------------
+    def remove_outputs(self, job_id: str) -> None: ...
+
+    def remove_scratch(self, job_id: str) -> None: ...
+
+    def remove(self, job_id: str) -> None: ...
+
+    def job_ids(self) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+def check_job_id(job_id: str) -> str:
+    if not _JOB_ID.match(job_id):
+        raise ValueError("malformed job id")
+    return job_id
+
+
+def check_output_name(name: str) -> bool:
+    """Whether ``name`` is a file a player or the service may ask for in an output tree."""
+    return bool(_OUTPUT_PATH.match(name)) and ".." not in name
+
+
+class LocalStorage:
+    """Jobs as directories under ``root`` (a local disk, or a volume the pods share).
+
+    ``pod_volume``: how worker pods mount the same root (a hostPath or PVC volume source);
+    None means the root's own path as a hostPath (single-node clusters and tests).
+    """
+
+    def __init__(self, root: Path, *, pod_volume: dict[str, Any] | None = None) -> None:
+        self._root = root.resolve()
+        self._jobs = self._root / "jobs"
+        self._pod_volume = pod_volume
+        self._sink_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def prepare(self) -> None:
+        self._jobs.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        pool, self._sink_pool = self._sink_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def _dir(self, job_id: str) -> Path:
+        return self._jobs / check_job_id(job_id)
+
+    def _source(self, job_id: str) -> Path:
+        return self._dir(job_id) / SOURCE_NAME
+
+    def _out(self, job_id: str) -> Path:
+        return self._dir(job_id) / OUTPUT_DIR
+
+    def _output(self, job_id: str, name: str) -> Path:
+        if not check_output_name(name):
+            raise ValueError(f"not an output name: {name!r}")
+        return self._out(job_id) / name
+
+    # -- uploads ------------------------------------------------------------------------------
+
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        # Created on first use, not at import: importing the module starts nothing.
+        if self._sink_pool is None:
+            self._sink_pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=os.cpu_count() or 1, thread_name_prefix="upload-sink"
+            )
+        return self._sink_pool
 
     async def receive(
         self, job_id: str, chunks: AsyncIterator[bytes], max_bytes: int
@@ -84,14 +227,15 @@ class LocalStorage:
         release the GIL. At most one buffer is in the thread, so memory stays bounded.
         On any failure (client gone, too large, empty) the job directory is removed.
         """
-        directory = self.job_dir(job_id)
-        directory.mkdir(parents=True, exist_ok=False)
+        directory = self._dir(job_id)
+        await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=False)
         path = directory / SOURCE_NAME
         digest = hashlib.sha256()
         size = 0
         pending: list[bytes] = []
         pending_len = 0
         in_thread: concurrent.futures.Future[None] | None = None
+        pool = self._pool()
 
         def sink(f: BinaryIO, block: bytes) -> None:
             digest.update(block)
@@ -114,7 +258,7 @@ class LocalStorage:
                             pending_len = 0
                             if in_thread is not None:
                                 await asyncio.wrap_future(in_thread)
-                            in_thread = _SINK_THREADS.submit(sink, f, block)
+                            in_thread = pool.submit(sink, f, block)
                     if in_thread is not None:
                         await asyncio.wrap_future(in_thread)
                     if pending:
@@ -127,18 +271,207 @@ class LocalStorage:
             if size == 0:
                 raise EmptyUpload("the request body is empty")
         except BaseException:
-            self.remove(job_id)
+            # Off the event loop, but finished before the error reaches the caller.
+            await _shielded(asyncio.to_thread(self.remove, job_id))
             raise
-        return StoredUpload(path=path, size=size, sha256_hex=digest.hexdigest())
+        return StoredUpload(size=size, sha256_hex=digest.hexdigest())
 
-    def remove(self, job_id: str) -> None:
-        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+    def has_source(self, job_id: str) -> bool:
+        return self._source(job_id).is_file()
+
+    @contextlib.contextmanager
+    def open_source(self, job_id: str) -> Iterator[Path]:
+        """A local path to the upload (for probing), valid inside the ``with`` block."""
+        path = self._source(job_id)
+        if not path.is_file():
+            raise FileNotFoundError(f"job {job_id} has no source")
+        yield path
 
     def remove_source(self, job_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.source_path(job_id))
+            os.unlink(self._source(job_id))
+
+    # -- transcoding ----------------------------------------------------------------------------
+
+    def stage(self, job_id: str) -> Workspace:
+        """The source in place and an empty ``out/``: outputs land where they are served."""
+        out = self._out(job_id)
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        return Workspace(job_id, self._source(job_id), out)
+
+    def publish(self, workspace: Workspace) -> None:
+        """Nothing to copy: the workspace's ``out_dir`` is the published tree."""
+
+    def discard(self, workspace: Workspace) -> None:
+        self.remove_outputs(workspace.job_id)
+
+    # -- outputs --------------------------------------------------------------------------------
+
+    def has_output(self, job_id: str, name: str) -> bool:
+        return self._output(job_id, name).is_file()
+
+    def write_output(self, job_id: str, name: str, text: str) -> None:
+        """Atomically, so a player never reads a partial file."""
+        target = self._output(job_id, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, text)
+
+    @contextlib.contextmanager
+    def open_output(self, job_id: str, name: str) -> Iterator[Path]:
+        """A local path to a published output, valid inside the ``with`` block."""
+        path = self._output(job_id, name)
+        if not path.is_file():
+            raise FileNotFoundError(f"job {job_id} has no output {name}")
+        yield path
+
+    def playback(self, job_id: str, name: str) -> Playback | None:
+        """The file to serve, or None for names a player never asks for or that do not exist."""
+        if not check_output_name(name):
+            return None
+        path = self._out(job_id) / name
+        return Playback(file=path) if path.is_file() else None
+
+    # -- cluster workers --------------------------------------------------------------------------
+
+    def source_ref(self, job_id: str) -> str:
+        """``spec.source`` of a VideoJob: the upload's path relative to the root."""
+        return f"jobs/{check_job_id(job_id)}/{SOURCE_NAME}"
+
+    def check_source_ref(self, job_id: str, ref: str) -> bool:
+        """Whether a VideoJob's ``spec.source`` names this job's upload and nothing else."""
+        try:
+            return ref == self.source_ref(job_id)
+        except ValueError:
+            return False
+
+    def prepare_worker(self, job_id: str, uid: int, gid: int) -> None:
+        """``out/`` and ``progress/`` writable by the worker's uid/gid (non-root pods)."""
+        for path in (self._out(job_id), self._dir(job_id) / PROGRESS_DIR):
+            path.mkdir(parents=True, exist_ok=True)
+            st = path.stat()
+            if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (uid, gid):
+                os.chown(path, uid, gid)
+            if st.st_mode & 0o2775 != 0o2775:
+                path.chmod(0o2775)
+
+    def worker_io(self, job_id: str, target: str) -> WorkerIO:
+        if not _TARGET.match(target):
+            raise ValueError(f"not a target name: {target!r}")
+        mount = PurePosixPath(WORKER_MOUNT)
+        volume = self._pod_volume or {"hostPath": {"path": str(self._root), "type": "Directory"}}
+        return WorkerIO(
+            source=str(mount / self.source_ref(job_id)),
+            out_dir=str(mount / "jobs" / job_id / OUTPUT_DIR),
+            progress_file=str(mount / "jobs" / job_id / PROGRESS_DIR / f"{target}.json"),
+            volumes=[{"name": "storage", **volume}],
+            mounts=[{"name": "storage", "mountPath": WORKER_MOUNT}],
+        )
+
+    def read_progress(self, job_id: str, target: str) -> int | None:
+        """The percentage in a worker's progress file, or None when absent or unreadable.
+
+        Writers replace the file atomically, but a half-written or foreign file must never
+        break the poll: anything unexpected reads as "no news".
+        """
+        if not _TARGET.match(target):
+            return None
+        try:
+            raw = (self._dir(job_id) / PROGRESS_DIR / f"{target}.json").read_bytes()
+        except OSError:
+            return None
+        return parse_progress(raw)
+
+    # -- clean-up -------------------------------------------------------------------------------
+
+    def remove_outputs(self, job_id: str) -> None:
+        shutil.rmtree(self._out(job_id), ignore_errors=True)
+
+    def remove_scratch(self, job_id: str) -> None:
+        shutil.rmtree(self._dir(job_id) / PROGRESS_DIR, ignore_errors=True)
+
+    def remove(self, job_id: str) -> None:
+        shutil.rmtree(self._dir(job_id), ignore_errors=True)
 
     def job_ids(self) -> list[str]:
-        if not self.jobs_root.is_dir():
+        if not self._jobs.is_dir():
             return []
-        return [p.name for p in self.jobs_root.iterdir() if p.is_dir()]
+        return [p.name for p in self._jobs.iterdir() if p.is_dir()]
+
+
+def open_storage(cfg: VideoConfig) -> Storage:
+    """The backend the settings name: a local directory (the S3 backend comes next)."""
+    volume: dict[str, Any] | None = None
+    if cfg.storage.pod_pvc:
+        volume = {"persistentVolumeClaim": {"claimName": cfg.storage.pod_pvc}}
+    elif cfg.storage.pod_hostpath:
+        volume = {"hostPath": {"path": cfg.storage.pod_hostpath, "type": "Directory"}}
+    return LocalStorage(cfg.storage_dir, pod_volume=volume)
+
+
+async def remove_job(storage: Storage, job_id: str) -> None:
+    """Remove everything of a job off the event loop, finishing even if the caller is cancelled
+    (a refused upload must leave nothing behind)."""
+    await _shielded(asyncio.to_thread(storage.remove, job_id))
+
+
+@contextlib.asynccontextmanager
+async def local_source(storage: Storage, job_id: str) -> AsyncIterator[Path]:
+    """:meth:`Storage.open_source` for async code: the blocking parts run in a thread."""
+    async with _in_thread(storage.open_source(job_id)) as path:
+        yield path
+
+
+@contextlib.asynccontextmanager
+async def local_output(storage: Storage, job_id: str, name: str) -> AsyncIterator[Path]:
+    """:meth:`Storage.open_output` for async code: the blocking parts run in a thread."""
+    async with _in_thread(storage.open_output(job_id, name)) as path:
+        yield path
+
+
+@contextlib.asynccontextmanager
+async def _in_thread(cm: contextlib.AbstractContextManager[Path]) -> AsyncIterator[Path]:
+    path = await asyncio.to_thread(cm.__enter__)
+    try:
+        yield path
+    except BaseException as exc:
+        await _shielded(asyncio.to_thread(cm.__exit__, type(exc), exc, exc.__traceback__))
+        raise
+    await asyncio.to_thread(cm.__exit__, None, None, None)
+
+
+def atomic_write_text(target: Path, text: str) -> None:
+    """Write through a temporary file and a rename: readers see the old or the new file."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def parse_progress(raw: bytes) -> int | None:
+    """``{"progress": 0-100}`` as a worker writes it; None for anything else."""
+    if len(raw) > 4096:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    value = data.get("progress") if isinstance(data, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return max(0, min(100, int(value)))
+
+
+async def _shielded(work: Any) -> None:
+    """Await clean-up even when the caller is being cancelled."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise

@@ -19,7 +19,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from atproto_video.config import ConfigError, VideoConfig
+from atproto_video.core.config import ConfigError, VideoConfig
 
 KEY_FILE_NAME = "token.key"
 _VERSION = b"\x01"
@@ -57,7 +57,7 @@ class TokenCipher:
 
 def token_key(cfg: VideoConfig) -> bytes:
     """The configured key, or (embedded mode only) the persisted generated one."""
-    return _key(cfg.token_key, cfg.data_dir, cfg.executor)
+    return _key(cfg.secrets.token_key, cfg.service.data_dir, cfg.service.executor)
 
 
 def _key(configured: bytes | None, data_dir: Path, executor: str) -> bytes:
@@ -101,7 +101,7 @@ def load_or_create_key_file(path: Path) -> bytes:
 
 def cipher_for(cfg: VideoConfig) -> TokenCipher:
     """The process's cipher for this config (the key file is read once). Raises ConfigError."""
-    return _cipher(cfg.token_key, cfg.data_dir, cfg.executor)
+    return _cipher(cfg.secrets.token_key, cfg.service.data_dir, cfg.service.executor)
 
 
 @functools.lru_cache(maxsize=8)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from atproto_video.jobs import Job
+from atproto_video.core.jobs import Job
 
 
 class Executor(Protocol):

@@ -2,7 +2,7 @@
 
 The API commits the job row before calling :meth:`KubernetesExecutor.submit`, so the database
 already holds the job. Submit first probes the upload and records the ladder in the job row
-(:mod:`atproto_video.operator.plan`), so the operator can create every worker Job as soon as
+(:mod:`atproto_video.transcoder.plan`), so the operator can create every worker Job as soon as
 the VideoJob appears; a non-video fails here, with no VideoJob and no pod. If the Kubernetes
 API cannot be reached now, submit logs and returns and the operator's reconciler creates the
 missing VideoJob from the database later
@@ -15,15 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from atproto_video.config import VideoConfig
-from atproto_video.jobs import Job, JobStore
-from atproto_video.lexicon import FailureCode
-from atproto_video.operator.crd import videojob_for
-from atproto_video.operator.kube import Kube
-from atproto_video.operator.plan import plan_job
-from atproto_video.storage import LocalStorage
+from atproto_video.core.config import VideoConfig
+from atproto_video.core.jobs import Job, JobStore
+from atproto_video.core.kube import Kube, videojob_for
+from atproto_video.core.lexicon import FailureCode
+from atproto_video.core.storage import Storage, local_source
 from atproto_video.transcoder.errors import TranscodeError, ValidationFailure
 from atproto_video.transcoder.limits import TranscodeLimits
+from atproto_video.transcoder.plan import plan_job
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +31,12 @@ SUBMIT_TIMEOUT_S = 10.0
 
 
 class KubernetesExecutor:
-    def __init__(self, cfg: VideoConfig, store: JobStore, storage: LocalStorage) -> None:
+    def __init__(self, cfg: VideoConfig, store: JobStore, storage: Storage) -> None:
         self.cfg = cfg
         self.store = store
         self.storage = storage
         self._kube: Kube | None = None
-        self.limits = TranscodeLimits.from_config(cfg)
+        self.limits = TranscodeLimits.from_settings(cfg.transcode)
 
     async def start(self) -> None:
         await self._connect()
@@ -63,10 +62,10 @@ class KubernetesExecutor:
         kube = await self._connect()
         if kube is None:
             return
-        body = videojob_for(job, self.storage, self.cfg.k8s_namespace)
+        body = videojob_for(job, self.storage, self.cfg.kube.namespace)
         try:
             created = await asyncio.wait_for(
-                asyncio.to_thread(kube.create_videojob, self.cfg.k8s_namespace, body),
+                asyncio.to_thread(kube.create_videojob, self.cfg.kube.namespace, body),
                 SUBMIT_TIMEOUT_S,
             )
         except Exception as exc:
@@ -80,15 +79,17 @@ class KubernetesExecutor:
         """Probe and record the ladder; False when the upload is not a usable video."""
         extra = {"job_id": job.id, "did": job.did}
         try:
-            await asyncio.to_thread(
-                plan_job, self.store, job, self.storage.source_path(job.id), self.limits)
+            async with local_source(self.storage, job.id) as source:
+                await asyncio.to_thread(plan_job, self.store, job, source, self.limits)
         except ValidationFailure as exc:
             if await asyncio.to_thread(self.store.fail, job.id, FailureCode.VALIDATION,
                                        exc.message):
-                self.storage.remove(job.id)
+                await asyncio.to_thread(self.storage.remove, job.id)
                 log.info("job failed", extra={**extra, "failure_code":
                                               FailureCode.VALIDATION.value, "error": exc.message})
             return False
+        except FileNotFoundError:  # the operator fails it as SourceMissing
+            log.warning("the upload is missing; not planning", extra=extra)
         except TranscodeError as exc:  # ffprobe could not run here: the operator probes again
             log.warning("could not plan the job now; the operator will: %s", exc, extra=extra)
         return True

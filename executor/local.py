@@ -10,22 +10,25 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from atproto_video.config import VideoConfig
-from atproto_video.executor.delivery import deliver
-from atproto_video.jobs import Job, JobStore
-from atproto_video.lexicon import STATE_ORDER, FailureCode, JobState
-from atproto_video.storage import LocalStorage
+from atproto_video.core.config import VideoConfig
+from atproto_video.core.delivery import deliver
+from atproto_video.core.details import JobDetails, Outcome, RenditionStatus
+from atproto_video.core.jobs import Job, JobStore
+from atproto_video.core.lexicon import STATE_ORDER, FailureCode, JobState
+from atproto_video.core.storage import Storage, Workspace, local_output
+from atproto_video.transcoder import encoding
 from atproto_video.transcoder.errors import TranscodeError
 from atproto_video.transcoder.limits import TranscodeLimits
-from atproto_video.transcoder.pipeline import transcode
+from atproto_video.transcoder.pipeline import TranscodeResult, transcode
+from atproto_video.transcoder.plan import summary
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +76,11 @@ class ProgressReporter:
 
 
 class LocalExecutor:
-    def __init__(self, cfg: VideoConfig, store: JobStore, storage: LocalStorage) -> None:
+    def __init__(self, cfg: VideoConfig, store: JobStore, storage: Storage) -> None:
         self.cfg = cfg
         self.store = store
         self.storage = storage
-        self.limits = TranscodeLimits.from_config(cfg)
+        self.limits = TranscodeLimits.from_settings(cfg.transcode)
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._workers: list[asyncio.Task[None]] = []
@@ -87,7 +90,7 @@ class LocalExecutor:
     async def start(self) -> None:
         for job in await asyncio.to_thread(self.store.unfinished, "local"):
             await self._resume(job)
-        for i in range(self.cfg.processing_concurrency):
+        for i in range(self.cfg.service.processing_concurrency):
             self._workers.append(asyncio.create_task(self._worker(), name=f"video-worker-{i}"))
 
     async def stop(self) -> None:
@@ -123,9 +126,9 @@ class LocalExecutor:
                 FailureCode.GENERIC,
                 f"processing was interrupted {job.attempts} times",
             )
-            self.storage.remove_source(job.id)
+            await asyncio.to_thread(self._clean_up, job.id, completed=False)
             return
-        killed = kill_orphans(self.storage.source_path(job.id))
+        killed = await asyncio.to_thread(kill_orphans, job.id)
         log.info("resuming job after restart", extra={**extra, "orphans_killed": killed})
         self._enqueue(job.id)
 
@@ -152,23 +155,21 @@ class LocalExecutor:
         extra = {"job_id": job.id, "did": job.did}
         attempt = await asyncio.to_thread(self.store.start_attempt, job.id)
         log.info("processing job", extra={**extra, "attempt": attempt})
-        source = self.storage.source_path(job.id)
-        out_dir = self.storage.output_dir(job.id)
         encoded = STATE_ORDER.index(job.state) >= STATE_ORDER.index(JobState.ENCODED)
-        if encoded and (out_dir / "video.mp4").is_file():
+        if encoded and await asyncio.to_thread(self.storage.has_output, job.id, encoding.MP4):
             # Interrupted after encoding (e.g. while uploading to the PDS): outputs are whole.
-            self._start_delivery(job, out_dir, time.monotonic())
+            self._start_delivery(job, time.monotonic())
             return
-        if not source.is_file():
+        if not await asyncio.to_thread(self.storage.has_source, job.id):
             await asyncio.to_thread(
                 self.store.fail, job.id, FailureCode.GENERIC, "the uploaded file is missing"
             )
             return
-        shutil.rmtree(out_dir, ignore_errors=True)
+        workspace = await asyncio.to_thread(self.storage.stage, job.id)
         await asyncio.to_thread(self.store.advance, job.id, JobState.ENCODING, 0)
         started = time.monotonic()
         try:
-            result = await _run_cancellable(self._transcode, job, source, out_dir)
+            result = await _run_cancellable(self._transcode, job, workspace)
         except TranscodeError as exc:
             log.info(
                 "job failed",
@@ -177,23 +178,26 @@ class LocalExecutor:
             await asyncio.to_thread(
                 self.store.fail, job.id, FailureCode(exc.failure_code), exc.message
             )
-            self.storage.remove_source(job.id)
-            shutil.rmtree(out_dir, ignore_errors=True)
+            await asyncio.to_thread(self.storage.discard, workspace)
+            await asyncio.to_thread(self.storage.remove_source, job.id)
             return
-        await asyncio.to_thread(self.store.update_fields, job.id, details=result)
-        self._start_delivery(job, out_dir, started)
+        await asyncio.to_thread(self.storage.publish, workspace)
+        await asyncio.to_thread(self.store.update_details, job.id,
+                                lambda details: _with_result(details, result))
+        self._start_delivery(job, started)
 
-    def _start_delivery(self, job: Job, out_dir: Path, started: float) -> None:
+    def _start_delivery(self, job: Job, started: float) -> None:
         """Scan and (Bluesky mode) PDS upload run beside the encoders, not in their slots:
         an upload may wait out a PDS outage for as long as the user's token lives."""
-        task = asyncio.create_task(self._deliver(job, out_dir, started), name=f"deliver-{job.id}")
+        task = asyncio.create_task(self._deliver(job, started), name=f"deliver-{job.id}")
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
-    async def _deliver(self, job: Job, out_dir: Path, started: float) -> None:
+    async def _deliver(self, job: Job, started: float) -> None:
         extra = {"job_id": job.id, "did": job.did}
         try:
-            completed = await deliver(self.store, job, out_dir, cfg=self.cfg)
+            async with local_output(self.storage, job.id, encoding.MP4) as mp4:
+                completed = await deliver(self.store, job, mp4, cfg=self.cfg)
         except asyncio.CancelledError:
             raise  # shutting down: the job resumes (from its outputs) at the next start
         except Exception:
@@ -202,9 +206,7 @@ class LocalExecutor:
                 self.store.fail, job.id, FailureCode.GENERIC, "internal error while delivering"
             )
             completed = False
-        self.storage.remove_source(job.id)
-        if not completed:
-            shutil.rmtree(out_dir, ignore_errors=True)
+        await asyncio.to_thread(self._clean_up, job.id, completed=completed)
         log.info(
             "job finished",
             extra={
@@ -214,37 +216,44 @@ class LocalExecutor:
             },
         )
 
+    def _clean_up(self, job_id: str, *, completed: bool) -> None:
+        """A finished job keeps its outputs only if it completed; the source always goes."""
+        self.storage.remove_source(job_id)
+        if not completed:
+            self.storage.remove_outputs(job_id)
+
     def _transcode(
-        self, job: Job, source: Path, out_dir: Path, cancel: threading.Event
-    ) -> dict[str, Any]:
-        result = transcode(
-            source,
-            out_dir,
+        self, job: Job, workspace: Workspace, cancel: threading.Event
+    ) -> TranscodeResult:
+        return transcode(
+            workspace.source,
+            workspace.out_dir,
             self.limits,
-            strategy=self.cfg.encoding_strategy,
+            strategy=self.cfg.transcode.strategy,
             on_progress=ProgressReporter(self.store, job.id, JobState.ENCODING, cancel),
         )
-        src = result.source
-        return {
-            "source": {
-                "width": src.width,
-                "height": src.height,
-                "duration_s": src.duration_s,
-                "has_audio": src.has_audio,
-            },
-            "renditions": [v.name for v in result.variants],
-            "strategy": result.strategy,
-            "encode_seconds": round(result.elapsed_s, 3),
-        }
 
 
-def kill_orphans(source: Path) -> int:
-    """Kill ffmpeg processes a crashed predecessor left working on ``source``.
+def _with_result(details: JobDetails, result: TranscodeResult) -> JobDetails:
+    """The same details shape the operator records, from an in-process transcode."""
+    done = RenditionStatus(progress=100, outcome=Outcome.SUCCEEDED)
+    return replace(
+        details,
+        source=summary(result.source),
+        strategy=result.strategy,
+        renditions={v.name: done for v in result.variants},
+        encode_seconds=round(result.elapsed_s, 3),
+    )
+
+
+def kill_orphans(job_id: str) -> int:
+    """Kill ffmpeg processes a crashed predecessor left working on job ``job_id``.
 
     ffmpeg runs in its own session (so a timeout can kill its whole group), which means it
     outlives a SIGKILLed service; a resumed attempt must not race it for the output dir.
+    Its arguments name the job's workspace, whose paths contain the (160-bit random) job id.
     """
-    needle = str(source).encode()
+    needle = job_id.encode()
     killed = 0
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
@@ -265,11 +274,11 @@ def kill_orphans(source: Path) -> int:
 
 
 async def _run_cancellable(
-    fn: Callable[[Job, Path, Path, threading.Event], T], job: Job, source: Path, out_dir: Path
+    fn: Callable[[Job, Workspace, threading.Event], T], job: Job, workspace: Workspace
 ) -> T:
     """Run a blocking transcode in a thread; cancelling the task stops ffmpeg via the event."""
     cancel = threading.Event()
-    task = asyncio.ensure_future(asyncio.to_thread(fn, job, source, out_dir, cancel))
+    task = asyncio.ensure_future(asyncio.to_thread(fn, job, workspace, cancel))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from atproto_video.db import metadata
+from atproto_video.core.db import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -1,4 +1,8 @@
-"""``atproto-video operator``: run the kopf operator for VideoJobs in VIDEO_K8S_NAMESPACE."""
+"""``atproto-video operator``: run the kopf operator for VideoJobs in VIDEO_K8S_NAMESPACE.
+
+Registering the subcommand imports nothing but argparse, so it is always listed; without the
+``operator`` extra (kopf, kubernetes) running it says so in one line.
+"""
 
 from __future__ import annotations
 
@@ -37,17 +41,23 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
         sys.stdout.write(crd_yaml())
         return 0
-    from atproto_video import logs
-    from atproto_video.cli import _config
-    from atproto_video.operator.kube import KubeError
-    from atproto_video.operator.service import OperatorService
+    from atproto_video.core import logs
+    from atproto_video.core.config import VideoConfig
 
-    cfg = _config()
+    try:
+        from atproto_video.core.kube import KubeError
+        from atproto_video.operator.service import OperatorService
+    except ImportError as exc:
+        print(f"atproto-video: the operator needs its extra packages (kopf, kubernetes): "
+              f"pip install 'atproto-video[operator]' ({exc})", file=sys.stderr)
+        return 2
+
+    cfg = VideoConfig.from_env()
     if cfg.embedded_db:
         print("atproto-video: configuration error: VIDEO_DB_URL is required for the operator "
               "(the API and the operator share one Postgres database)", file=sys.stderr)
         return 2
-    logs.setup(cfg.log_level)
+    logs.setup(cfg.service.log_level)
     try:
         service = OperatorService.create(cfg, liveness=args.liveness or None)
     except KubeError as exc:

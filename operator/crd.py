@@ -8,23 +8,13 @@ progress), kept open with ``x-kubernetes-preserve-unknown-fields``.
 
 from __future__ import annotations
 
-import hashlib
-import re
-from pathlib import Path
 from typing import Any
 
-from atproto_video.jobs import Job
-from atproto_video.ladder import RUNG_NAMES
-from atproto_video.lexicon import JobState
-from atproto_video.storage import LocalStorage
+from atproto_video.core.details import Outcome
+from atproto_video.core.kube import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+from atproto_video.core.ladder import RUNG_NAMES
+from atproto_video.core.lexicon import JobState
 
-GROUP = "video.atproto.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "VideoJob"
-PLURAL = "videojobs"
-SINGULAR = "videojob"
-SHORT_NAMES = ("vj",)
 #: The finalizer that removes a deleted VideoJob's outputs from the storage.
 FINALIZER = f"{GROUP}/cleanup"
 
@@ -35,47 +25,6 @@ CONDITIONS: dict[str, str] = {
     "Completed": "the job reached JOB_STATE_COMPLETED",
     "Failed": "the job reached JOB_STATE_FAILED",
 }
-
-#: Per-target outcomes in ``status.renditions.<name>.outcome``.
-OUTCOMES = ("Pending", "Running", "Succeeded", "Failed")
-
-_NAME_OK = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
-
-
-def videojob_name(job_id: str) -> str:
-    """The VideoJob's name: the job id itself when it is a valid short DNS label.
-
-    Job ids from :func:`atproto_video.jobs.new_job_id` are 40 lowercase hex characters, so SREs
-    can ``kubectl get vj <jobId>``; anything else is hashed to a stable, valid name. At most 40
-    characters, so Job names derived from it stay within 63.
-    """
-    if _NAME_OK.match(job_id):
-        return job_id
-    return "h" + hashlib.sha256(job_id.encode()).hexdigest()[:39]
-
-
-def videojob_manifest(
-    job_id: str, did: str, source: str, namespace: str, renditions: list[str] | None = None
-) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": videojob_name(job_id),
-            "namespace": namespace,
-            "labels": {
-                "app.kubernetes.io/name": "atproto-video",
-                "app.kubernetes.io/component": "videojob",
-                f"{GROUP}/job-id": videojob_name(job_id),
-            },
-        },
-        "spec": {
-            "jobId": job_id,
-            "did": did,
-            "source": source,
-            "renditions": list(renditions if renditions is not None else RUNG_NAMES),
-        },
-    }
 
 
 def _condition_schema() -> dict[str, Any]:
@@ -98,7 +47,7 @@ def _rendition_schema() -> dict[str, Any]:
         "type": "object",
         "properties": {
             "progress": {"type": "integer", "minimum": 0, "maximum": 100},
-            "outcome": {"type": "string", "enum": list(OUTCOMES)},
+            "outcome": {"type": "string", "enum": [o.value for o in Outcome]},
             "job": {"type": "string"},
             "reason": {"type": "string"},
             "message": {"type": "string"},
@@ -198,17 +147,6 @@ def crd_manifest() -> dict[str, Any]:
             ],
         },
     }
-
-
-def source_relpath(storage_root: Path, source: Path) -> str:
-    """``spec.source``: the upload's path relative to the storage root (pods mount the root)."""
-    return source.resolve().relative_to(storage_root.resolve()).as_posix()
-
-
-def videojob_for(job: Job, storage: LocalStorage, namespace: str) -> dict[str, Any]:
-    return videojob_manifest(
-        job.id, job.did, source_relpath(storage.root, storage.source_path(job.id)), namespace
-    )
 
 
 def crd_yaml() -> str:

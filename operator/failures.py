@@ -14,8 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from atproto_video.lexicon import FailureCode
-from atproto_video.operator.templates import CONTAINER, EXIT_ENCODING, EXIT_VALIDATION
+from atproto_video.core.details import Outcome, Reason
+from atproto_video.core.lexicon import FailureCode
+from atproto_video.operator.templates import CONTAINER
+from atproto_video.transcoder.contract import EXIT_ENCODING, EXIT_VALIDATION
 
 #: Waiting reasons that never resolve by themselves.
 FATAL_WAITING = ("ErrImageNeverPull", "InvalidImageName", "CreateContainerConfigError")
@@ -29,19 +31,20 @@ Obj = Mapping[str, Any]
 @dataclass(frozen=True)
 class Failure:
     code: FailureCode
+    #: A :class:`Reason`, or the reason Kubernetes gave when it is not one of ours.
     reason: str
     message: str
 
 
-def job_outcome(job: Obj) -> str | None:
-    """"Succeeded", "Failed", or None while the Job is still running."""
+def job_outcome(job: Obj) -> Outcome | None:
+    """SUCCEEDED, FAILED, or None while the Job is still running."""
     for cond in (job.get("status") or {}).get("conditions") or []:
         if cond.get("status") != "True":
             continue
         if cond.get("type") in ("Complete", "SuccessCriteriaMet"):
-            return "Succeeded"
+            return Outcome.SUCCEEDED
         if cond.get("type") in ("Failed", "FailureTarget"):
-            return "Failed"
+            return Outcome.FAILED
     return None
 
 
@@ -101,7 +104,7 @@ def pod_failure(pod: Obj, *, target: str, memory_limit: str) -> Failure | None:
     status = pod.get("status") or {}
     if status.get("reason") == "Evicted":
         detail = status.get("message") or "no details"
-        return Failure(FailureCode.GENERIC, "Evicted",
+        return Failure(FailureCode.GENERIC, Reason.EVICTED,
                        f"{target}: the worker pod was evicted: {detail}")
     term = _terminated(pod)
     if not term:
@@ -111,25 +114,26 @@ def pod_failure(pod: Obj, *, target: str, memory_limit: str) -> Failure | None:
     if exit_code == 0 and reason != "OOMKilled":
         return None
     if reason == "OOMKilled":
-        return Failure(FailureCode.ENCODING, "OOMKilled",
+        return Failure(FailureCode.ENCODING, Reason.OOM_KILLED,
                        f"{target}: the worker ran out of memory (limit {memory_limit})")
     parsed = termination_json(term.get("message"))
     if exit_code == EXIT_VALIDATION:
         error = parsed["error"] if parsed else "the video was rejected"
-        return Failure(FailureCode.VALIDATION, "ValidationFailed", error)
+        return Failure(FailureCode.VALIDATION, Reason.VALIDATION_FAILED, error)
     if parsed:
         code = FailureCode.ENCODING
         if parsed["failureCode"] == FailureCode.VALIDATION.value:
             code = FailureCode.VALIDATION
-        name = "ValidationFailed" if code is FailureCode.VALIDATION else "EncodingFailed"
+        name = (Reason.VALIDATION_FAILED if code is FailureCode.VALIDATION
+                else Reason.ENCODING_FAILED)
         return Failure(code, name, f"{target}: {parsed['error']}")
     if exit_code == EXIT_ENCODING:
-        return Failure(FailureCode.ENCODING, "EncodingFailed", f"{target}: encoding failed")
+        return Failure(FailureCode.ENCODING, Reason.ENCODING_FAILED, f"{target}: encoding failed")
     detail = " ".join(str(term.get("message") or "").split())[-300:]
     text = f"{target}: the worker exited with code {exit_code}" + (f": {detail}" if detail else "")
     if exit_code >= 128:
         text = f"{target}: the worker was killed by signal {exit_code - 128}"
-    return Failure(FailureCode.ENCODING, reason or "Error", text)
+    return Failure(FailureCode.ENCODING, reason or Reason.WORKER_ERROR, text)
 
 
 def failed_job(job: Obj, pods: Sequence[Obj], *, target: str, memory_limit: str) -> Failure:
@@ -138,7 +142,7 @@ def failed_job(job: Obj, pods: Sequence[Obj], *, target: str, memory_limit: str)
     reason = str(cond.get("reason") or "Failed")
     if reason == "DeadlineExceeded":
         deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
-        return Failure(FailureCode.GENERIC, "DeadlineExceeded",
+        return Failure(FailureCode.GENERIC, Reason.DEADLINE_EXCEEDED,
                        f"{target}: the worker did not finish within {deadline} s")
     for pod in sorted(pods, key=_created, reverse=True):
         failure = pod_failure(pod, target=target, memory_limit=memory_limit)
@@ -171,9 +175,9 @@ def stuck_pod(
 
 
 REASON_FOR_CODE = {
-    FailureCode.VALIDATION.value: "ValidationFailed",
-    FailureCode.ENCODING.value: "EncodingFailed",
-    FailureCode.PDS_UPLOAD.value: "PdsUploadFailed",
-    FailureCode.PDS_UPLOAD_SIZE.value: "PdsUploadFailed",
-    FailureCode.GENERIC.value: "GenericFailure",
+    FailureCode.VALIDATION.value: Reason.VALIDATION_FAILED,
+    FailureCode.ENCODING.value: Reason.ENCODING_FAILED,
+    FailureCode.PDS_UPLOAD.value: Reason.PDS_UPLOAD_FAILED,
+    FailureCode.PDS_UPLOAD_SIZE.value: Reason.PDS_UPLOAD_FAILED,
+    FailureCode.GENERIC.value: Reason.GENERIC_FAILURE,
 }

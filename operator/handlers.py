@@ -17,9 +17,10 @@ from typing import Any
 
 import kopf
 
-from atproto_video.config import VideoConfig
-from atproto_video.jobs import TERMINAL
-from atproto_video.operator.crd import FINALIZER, GROUP, PLURAL, VERSION, videojob_name
+from atproto_video.core.config import VideoConfig
+from atproto_video.core.jobs import TERMINAL
+from atproto_video.core.kube import GROUP, PLURAL, VERSION, videojob_name
+from atproto_video.operator.crd import FINALIZER
 from atproto_video.operator.reconcile import Observed, VideoJobReconciler
 from atproto_video.operator.templates import LABEL_JOB_ID
 
@@ -62,7 +63,7 @@ def build_registry(cfg: VideoConfig, reconciler: VideoJobReconciler) -> kopf.Ope
         return {labels[LABEL_JOB_ID]: snapshot(body)}
 
     @kopf.timer(GROUP, VERSION, PLURAL, id="reconcile", registry=registry,
-                interval=cfg.k8s_poll_interval_s, when=active, backoff=2.0)
+                interval=cfg.kube.poll_interval_s, when=active, backoff=2.0)
     async def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status,
                         patch: kopf.Patch, **kwargs: Any) -> None:
         # kopf passes an index as a keyword argument named after its handler id.

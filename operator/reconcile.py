@@ -15,19 +15,27 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import os
-import shutil
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
-from atproto_video.config import VideoConfig
-from atproto_video.executor.delivery import deliver
-from atproto_video.jobs import Job, JobStore, utcnow
-from atproto_video.lexicon import FailureCode, JobState
-from atproto_video.operator.crd import videojob_for
+from atproto_video.core.config import VideoConfig
+from atproto_video.core.delivery import deliver
+from atproto_video.core.details import (
+    JobDetails,
+    Outcome,
+    Plan,
+    Reason,
+    Renditions,
+    RenditionStatus,
+    merge_renditions,
+    renditions_from_json,
+)
+from atproto_video.core.jobs import Job, JobStore, utcnow
+from atproto_video.core.kube import KubeAPI, videojob_for
+from atproto_video.core.lexicon import FailureCode, JobState
+from atproto_video.core.storage import Storage, local_output, local_source
 from atproto_video.operator.failures import (
     Failure,
     failed_job,
@@ -35,22 +43,19 @@ from atproto_video.operator.failures import (
     parse_time,
     stuck_pod,
 )
-from atproto_video.operator.kube import KubeAPI
-from atproto_video.operator.plan import Plan, plan_job
-from atproto_video.operator.progress import aggregate, read_progress, targets_for
-from atproto_video.operator.status import merge_renditions, mirror
+from atproto_video.operator.status import mirror
 from atproto_video.operator.templates import (
     LABEL_TARGET,
-    Target,
     job_manifest,
     job_name,
-    progress_relpath,
     selector,
 )
-from atproto_video.storage import LocalStorage
+from atproto_video.transcoder import encoding
+from atproto_video.transcoder.contract import Target, aggregate, targets_for
 from atproto_video.transcoder.errors import ValidationFailure
 from atproto_video.transcoder.limits import TranscodeLimits
-from atproto_video.transcoder.master import write_master
+from atproto_video.transcoder.master import master_playlist
+from atproto_video.transcoder.plan import plan_job
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +85,7 @@ class VideoJobReconciler:
         self,
         cfg: VideoConfig,
         store: JobStore,
-        storage: LocalStorage,
+        storage: Storage,
         kube: KubeAPI,
         *,
         clock: Callable[[], dt.datetime] = utcnow,
@@ -90,10 +95,10 @@ class VideoJobReconciler:
         self.storage = storage
         self.kube = kube
         self.clock = clock
-        self.limits = TranscodeLimits.from_config(cfg)
+        self.limits = TranscodeLimits.from_settings(cfg.transcode)
         # Highest per-target progress seen by this process: the body kopf hands a timer can
         # lag one patch behind, and a retried pod's progress file restarts at 0.
-        self._seen: dict[str, dict[str, dict[str, Any]]] = {}
+        self._seen: dict[str, Renditions] = {}
         self._attempted: set[str] = set()
         self._pods_read: dict[str, dt.datetime] = {}
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="create-job")
@@ -125,10 +130,9 @@ class VideoJobReconciler:
                 "observedGeneration": generation,
             }
         extra = {"job_id": job.id, "did": job.did}
-        plan = Plan.from_dict(previous.get("plan")) or Plan.from_dict(
-            (job.details or {}).get("plan"))
+        plan = Plan.from_json(previous.get("plan")) or job.details.plan
         renditions = merge_renditions(
-            (job.details or {}).get("renditions"), previous.get("renditions"),
+            job.details.renditions, renditions_from_json(previous.get("renditions")),
             self._seen.get(job.id))
         failure: Failure | None = None
         wrote = False  # re-read the row only then: most ticks change nothing
@@ -139,9 +143,15 @@ class VideoJobReconciler:
                 attempt = await asyncio.to_thread(self.store.start_attempt, job.id)
                 log.info("reconciling job", extra={**extra, "attempt": attempt})
             age = (self.clock() - job.created_at).total_seconds()
-            if age > self.cfg.job_timeout_s:
-                failure = Failure(FailureCode.GENERIC, "Timeout",
-                                  f"processing did not finish within {self.cfg.job_timeout_s} s")
+            timeout = self.cfg.kube.timeout_s
+            if not self.storage.check_source_ref(job.id, str(spec.get("source") or "")):
+                # Workers read the job's own upload; a VideoJob naming anything else (an
+                # absolute path, another job's file) is refused, not followed.
+                failure = Failure(FailureCode.GENERIC, Reason.INVALID_SOURCE,
+                                  "spec.source does not name this job's upload")
+            elif age > timeout:
+                failure = Failure(FailureCode.GENERIC, Reason.TIMEOUT,
+                                  f"processing did not finish within {timeout} s")
             elif plan is None:
                 plan, failure = await self._plan(job, spec)
                 wrote = True
@@ -164,32 +174,25 @@ class VideoJobReconciler:
         if job.state.terminal:
             await asyncio.to_thread(self._cleanup, job, body)
         return mirror(job, previous=previous, generation=generation, now=self.clock(),
-                      plan=plan.to_dict() if plan else None, renditions=renditions,
+                      plan=plan, renditions=renditions,
                       failure_reason=failure.reason if failure else None)
 
     async def _plan(
         self, job: Job, spec: Mapping[str, Any]
     ) -> tuple[Plan | None, Failure | None]:
         """Probe the source once (ffprobe, bounded by time and memory) and fix the ladder."""
-        source = self._source(spec)
-        if source is None or not source.is_file():
-            return None, Failure(FailureCode.GENERIC, "SourceMissing",
-                                 "the uploaded file is missing")
+        wanted = spec.get("renditions")
         try:
-            plan = await asyncio.to_thread(
-                plan_job, self.store, job, source, self.limits, spec.get("renditions"))
+            async with local_source(self.storage, job.id) as source:
+                plan = await asyncio.to_thread(
+                    plan_job, self.store, job, source, self.limits, wanted)
+        except FileNotFoundError:
+            return None, Failure(FailureCode.GENERIC, Reason.SOURCE_MISSING,
+                                 "the uploaded file is missing")
         except ValidationFailure as exc:
-            return None, Failure(FailureCode.VALIDATION, "ValidationFailed", exc.message)
+            return None, Failure(FailureCode.VALIDATION, Reason.VALIDATION_FAILED, exc.message)
         await asyncio.to_thread(self.store.advance, job.id, JobState.ENCODING, 0)
         return plan, None
-
-    def _source(self, spec: Mapping[str, Any]) -> Path | None:
-        """``spec.source`` resolved under the storage root; None if it points outside."""
-        raw = str(spec.get("source") or "")
-        if not raw:
-            return None
-        path = (self.storage.root / raw).resolve()
-        return path if path.is_relative_to(self.storage.root) else None
 
     # -- worker Jobs (blocking; runs in a thread) --------------------------------------------------
 
@@ -198,9 +201,9 @@ class VideoJobReconciler:
         job: Job,
         body: Mapping[str, Any],
         targets: list[Target],
-        renditions: dict[str, dict[str, Any]],
+        renditions: Renditions,
         observed: Observed | None,
-    ) -> tuple[Failure | None, dict[str, dict[str, Any]]]:
+    ) -> tuple[Failure | None, Renditions]:
         """Create-or-get every target's Job and read its state, pods and progress file."""
         meta = body["metadata"]
         namespace = str(meta["namespace"])
@@ -221,46 +224,49 @@ class VideoJobReconciler:
                     if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_TARGET) == label]
 
         missing = [t for t in targets
-                   if (renditions.get(t.name) or {}).get("outcome") != "Succeeded"
-                   and job_name(job.id, t.name) not in existing]
-        if missing:
-            self._prepare_dirs(job.id)  # before any worker can start
+                   if (renditions.get(t.name) or RenditionStatus()).outcome
+                   is not Outcome.SUCCEEDED and job_name(job.id, t.name) not in existing]
+        if missing:  # before any worker can start
+            self.storage.prepare_worker(job.id, self.cfg.kube.worker_uid,
+                                        self.cfg.kube.worker_gid)
         # All of a job's Jobs at once: on a burst, round trips to a busy API server dominate.
         for name, created in zip(
                 (job_name(job.id, t.name) for t in missing),
                 self._pool.map(lambda t: self._create(job, body, t), missing), strict=True):
             existing[name] = created
+        out = dict(renditions)
         failures: list[Failure] = []
         for target in targets:
-            rec = renditions.setdefault(target.name, {"progress": 0, "outcome": "Pending"})
             name = job_name(job.id, target.name)
-            rec["job"] = name
-            if rec.get("outcome") == "Succeeded":
+            rec = replace(out.get(target.name) or RenditionStatus(), job=name)
+            out[target.name] = rec
+            if rec.outcome is Outcome.SUCCEEDED:
                 continue
             k8s_job = existing[name]
             outcome = job_outcome(k8s_job)
-            failure: Failure | None = None
-            if outcome == "Succeeded":
-                rec.update(outcome="Succeeded", progress=100)
+            if outcome is Outcome.SUCCEEDED:
+                out[target.name] = replace(rec, outcome=Outcome.SUCCEEDED, progress=100)
                 continue
+            failure: Failure | None = None
             ready = int((k8s_job.get("status") or {}).get("ready") or 0) > 0
-            if outcome == "Failed":
+            if outcome is Outcome.FAILED:
                 failure = failed_job(k8s_job, pods_of(target), target=target.name,
-                                     memory_limit=self.cfg.worker_memory_limit)
+                                     memory_limit=self.cfg.kube.worker_memory_limit)
             elif not ready and self._stuck_check_due(job.id, k8s_job, known_pods, now):
                 failure = stuck_pod(pods_of(target), target=target.name,
-                                    image=self.cfg.worker_image, now=now)
+                                    image=self.cfg.kube.worker_image, now=now)
             if failure is not None:
-                rec.update(outcome="Failed", reason=failure.reason, message=failure.message)
+                out[target.name] = replace(rec, outcome=Outcome.FAILED, reason=failure.reason,
+                                           message=failure.message)
                 failures.append(failure)
                 continue
-            rec["outcome"] = "Running" if ready else "Pending"
-            pct = read_progress(self.storage.root / progress_relpath(job.id, target.name))
-            if pct is not None:
-                rec["progress"] = max(int(rec.get("progress", 0)), min(pct, 99))
+            pct = self.storage.read_progress(job.id, target.name)
+            progress = rec.progress if pct is None else max(rec.progress, min(pct, 99))
+            out[target.name] = replace(rec, progress=progress,
+                                       outcome=Outcome.RUNNING if ready else Outcome.PENDING)
         # A rejected video explains every other failure: name it first.
         failures.sort(key=lambda f: f.code is not FailureCode.VALIDATION)
-        return (failures[0] if failures else None), renditions
+        return (failures[0] if failures else None), out
 
     def _stuck_check_due(self, job_id: str, k8s_job: Mapping[str, Any],
                          pods: list[dict[str, Any]] | None, now: dt.datetime) -> bool:
@@ -277,7 +283,8 @@ class VideoJobReconciler:
         """Create-or-get one worker Job (deterministic name: never a duplicate)."""
         meta = body["metadata"]
         manifest = job_manifest(
-            self.cfg, job_id=job.id, did=job.did, source=str(body["spec"]["source"]),
+            self.cfg, job_id=job.id, did=job.did,
+            io=self.storage.worker_io(job.id, target.name.lower()),
             target=target, owner_name=str(meta["name"]), owner_uid=str(meta["uid"]),
         )
         k8s_job, created = self.kube.create_or_get_job(str(meta["namespace"]), manifest)
@@ -286,55 +293,55 @@ class VideoJobReconciler:
                         "k8s_job": manifest["metadata"]["name"]})
         return k8s_job
 
-    def _prepare_dirs(self, job_id: str) -> None:
-        """``out/`` and ``progress/`` writable by the worker's uid/gid (non-root pods)."""
-        for path in (self.storage.output_dir(job_id),
-                     self.storage.job_dir(job_id) / "progress"):
-            path.mkdir(parents=True, exist_ok=True)
-            st = path.stat()
-            if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (
-                    self.cfg.worker_uid, self.cfg.worker_gid):
-                os.chown(path, self.cfg.worker_uid, self.cfg.worker_gid)
-            if st.st_mode & 0o2775 != 0o2775:
-                path.chmod(0o2775)
-
     # -- outcomes ------------------------------------------------------------------------------
 
     async def _progress(
-        self, job: Job, plan: Plan, targets: list[Target], renditions: dict[str, dict[str, Any]]
+        self, job: Job, plan: Plan, targets: list[Target], renditions: Renditions
     ) -> bool:
         """Write overall and per-target progress where it moved; True if anything was written."""
-        pct = min(99, aggregate(targets, {k: int(v.get("progress", 0))
-                                          for k, v in renditions.items()}))
+        pct = min(99, aggregate(targets, {k: v.progress for k, v in renditions.items()}))
         wrote = False
         if job.state is not JobState.ENCODING or pct > job.progress:
             await asyncio.to_thread(self.store.advance, job.id, JobState.ENCODING, pct)
             wrote = True
-        if (job.details or {}).get("renditions") != renditions:
-            details = {**(job.details or {}), "plan": plan.to_dict(), "renditions": renditions}
-            await asyncio.to_thread(self.store.update_fields, job.id, details=details)
+        if job.details.renditions != renditions:
+            await self._record(job, plan, renditions)
             wrote = True
         return wrote
 
-    async def _fail(
-        self, job: Job, failure: Failure, renditions: dict[str, dict[str, Any]]
+    async def _record(
+        self, job: Job, plan: Plan | None, renditions: Renditions,
+        failure_reason: str | None = None,
     ) -> None:
+        """Merge this tick's view into the stored details (never backwards, no lost writes)."""
+
+        def change(details: JobDetails) -> JobDetails:
+            return replace(
+                details,
+                plan=plan or details.plan,
+                renditions=merge_renditions(details.renditions, renditions),
+                failure_reason=failure_reason or details.failure_reason,
+            )
+
+        await asyncio.to_thread(self.store.update_details, job.id, change)
+
+    async def _fail(self, job: Job, failure: Failure, renditions: Renditions) -> None:
         extra = {"job_id": job.id, "did": job.did}
-        details = {**(job.details or {}), "renditions": renditions,
-                   "failure": {"reason": failure.reason}}
-        await asyncio.to_thread(self.store.update_fields, job.id, details=details)
+        await self._record(job, None, renditions, failure.reason)
         if await asyncio.to_thread(self.store.fail, job.id, failure.code, failure.message):
             log.info("job failed", extra={**extra, "failure_code": failure.code.value,
                                           "reason": failure.reason, "error": failure.message})
 
-    async def _deliver(
-        self, job: Job, plan: Plan, renditions: dict[str, dict[str, Any]]
-    ) -> None:
-        out_dir = self.storage.output_dir(job.id)
-        await asyncio.to_thread(write_master, plan.variants(), out_dir, has_audio=plan.has_audio)
-        details = {**(job.details or {}), "plan": plan.to_dict(), "renditions": renditions}
-        await asyncio.to_thread(self.store.update_fields, job.id, details=details)
-        await deliver(self.store, job, out_dir)
+    async def _deliver(self, job: Job, plan: Plan, renditions: Renditions) -> None:
+        text = master_playlist(plan.variants(), has_audio=plan.has_audio)
+        await asyncio.to_thread(self.storage.write_output, job.id, encoding.MASTER, text)
+        await self._record(job, plan, renditions)
+        try:
+            async with local_output(self.storage, job.id, encoding.MP4) as mp4:
+                await deliver(self.store, job, mp4, cfg=self.cfg)
+        except FileNotFoundError:
+            await self._fail(job, Failure(FailureCode.GENERIC, Reason.GENERIC_FAILURE,
+                                          "the processed video is missing"), renditions)
 
     def _cleanup(self, job: Job, body: Mapping[str, Any]) -> None:
         """Once terminal: stop leftover workers, drop the source and scratch files."""
@@ -343,12 +350,15 @@ class VideoJobReconciler:
             for k8s_job in self.kube.list_jobs(namespace, selector(job.id)):
                 if job_outcome(k8s_job) is None:
                     self.kube.delete_job(namespace, k8s_job["metadata"]["name"])
-            shutil.rmtree(self.storage.output_dir(job.id), ignore_errors=True)
+            self.storage.remove_outputs(job.id)
         self.storage.remove_source(job.id)
-        shutil.rmtree(self.storage.job_dir(job.id) / "progress", ignore_errors=True)
-        self._seen.pop(job.id, None)
-        self._pods_read.pop(job.id, None)
-        self._attempted.discard(job.id)
+        self.storage.remove_scratch(job.id)
+        self._forget(job.id)
+
+    def _forget(self, job_id: str) -> None:
+        self._seen.pop(job_id, None)
+        self._pods_read.pop(job_id, None)
+        self._attempted.discard(job_id)
 
     # -- deletion ------------------------------------------------------------------------------
 
@@ -365,25 +375,23 @@ class VideoJobReconciler:
             await asyncio.to_thread(self.store.fail, job_id, FailureCode.GENERIC,
                                     "the job was cancelled (its VideoJob was deleted)")
         try:
-            self.storage.remove(job_id)
-        except ValueError:
+            await asyncio.to_thread(self.storage.remove, job_id)
+        except ValueError:  # not a job id this storage could hold: nothing to remove
             return
-        self._seen.pop(job_id, None)
-        self._pods_read.pop(job_id, None)
-        self._attempted.discard(job_id)
+        self._forget(job_id)
         log.info("VideoJob deleted; outputs removed", extra={"job_id": job_id})
 
 
-def _all_succeeded(plan: Plan, renditions: Mapping[str, Mapping[str, Any]]) -> bool:
+def _all_succeeded(plan: Plan, renditions: Mapping[str, RenditionStatus]) -> bool:
     names = [t.name for t in targets_for(plan.variants())]
-    return all((renditions.get(n) or {}).get("outcome") == "Succeeded" for n in names)
+    return all(n in renditions and renditions[n].outcome is Outcome.SUCCEEDED for n in names)
 
 
 class VideoJobCreator:
     """Creates the VideoJobs the API could not (Kubernetes unreachable at upload time)."""
 
     def __init__(
-        self, cfg: VideoConfig, store: JobStore, storage: LocalStorage, kube: KubeAPI
+        self, cfg: VideoConfig, store: JobStore, storage: Storage, kube: KubeAPI
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -395,7 +403,7 @@ class VideoJobCreator:
         jobs = self.store.unfinished("kubernetes")
         if not jobs:
             return []
-        namespace = self.cfg.k8s_namespace
+        namespace = self.cfg.kube.namespace
         items = self.kube.list_videojobs(namespace)
         have = {str((vj.get("spec") or {}).get("jobId")) for vj in items}
         created = []
@@ -414,4 +422,4 @@ class VideoJobCreator:
             except Exception as exc:
                 log.warning("could not reconcile VideoJobs with the database: %s", exc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.cfg.k8s_reconcile_interval_s)
+                await asyncio.wait_for(stop.wait(), self.cfg.kube.reconcile_interval_s)

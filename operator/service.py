@@ -16,14 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import kopf
 
-from atproto_video.config import VideoConfig
-from atproto_video.db import make_engine
-from atproto_video.jobs import JobStore
-from atproto_video.migrate import upgrade
+from atproto_video.core.config import VideoConfig
+from atproto_video.core.db import make_engine
+from atproto_video.core.jobs import JobStore
+from atproto_video.core.kube import Kube
+from atproto_video.core.migrate import upgrade
+from atproto_video.core.storage import Storage, open_storage
 from atproto_video.operator.handlers import build_registry
-from atproto_video.operator.kube import Kube
 from atproto_video.operator.reconcile import VideoJobCreator, VideoJobReconciler
-from atproto_video.storage import LocalStorage
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ THREADS = 32
 
 
 class OperatorService:
-    def __init__(self, cfg: VideoConfig, store: JobStore, storage: LocalStorage, kube: Kube,
+    def __init__(self, cfg: VideoConfig, store: JobStore, storage: Storage, kube: Kube,
                  *, liveness: str | None = None) -> None:
         self.cfg = cfg
         self.store = store
@@ -48,14 +48,14 @@ class OperatorService:
     def create(cls, cfg: VideoConfig, *, liveness: str | None = None) -> OperatorService:
         engine = make_engine(cfg.database_url)
         upgrade(engine)
-        storage = LocalStorage(cfg.storage_dir)
+        storage = open_storage(cfg)
         storage.prepare()
         return cls(cfg, JobStore(engine), storage, Kube.from_environment(), liveness=liveness)
 
     async def run(self) -> None:
         """Until SIGTERM/SIGINT (kopf handles the signals and stops gracefully)."""
-        log.info("operator starting", extra={"namespace": self.cfg.k8s_namespace,
-                                             "image": self.cfg.worker_image})
+        log.info("operator starting", extra={"namespace": self.cfg.kube.namespace,
+                                             "image": self.cfg.kube.worker_image})
         # Every step blocks on Postgres and the API server in threads; the default pool (cpus
         # + 4 threads) queued a burst of new VideoJobs behind a handful of round trips.
         asyncio.get_running_loop().set_default_executor(
@@ -66,7 +66,7 @@ class OperatorService:
                 registry=self.registry,
                 standalone=True,
                 clusterwide=False,
-                namespaces=[self.cfg.k8s_namespace],
+                namespaces=[self.cfg.kube.namespace],
                 liveness_endpoint=self.liveness or None,
             )
         finally:
@@ -78,4 +78,5 @@ class OperatorService:
         self._stop.set()
         self.reconciler.close()
         self.kube.close()
+        self.storage.close()
         self.store.engine.dispose()

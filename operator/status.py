@@ -10,8 +10,9 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from atproto_video.jobs import Job
-from atproto_video.lexicon import JobState
+from atproto_video.core.details import Plan, Reason, RenditionStatus, renditions_to_json
+from atproto_video.core.jobs import Job
+from atproto_video.core.lexicon import JobState
 from atproto_video.operator.crd import CONDITIONS
 from atproto_video.operator.failures import REASON_FOR_CODE
 
@@ -33,6 +34,7 @@ def set_condition(
     """Conditions with ``type_`` set; ``lastTransitionTime`` moves only when status changes."""
     if type_ not in CONDITIONS:
         raise ValueError(f"undeclared condition type {type_!r}")
+    reason = str(reason)  # a Reason member, or a reason Kubernetes reported
     out: list[dict[str, Any]] = []
     found = False
     for cond in conditions:
@@ -66,74 +68,55 @@ def condition(conditions: Sequence[Mapping[str, Any]], type_: str) -> Mapping[st
     return None
 
 
-def merge_renditions(
-    *sources: Mapping[str, Mapping[str, Any]] | None,
-) -> dict[str, dict[str, Any]]:
-    """Combine per-rendition records; progress takes the highest seen, a later source's
-    other fields win. Used so a retried pod (whose progress file restarts at 0) or a stale
-    read never moves progress backwards."""
-    out: dict[str, dict[str, Any]] = {}
-    for source in sources:
-        for name, rec in (source or {}).items():
-            cur = out.setdefault(name, {"progress": 0, "outcome": "Pending"})
-            prev = int(cur.get("progress", 0))
-            cur.update({k: v for k, v in rec.items() if v is not None})
-            cur["progress"] = max(prev, int(rec.get("progress", 0) or 0))
-            if cur.get("outcome") == "Succeeded":
-                cur["progress"] = 100
-    return out
-
-
 def mirror(
     job: Job,
     *,
     previous: Mapping[str, Any],
     generation: int,
     now: dt.datetime,
-    plan: Mapping[str, Any] | None = None,
-    renditions: Mapping[str, Mapping[str, Any]] | None = None,
+    plan: Plan | None = None,
+    renditions: Mapping[str, RenditionStatus] | None = None,
     failure_reason: str | None = None,
 ) -> dict[str, Any]:
     """The status to write: the database row's view, per-rendition detail and conditions."""
     conditions: list[dict[str, Any]] = [dict(c) for c in previous.get("conditions") or []]
     state = job.state
     planned = plan is not None or bool(previous.get("plan"))
-    details = job.details or {}
     if planned:
-        names = ", ".join((plan or previous.get("plan") or {}).get("renditions") or [])
-        conditions = set_condition(conditions, "Planned", "True", "Probed",
+        names = ", ".join(plan.renditions if plan else previous["plan"].get("renditions") or [])
+        conditions = set_condition(conditions, "Planned", "True", Reason.PROBED,
                                    f"renditions {names} + mp4, thumbnail",
                                    generation=generation, now=now)
     elif state is JobState.FAILED:
-        conditions = set_condition(conditions, "Planned", "False", "NotPlanned",
+        conditions = set_condition(conditions, "Planned", "False", Reason.NOT_PLANNED,
                                    "the job failed before a plan was made",
                                    generation=generation, now=now)
     else:
-        conditions = set_condition(conditions, "Planned", "Unknown", "Probing",
+        conditions = set_condition(conditions, "Planned", "Unknown", Reason.PROBING,
                                    "waiting for the source to be probed",
                                    generation=generation, now=now)
     encoded = JobState.ENCODED in _reached(state)
-    waiting = "Failed" if state is JobState.FAILED else "Encoding"
+    waiting = Reason.FAILED if state is JobState.FAILED else Reason.ENCODING
     conditions = set_condition(
         conditions, "Encoded", "True" if encoded else "False",
-        "AllTargetsSucceeded" if encoded else waiting,
+        Reason.ALL_TARGETS_SUCCEEDED if encoded else waiting,
         "every worker Job succeeded" if encoded else "not every worker Job has succeeded",
         generation=generation, now=now)
     done = state is JobState.COMPLETED
     conditions = set_condition(
         conditions, "Completed", "True" if done else "False",
-        "Completed" if done else state.name.title(),
+        Reason.COMPLETED if done else state.name.title(),
         f"blob {job.cid}" if done and job.cid else f"state {state.value}",
         generation=generation, now=now)
     failed = state is JobState.FAILED
-    reason = failure_reason or str((details.get("failure") or {}).get("reason") or "")
+    reason = failure_reason or job.details.failure_reason or ""
     if failed and not reason:
         old = condition(previous.get("conditions") or [], "Failed")
         reason = str(old.get("reason")) if old and old.get("status") == "True" else ""
     conditions = set_condition(
         conditions, "Failed", "True" if failed else "False",
-        (reason or REASON_FOR_CODE.get(job.failure_code or "", "GenericFailure"))
-        if failed else "NoFailure",
+        (reason or REASON_FOR_CODE.get(job.failure_code or "", Reason.GENERIC_FAILURE))
+        if failed else Reason.NO_FAILURE,
         (job.error or "failed") if failed else "no failure so far",
         generation=generation, now=now)
     status: dict[str, Any] = {
@@ -151,9 +134,9 @@ def mirror(
     if job.cid:
         status["cid"] = job.cid
     if plan is not None:
-        status["plan"] = dict(plan)
+        status["plan"] = plan.to_json()
     if renditions:
-        status["renditions"] = {k: dict(v) for k, v in renditions.items()}
+        status["renditions"] = renditions_to_json(renditions)
     return status
 
 

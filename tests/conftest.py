@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from atproto_video.db import make_engine
-from atproto_video.migrate import upgrade
+from atproto_video.core.db import make_engine
+from atproto_video.core.migrate import upgrade
 from tests.support.cluster import (  # noqa: F401  (session fixtures shared by every tier)
     cluster,
     cluster_worker_image,
@@ -19,6 +19,12 @@ from tests.support.cluster import (  # noqa: F401  (session fixtures shared by e
 )
 from tests.support.didserver import DidServer
 from tests.support.postgres import PostgresServer
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """``anyio`` tests run on asyncio only, the loop the service runs on (trio is not used)."""
+    return "asyncio"
 
 
 @pytest.fixture(scope="session")

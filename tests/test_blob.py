@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from atproto_video.blob import blob_cid, blob_for_file, cid_for_bytes
+from atproto_video.core.blob import blob_cid, blob_for_file, cid_for_bytes
 
 
 def test_cid_matches_reference_vector() -> None:

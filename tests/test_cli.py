@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from atproto_video.migrate import head_revision
+from atproto_video.core.migrate import head_revision
 from tests.support.postgres import PostgresServer
 
 
@@ -26,9 +26,9 @@ def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Completed
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     out = run(["--help"], {}, tmp_path)
     assert out.returncode == 0
-    for command in ("serve", "migrate", "transcode"):
+    for command in ("serve", "migrate", "transcode", "operator"):
         assert command in out.stdout
-    for command in ("serve", "migrate", "transcode"):
+    for command in ("serve", "migrate", "transcode", "operator"):
         sub = run([command, "--help"], {}, tmp_path)
         assert sub.returncode == 0 and "usage: atproto-video" in sub.stdout
 
@@ -57,3 +57,24 @@ def test_bad_config_stops_with_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and "VIDEO_PORT" in lines[0]
     missing = run(["serve"], {}, tmp_path)
     assert missing.returncode == 2 and "VIDEO_SERVICE_DID" in missing.stderr
+
+
+def test_the_operator_command_says_what_is_missing_without_its_extra(tmp_path: Path) -> None:
+    """Without kopf the subcommand stays listed and explains itself, instead of vanishing."""
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text(
+        "import sys\n"
+        "class _NoKopf:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'kopf' or name.startswith('kopf.'):\n"
+        "            raise ModuleNotFoundError(\"No module named 'kopf'\", name='kopf')\n"
+        "sys.meta_path.insert(0, _NoKopf())\n"
+    )
+    env = {"PYTHONPATH": str(tmp_path), "VIDEO_SERVICE_DID": "did:web:video.test",
+           "VIDEO_DB_URL": "postgresql://u:p@127.0.0.1:9/v"}
+    listed = run(["--help"], env, tmp_path)
+    assert listed.returncode == 0 and "operator" in listed.stdout
+    out = run(["operator"], env, tmp_path)
+    assert out.returncode == 2
+    assert "atproto-video[operator]" in out.stderr and "kopf" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

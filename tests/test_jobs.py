@@ -2,12 +2,21 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import Engine
 
-from atproto_video.jobs import DuplicateUpload, JobStore, NewJob, Quota, QuotaExceeded, new_job_id
-from atproto_video.lexicon import (
+from atproto_video.core.details import Plan, RenditionStatus
+from atproto_video.core.jobs import (
+    DuplicateUpload,
+    JobStore,
+    NewJob,
+    Quota,
+    QuotaExceeded,
+    new_job_id,
+)
+from atproto_video.core.lexicon import (
     QUOTA_BYTES_EXCEEDED,
     QUOTA_VIDEOS_EXCEEDED,
     FailureCode,
@@ -168,3 +177,41 @@ def test_database_refuses_a_second_live_job_for_the_same_bytes(engine: Engine) -
     store.create(new(did="did:plc:other", content="same"), quota)  # other DIDs never share
     store.fail(first.id, FailureCode.ENCODING, "boom")
     store.create(new(content="same"), quota)  # a failed job does not block a retry
+
+
+def test_details_updates_from_many_writers_lose_nothing(engine: Engine) -> None:
+    """Each writer reads, changes and writes the details; none may overwrite another's."""
+    store = JobStore(engine)
+    job = store.create(new(), None)
+    writers, rounds = 4, 15
+
+    def write(n: int) -> None:
+        for i in range(rounds):
+            name = f"w{n}-{i}"
+            rec = RenditionStatus(progress=i)
+            store.update_details(job.id, lambda d, name=name, rec=rec: replace(
+                d, renditions={**d.renditions, name: rec}))
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stored = store.get(job.id)
+    assert stored is not None and len(stored.details.renditions) == writers * rounds
+
+
+def test_details_are_typed_and_frozen_once_terminal(engine: Engine) -> None:
+    store = JobStore(engine)
+    job = store.create(new(), None)
+    plan = Plan(1280, 720, "30", True, ("720p", "480p"))
+    assert store.update_details(job.id, lambda d: replace(d, plan=plan)) is not None
+    stored = store.get(job.id)
+    assert stored is not None and stored.details.plan == plan
+    assert [v.name for v in stored.details.plan.variants()] == ["720p", "480p"]
+    with pytest.raises(ValueError):
+        store.update_fields(job.id, details={"plan": None})
+    store.fail(job.id, FailureCode.GENERIC, "stop")
+    assert store.update_details(job.id, lambda d: replace(d, strategy="x")) is None
+    final = store.get(job.id)
+    assert final is not None and final.details.strategy is None

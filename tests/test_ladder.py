@@ -4,11 +4,11 @@ import itertools
 
 import pytest
 
-from atproto_video.ladder import h264_level, plan_ladder, scaled_size
+from atproto_video.core.ladder import build_ladder, h264_level, scaled_size
 
 
 def sizes(width: int, height: int, fps: float = 30) -> list[tuple[str, int, int]]:
-    return [(v.name, v.width, v.height) for v in plan_ladder(width, height, fps)]
+    return [(v.name, v.width, v.height) for v in build_ladder(width, height, fps)]
 
 
 def test_landscape_1080p_gets_three_rungs() -> None:
@@ -34,7 +34,7 @@ def test_between_rungs_never_upscales() -> None:
 
 
 def test_small_source_gets_one_variant_at_its_own_even_size() -> None:
-    plan = plan_ladder(321, 241)
+    plan = build_ladder(321, 241)
     assert [(v.name, v.rung, v.width, v.height) for v in plan] == [("240p", "480p", 320, 240)]
     assert sizes(240, 320) == [("240p", 240, 320)]
 
@@ -44,7 +44,7 @@ def test_small_source_gets_one_variant_at_its_own_even_size() -> None:
     [*itertools.product([2, 3, 97, 479, 480, 481, 719, 853, 1081, 1919, 1920, 4095], repeat=2)],
 )
 def test_every_variant_is_even_within_source_and_keeps_aspect(width: int, height: int) -> None:
-    plan = plan_ladder(width, height)
+    plan = build_ladder(width, height)
     assert plan, "every source gets at least one variant"
     assert len({v.name for v in plan}) == len(plan)
     for v in plan:
@@ -84,7 +84,7 @@ def test_h264_level_fits_frame_size_and_rate(w: int, h: int, fps: float, level: 
 
 
 def test_variant_metadata_for_master_playlist() -> None:
-    top, mid, low = plan_ladder(1920, 1080)
+    top, mid, low = build_ladder(1920, 1080)
     assert top.codecs() == "avc1.640028,mp4a.40.2"
     assert mid.codecs(has_audio=False) == "avc1.64001f"
     assert top.bandwidth() > mid.bandwidth() > low.bandwidth() > 0
@@ -93,11 +93,11 @@ def test_variant_metadata_for_master_playlist() -> None:
 
 
 def test_high_frame_rate_gets_more_bits_and_a_higher_level() -> None:
-    at30, at60 = plan_ladder(1920, 1080, 30)[0], plan_ladder(1920, 1080, 60)[0]
+    at30, at60 = build_ladder(1920, 1080, 30)[0], build_ladder(1920, 1080, 60)[0]
     assert at60.video_bitrate > at30.video_bitrate
     assert (at30.level, at60.level) == ("4.0", "4.2")
 
 
 def test_invalid_size_is_rejected() -> None:
     with pytest.raises(ValueError):
-        plan_ladder(0, 1080)
+        build_ladder(0, 1080)

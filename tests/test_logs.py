@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import logging
 
-from atproto_video.logs import JsonFormatter
+from atproto_video.core.logs import JsonFormatter
 
 
 def test_json_lines_carry_job_and_did() -> None:

@@ -5,8 +5,8 @@ import sys
 
 from sqlalchemy import inspect
 
-from atproto_video.db import make_engine
-from atproto_video.migrate import current_revision, head_revision, upgrade
+from atproto_video.core.db import make_engine
+from atproto_video.core.migrate import current_revision, head_revision, upgrade
 
 
 def test_upgrade_creates_the_schema_and_is_idempotent(db_url: str) -> None:
@@ -38,8 +38,8 @@ def test_upgrade_creates_the_schema_and_is_idempotent(db_url: str) -> None:
 
 def test_concurrent_processes_migrate_safely(db_url: str) -> None:
     code = (
-        "import sys; from atproto_video.db import make_engine; "
-        "from atproto_video.migrate import upgrade; print(upgrade(make_engine(sys.argv[1])))"
+        "import sys; from atproto_video.core.db import make_engine; "
+        "from atproto_video.core.migrate import upgrade; print(upgrade(make_engine(sys.argv[1])))"
     )
     procs = [
         subprocess.Popen(

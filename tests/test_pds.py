@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from atproto_video.blob import blob_for_file
-from atproto_video.lexicon import FailureCode
-from atproto_video.netguard import UnsafeEndpoint
-from atproto_video.pds import (
+from atproto_video.core.blob import blob_for_file
+from atproto_video.core.lexicon import FailureCode
+from atproto_video.core.netguard import UnsafeEndpoint
+from atproto_video.core.pds import (
     PdsBlobTooLarge,
     PdsUploadError,
     RetryPolicy,
@@ -20,16 +20,11 @@ from atproto_video.pds import (
     upload_blob,
 )
 from tests.bluesky.scripted import Answer, ScriptedPDS
-from tests.support.service import free_port
+from tests.support.waiting import free_port
 
 pytestmark = pytest.mark.anyio
 TOKEN = "header.payload-with-secret.signature"
 FAST = RetryPolicy(timeout_s=5, initial_s=0.01, max_s=0.05, min_remaining_s=0.5)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from atproto_video.config import ConfigError, VideoConfig
-from atproto_video.tokens import (
+from atproto_video.core.config import ConfigError, ServiceSettings, VideoConfig
+from atproto_video.core.tokens import (
     TokenCipher,
     TokenDecryptError,
     load_or_create_key_file,
@@ -53,17 +53,17 @@ def test_key_from_env(tmp_path: Path) -> None:
     assert token_key(cfg) == key
     assert not (tmp_path / "token.key").exists()
     assert base64.b64encode(key).decode() not in repr(cfg)
-    assert cfg.describe()["token_key"] == "<set>"
+    assert cfg.describe()["secrets"]["token_key"] == "<set>"
     assert base64.b64encode(key).decode() not in str(cfg.describe())
     urlsafe = base64.urlsafe_b64encode(key).decode().rstrip("=")
-    assert VideoConfig.from_env({**env, "VIDEO_TOKEN_KEY": urlsafe}).token_key == key
+    assert VideoConfig.from_env({**env, "VIDEO_TOKEN_KEY": urlsafe}).secrets.token_key == key
     for bad in ("short", base64.b64encode(os.urandom(16)).decode(), "!!!"):
         with pytest.raises(ConfigError, match="VIDEO_TOKEN_KEY"):
             VideoConfig.from_env({**env, "VIDEO_TOKEN_KEY": bad})
 
 
 def test_embedded_mode_generates_a_private_key_file_once(tmp_path: Path) -> None:
-    cfg = VideoConfig(service_did="did:web:v.example", data_dir=tmp_path / "data")
+    cfg = VideoConfig(ServiceSettings(did="did:web:v.example", data_dir=tmp_path / "data"))
     first = token_key(cfg)
     path = tmp_path / "data" / "token.key"
     assert len(first) == 32 and path.read_bytes() == first
@@ -84,7 +84,8 @@ def test_concurrent_first_starts_agree_on_one_key(tmp_path: Path) -> None:
 
 
 def test_cluster_mode_requires_a_configured_key(tmp_path: Path) -> None:
-    cfg = VideoConfig(service_did="did:web:v.example", data_dir=tmp_path, executor="kubernetes")
+    cfg = VideoConfig(ServiceSettings(did="did:web:v.example", data_dir=tmp_path,
+                                      executor="kubernetes"))
     with pytest.raises(ConfigError, match="VIDEO_TOKEN_KEY is required"):
         token_key(cfg)
     assert not (tmp_path / "token.key").exists()

@@ -16,13 +16,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from atproto_video.core.config import ConfigError, TranscodeSettings
+from atproto_video.core.storage import atomic_write_text
+from atproto_video.transcoder.contract import (
+    EXIT_ENCODING,
+    EXIT_FOR_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    EXIT_VALIDATION,
+    TARGETS,
+)
 from atproto_video.transcoder.errors import EncodingFailure, TranscodeError
 from atproto_video.transcoder.limits import TranscodeLimits
-from atproto_video.transcoder.master import atomic_write_text
 from atproto_video.transcoder.pipeline import (
-    TARGETS,
     is_target,
-    plan_for,
+    ladder_for,
     transcode,
     transcode_target,
 )
@@ -30,10 +38,6 @@ from atproto_video.transcoder.probe import probe
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_VALIDATION = 10
-EXIT_ENCODING = 11
-_EXIT_CODES = {"validation_failure": EXIT_VALIDATION, "encoding_failure": EXIT_ENCODING}
 _ALL_TARGETS = (*TARGETS, "master", "all", "plan")
 
 _EPILOG = f"""\
@@ -102,11 +106,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run_command(args: argparse.Namespace) -> int:
     target: str = args.target
     if not _valid_target(target):
-        return _fail(args, EncodingFailure(f"unknown target {target!r}"), exit_code=2)
+        return _fail(args, EncodingFailure(f"unknown target {target!r}"), exit_code=EXIT_USAGE)
     try:
-        limits = TranscodeLimits.from_env()
-    except ValueError as exc:
-        return _fail(args, EncodingFailure(f"configuration error: {exc}"), exit_code=2)
+        limits = TranscodeLimits.from_settings(TranscodeSettings.from_env())
+    except ConfigError as exc:
+        return _fail(args, EncodingFailure(f"configuration error: {exc}"), exit_code=EXIT_USAGE)
     reporter = ProgressFile(args.progress_file, target)
     reporter(0.0)
     try:
@@ -132,7 +136,7 @@ def _run(
     out_dir: Path = args.output_dir
     if target == "plan":
         info = probe(source, limits)
-        plan = plan_for(info, limits)
+        plan = ladder_for(info, limits)
         return {
             "source": {**asdict(info), "fps": str(info.fps), "has_audio": info.has_audio},
             "fps": str(info.output_fps(limits.max_fps)),
@@ -155,7 +159,9 @@ def _fail(args: argparse.Namespace, error: TranscodeError, *, exit_code: int | N
             termination_log.write_text(line + "\n", encoding="utf-8")
         except OSError as exc:
             print(f"cannot write termination log: {exc}", file=sys.stderr)
-    return exit_code if exit_code is not None else _EXIT_CODES.get(error.failure_code, 11)
+    if exit_code is not None:
+        return exit_code
+    return EXIT_FOR_FAILURE.get(error.failure_code, EXIT_ENCODING)
 
 
 class ProgressFile:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from atproto_video.ladder import Variant
+from atproto_video.core.ladder import Variant
 from atproto_video.transcoder.limits import TranscodeLimits
 from atproto_video.transcoder.probe import SourceInfo
 

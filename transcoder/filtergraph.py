@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from atproto_video.ladder import Variant
+from atproto_video.core.ladder import Variant
 from atproto_video.transcoder.probe import SourceInfo
 
 #: The thumbnail is chosen among frames sampled from the start of the video.

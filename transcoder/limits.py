@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from atproto_video.config import VideoConfig
-
+from atproto_video.core.config import TranscodeSettings
 
 _AUTO_THREAD_CAP = 16
 
@@ -58,37 +54,12 @@ class TranscodeLimits:
         return self.timeout_base_s + self.timeout_factor * max(duration_s, 1.0)
 
     @classmethod
-    def from_config(cls, config: VideoConfig) -> TranscodeLimits:
-        """Limits from the service's shared config object."""
+    def from_settings(cls, settings: TranscodeSettings) -> TranscodeLimits:
+        """Limits from the transcode section: the service and the worker read it alike."""
         return cls(
-            ffmpeg_path=config.ffmpeg_path,
-            ffprobe_path=config.ffprobe_path,
-            max_duration_s=float(config.max_duration_s),
-            max_fps=int(config.max_fps),
-            threads=int(config.transcode_threads),
-        )
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> TranscodeLimits:
-        """Limits for the worker container, which has no service config (no DID, no DB)."""
-        env = os.environ if env is None else env
-
-        def number(name: str, default: float, low: float) -> float:
-            raw = env.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ValueError(f"{name} must be a number, got {raw!r}") from None
-            if value < low:
-                raise ValueError(f"{name} must be >= {low:g}, got {raw!r}")
-            return value
-
-        return cls(
-            ffmpeg_path=env.get("VIDEO_FFMPEG_PATH", "").strip() or "ffmpeg",
-            ffprobe_path=env.get("VIDEO_FFPROBE_PATH", "").strip() or "ffprobe",
-            max_duration_s=number("VIDEO_MAX_DURATION_S", 600.0, 1.0),
-            max_fps=int(number("VIDEO_MAX_FPS", 60, 1)),
-            threads=int(number("VIDEO_TRANSCODE_THREADS", 0, 0)),
+            ffmpeg_path=settings.ffmpeg_path,
+            ffprobe_path=settings.ffprobe_path,
+            max_duration_s=float(settings.max_duration_s),
+            max_fps=settings.max_fps,
+            threads=settings.threads,
         )

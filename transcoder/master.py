@@ -6,12 +6,11 @@ without inspecting their output, and keeps BANDWIDTH/CODECS identical for both s
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from atproto_video.ladder import Variant
+from atproto_video.core.ladder import Variant
+from atproto_video.core.storage import atomic_write_text
 from atproto_video.transcoder.encoding import MASTER, PLAYLIST
 
 
@@ -36,15 +35,3 @@ def write_master(plan: Sequence[Variant], out_dir: Path, *, has_audio: bool = Tr
     target = out_dir / MASTER
     atomic_write_text(target, master_playlist(plan, has_audio=has_audio))
     return target
-
-
-def atomic_write_text(target: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

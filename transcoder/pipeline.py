@@ -30,12 +30,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from atproto_video.ladder import RUNG_NAMES, Variant, mp4_variant, plan_ladder
+from atproto_video.core.ladder import Variant, build_ladder
+from atproto_video.core.storage import atomic_write_text
 from atproto_video.transcoder import encoding, filtergraph
+from atproto_video.transcoder.contract import (
+    TARGET_MASTER,
+    TARGET_MP4,
+    TARGET_THUMBNAIL,
+    TARGETS,
+    reference_variant,
+    targets_for,
+)
 from atproto_video.transcoder.errors import EncodingFailure, TranscodeError, ValidationFailure
 from atproto_video.transcoder.formats import input_args
 from atproto_video.transcoder.limits import TranscodeLimits
-from atproto_video.transcoder.master import atomic_write_text, write_master
+from atproto_video.transcoder.master import write_master
 from atproto_video.transcoder.probe import SourceInfo, probe
 from atproto_video.transcoder.process import RunResult, clean_message, run
 from atproto_video.transcoder.progress import (
@@ -49,7 +58,7 @@ __all__ = [
     "TARGETS",
     "Strategy",
     "TranscodeResult",
-    "plan_for",
+    "ladder_for",
     "transcode",
     "transcode_target",
     "write_master",
@@ -58,8 +67,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Strategy = Literal["single", "per_rendition"]
-#: Targets a caller may ask for; variant names of small sources (e.g. "240p") work too.
-TARGETS: tuple[str, ...] = (*RUNG_NAMES, "thumbnail", "mp4")
 
 # ffmpeg messages that mean the input, not our encoders, is at fault.
 _INPUT_ERRORS = re.compile(
@@ -96,9 +103,9 @@ class TranscodeResult:
         return self.out_dir / variant.name / encoding.PLAYLIST
 
 
-def plan_for(source: SourceInfo, limits: TranscodeLimits) -> list[Variant]:
+def ladder_for(source: SourceInfo, limits: TranscodeLimits) -> list[Variant]:
     """The ladder for this source at its output frame rate."""
-    return plan_ladder(source.width, source.height, source.output_fps(limits.max_fps))
+    return build_ladder(source.width, source.height, source.output_fps(limits.max_fps))
 
 
 def transcode(
@@ -114,17 +121,16 @@ def transcode(
         raise ValueError(f"unknown strategy {strategy!r}")
     started = time.monotonic()
     source = probe(src, limits)
-    plan = plan_for(source, limits)
+    plan = ladder_for(source, limits)
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = Progress(on_progress)
     if strategy == "single":
         _run_single(src, out_dir, source, plan, limits, progress.update)
     else:
-        targets = [*(v.name for v in plan), "mp4", "thumbnail"]
-        weights = [_weight(t, plan) for t in targets]
-        stages = WeightedStages(weights, progress)
+        targets = targets_for(plan)
+        stages = WeightedStages([t.weight for t in targets], progress)
         for target in targets:
-            _run_target(src, out_dir, target, source, plan, limits, stages.stage_sink())
+            _run_target(src, out_dir, target.name, source, plan, limits, stages.stage_sink())
             stages.finish_stage()
     write_master(plan, out_dir, has_audio=source.has_audio)
     progress.done()
@@ -145,13 +151,13 @@ def transcode_target(
     if not is_target(target):
         raise ValueError(f"unknown target {target!r}")
     source = probe(src, limits)
-    plan = plan_for(source, limits)
+    plan = ladder_for(source, limits)
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = Progress(on_progress)
     variant: Variant | None = None
-    if target == "master":
+    if target == TARGET_MASTER:
         write_master(plan, out_dir, has_audio=source.has_audio)
-    elif target in ("thumbnail", "mp4"):
+    elif target in (TARGET_THUMBNAIL, TARGET_MP4):
         _run_target(src, out_dir, target, source, plan, limits, progress.update)
     else:
         variant = find_variant(plan, target)
@@ -165,7 +171,8 @@ def transcode_target(
 
 def is_target(target: str) -> bool:
     """Named targets, plus any `<short side>p` (a rung, or a small source's own variant)."""
-    return target in (*TARGETS, "master") or re.fullmatch(r"[1-9][0-9]{0,4}p", target) is not None
+    named = target in (*TARGETS, TARGET_MASTER)
+    return named or re.fullmatch(r"[1-9][0-9]{0,4}p", target) is not None
 
 
 def find_variant(plan: Sequence[Variant], target: str) -> Variant | None:
@@ -173,15 +180,6 @@ def find_variant(plan: Sequence[Variant], target: str) -> Variant | None:
         if target in (variant.name, variant.rung):
             return variant
     return None
-
-
-def _weight(target: str, plan: Sequence[Variant]) -> float:
-    """Relative cost for progress: encoded pixels; the thumbnail is nearly free."""
-    if target == "thumbnail":
-        return 0.02 * plan[0].width * plan[0].height
-    variant = mp4_variant(plan) if target == "mp4" else find_variant(plan, target)
-    assert variant is not None
-    return float(variant.width * variant.height)
 
 
 def _base_argv(limits: TranscodeLimits) -> list[str]:
@@ -227,7 +225,7 @@ def _run_single(
     graph = [f"[0:{source.video_stream}]{filtergraph.preprocess(source, fps)},"
              f"split={branches}{labels}"]
     graph += [f"[s{i}]{filtergraph.scale(v)}[v{i}]" for i, v in enumerate(plan)]
-    graph.append(filtergraph.thumbnail(f"s{len(plan)}", "thumb", plan[0]))
+    graph.append(filtergraph.thumbnail(f"s{len(plan)}", "thumb", reference_variant(plan)))
     seconds = _media_seconds(source, limits)
     argv = [*_base_argv(limits), *_input(src, source, limits, read_s=limits.max_duration_s),
             "-filter_complex", ";".join(graph)]
@@ -260,20 +258,20 @@ def _run_target(
     pre = f"[0:{source.video_stream}]{filtergraph.preprocess(source, fps)}"
     seconds = _media_seconds(source, limits)
     read_s = limits.max_duration_s
-    if target == "thumbnail":
+    if target == TARGET_THUMBNAIL:
         seconds = min(seconds, filtergraph.THUMBNAIL_WINDOW_S + 1)
         read_s = seconds
         _remove(out_dir / encoding.THUMBNAIL)
-        graph = f"{pre}[pre];{filtergraph.thumbnail('pre', 'out', plan[0])}"
+        graph = f"{pre}[pre];{filtergraph.thumbnail('pre', 'out', reference_variant(plan))}"
         outputs = ["-map", "[out]", *encoding.thumbnail_output()]
     else:
-        variant = mp4_variant(plan) if target == "mp4" else find_variant(plan, target)
+        variant = reference_variant(plan) if target == TARGET_MP4 else find_variant(plan, target)
         if variant is None:
             raise ValueError(f"target {target!r} is not in the plan")
         graph = f"{pre},{filtergraph.scale(variant)}[out]"
         codec = [*encoding.video_args(variant, source, fps, limits),
                  *encoding.audio_args(source, variant), "-max_muxing_queue_size", "4096"]
-        if target == "mp4":
+        if target == TARGET_MP4:
             _remove(out_dir / encoding.MP4)
             outputs = ["-map", "[out]", *codec, *encoding.mp4_output()]
         else:
@@ -282,8 +280,8 @@ def _run_target(
     argv = [*_base_argv(limits), *_input(src, source, limits, read_s=read_s),
             "-filter_complex", graph, *outputs]
     _ffmpeg(argv, out_dir, seconds, limits, sink)
-    if target in ("thumbnail", "mp4"):
-        _check_file(out_dir / (encoding.THUMBNAIL if target == "thumbnail" else encoding.MP4))
+    if target in (TARGET_THUMBNAIL, TARGET_MP4):
+        _check_file(out_dir / (encoding.THUMBNAIL if target == TARGET_THUMBNAIL else encoding.MP4))
     else:
         variant = find_variant(plan, target)
         assert variant is not None

@@ -126,7 +126,9 @@ def run(
 def clean_message(line: str) -> str:
     """Drop `[h264 @ 0x...]` prefixes and file paths: short, path-free, safe to show users."""
     line = re.sub(r"\[[^\]]+ @ 0x[0-9a-f]+\]\s*", "", line)
-    line = re.sub(r"file:/\S+", "<input>", line)
+    # The path only: ffmpeg's "file:/path: message" keeps its colon, so callers can strip
+    # the "<input>: " prefix.
+    line = re.sub(r"file:/\S*?(?=:?(?:\s|$))", "<input>", line)
     return line.strip()[:200]
 
 

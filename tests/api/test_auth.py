@@ -17,11 +17,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def verifier(did_server: DidServer) -> AsyncIterator[ServiceAuthVerifier]:
     resolver = DidResolver(did_server.url, allow_private=True)
     yield ServiceAuthVerifier(SERVICE, resolver)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.test_service import upload, user, wait_terminal
 from tests.support.didserver import DidServer
+from tests.support.hostile import ReaderWatcher, hls_playlist
 from tests.support.service import ServiceProcess
-from tests.transcoder.test_hostile_inputs import ReaderWatcher
+from tests.support.xrpc import upload_as, user, wait_for_job
 
 
 @pytest.fixture(scope="module")
@@ -21,20 +21,13 @@ def service(tmp_path_factory: pytest.TempPathFactory, dids: DidServer) -> Iterat
     svc.stop()
 
 
-def playlist(target: str) -> bytes:
-    return (
-        b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-PLAYLIST-TYPE:VOD\n"
-        b"#EXTINF:4.0,\n" + target.encode() + b"\n#EXT-X-ENDLIST\n"
-    )
-
-
 @pytest.mark.parametrize("target", ["file:///etc/passwd", "http://127.0.0.1:9/seg.ts"])
 def test_playlist_upload_is_a_validation_failure(
     service: ServiceProcess, dids: DidServer, target: str
 ) -> None:
-    resp = upload(service, user(dids), playlist(target), ctype="video/mp4")
+    resp = upload_as(service, user(dids), hls_playlist(target), ctype="video/mp4")
     assert resp.status_code == 200
-    status = wait_terminal(service, resp.json()["jobId"])
+    status, _ = wait_for_job(service, resp.json()["jobId"], timeout=120)
     assert status["state"] == "JOB_STATE_FAILED"
     assert status["failureCode"] == "validation_failure"
     assert "root:" not in status["error"]
@@ -46,8 +39,8 @@ def test_referenced_file_is_never_opened(
     secret = tmp_path / "secret.ts"
     os.mkfifo(secret)  # any open for reading would be seen by the watcher
     with ReaderWatcher(secret) as watcher:
-        resp = upload(service, user(dids), playlist(f"file://{secret}"), ctype="video/mp4")
-        status = wait_terminal(service, resp.json()["jobId"])
+        resp = upload_as(service, user(dids), hls_playlist(f"file://{secret}"), ctype="video/mp4")
+        status, _ = wait_for_job(service, resp.json()["jobId"], timeout=120)
     assert status["state"] == "JOB_STATE_FAILED"
     assert status["failureCode"] == "validation_failure"
     assert not watcher.opened

@@ -8,23 +8,26 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
 
-from atproto_video.blob import cid_for_bytes
-from atproto_video.lexicon import STATE_ORDER
+from atproto_video.core.blob import cid_for_bytes
 from tests.support.didserver import DidServer
-from tests.support.identity import Identity, new_plc_did
+from tests.support.identity import Identity
 from tests.support.media import make_clip
-from tests.support.service import ServiceProcess, job_count, vm_hwm_kb
-
-SERVICE_DID = "did:web:video.test"
-UPLOAD = "app.bsky.video.uploadVideo"
-STATUS = "app.bsky.video.getJobStatus"
-LIMITS = "app.bsky.video.getUploadLimits"
+from tests.support.service import ServiceProcess, assert_monotonic, job_count, vm_hwm_kb
+from tests.support.waiting import wait_for
+from tests.support.xrpc import (
+    LIMITS,
+    SERVICE_DID,
+    STATUS,
+    UPLOAD,
+    upload_as,
+    user,
+    wait_for_job,
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,50 +47,9 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     ).read_bytes()
 
 
-def user(dids: DidServer, **kw: Any) -> Identity:
-    who = Identity(new_plc_did(), **kw)
-    dids.publish(who)
-    return who
-
-
-def upload(
-    svc: ServiceProcess,
-    who: Identity,
-    body: bytes,
-    *,
-    token: str | None = None,
-    ctype: str = "video/mp4",
-) -> httpx.Response:
-    token = token if token is not None else who.token(SERVICE_DID, UPLOAD)
-    return httpx.post(
-        f"{svc.url}/xrpc/{UPLOAD}",
-        params={"did": who.did, "name": "abc123.mp4"},
-        content=body,
-        headers={"authorization": f"Bearer {token}", "content-type": ctype},
-        timeout=60,
-    )
-
-
-def wait_terminal(svc: ServiceProcess, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    seen: list[tuple[str, int]] = []
-    while time.monotonic() < deadline:
-        resp = httpx.get(f"{svc.url}/xrpc/{STATUS}", params={"jobId": job_id}, timeout=10)
-        assert resp.status_code == 200, resp.text
-        status: dict[str, Any] = resp.json()["jobStatus"]
-        seen.append((status["state"], status.get("progress", 0)))
-        if status["state"] in ("JOB_STATE_COMPLETED", "JOB_STATE_FAILED"):
-            status["_seen"] = seen
-            return status
-        time.sleep(0.2)
-    raise AssertionError(
-        f"job {job_id} not terminal after {timeout}s: {seen[-5:]}\n{svc.logs()[-3000:]}"
-    )
-
-
 def test_upload_to_completed(service: ServiceProcess, dids: DidServer, clip: bytes) -> None:
     who = user(dids)
-    resp = upload(service, who, clip)
+    resp = upload_as(service, who, clip)
     assert resp.status_code == 200, resp.text
     body = resp.json()
     # Production answers with the bare job status; lexicon clients read jobStatus (SPEC 1).
@@ -95,15 +57,10 @@ def test_upload_to_completed(service: ServiceProcess, dids: DidServer, clip: byt
     assert body["did"] == who.did and body["state"] == "JOB_STATE_CREATED"
     assert len(body["jobId"]) >= 30
 
-    status = wait_terminal(service, body["jobId"])
+    status, seen = wait_for_job(service, body["jobId"], timeout=120)
     assert status["state"] == "JOB_STATE_COMPLETED", status
-    states = [s for s, _ in status["_seen"]]
-    order = [s.value for s in STATE_ORDER]
-    assert [s for s in order if s in states] == list(dict.fromkeys(states))  # only forward
-    assert not {"JOB_STATE_UPLOADING", "JOB_STATE_UPLOADED"} & set(states)  # seed mode: no PDS
-    for state in set(states):  # progress never goes backwards within a state
-        values = [p for s, p in status["_seen"] if s == state]
-        assert values == sorted(values)
+    assert_monotonic(seen)  # states only forward, progress never back within a state
+    assert not {"JOB_STATE_UPLOADING", "JOB_STATE_UPLOADED"} & {s for s, _ in seen}  # no PDS
     assert status["progress"] == 100
 
     blob = status["blob"]
@@ -136,7 +93,7 @@ def test_upload_to_completed(service: ServiceProcess, dids: DidServer, clip: byt
         f"{service.url}/xrpc/{LIMITS}",
         headers={"authorization": f"Bearer {who.token(SERVICE_DID, LIMITS)}"},
     ).json()
-    again = upload(service, who, clip)
+    again = upload_as(service, who, clip)
     assert again.status_code == 200
     assert again.json()["jobId"] == body["jobId"] and again.json()["error"] == "already_exists"
     limits_after = httpx.get(
@@ -202,16 +159,16 @@ def test_auth_failures(
 
 def test_empty_body(service: ServiceProcess, dids: DidServer) -> None:
     who = user(dids)
-    resp = upload(service, who, b"")
+    resp = upload_as(service, who, b"")
     assert (resp.status_code, resp.json()["error"]) == (400, "InvalidRequest")
     assert job_count(service, who.did) == 0
 
 
 def test_non_video_body_fails_validation(service: ServiceProcess, dids: DidServer) -> None:
     who = user(dids)
-    resp = upload(service, who, b"this is not a video\n" * 100, ctype="text/plain")
+    resp = upload_as(service, who, b"this is not a video\n" * 100, ctype="text/plain")
     assert resp.status_code == 200
-    status = wait_terminal(service, resp.json()["jobId"])
+    status, _ = wait_for_job(service, resp.json()["jobId"], timeout=120)
     assert status["state"] == "JOB_STATE_FAILED"
     assert status["failureCode"] == "validation_failure" and status["error"]
     assert "blob" not in status
@@ -262,10 +219,7 @@ def test_cut_off_upload_leaves_nothing(service: ServiceProcess, dids: DidServer)
             + b"\x00" * 3_000_000
         )
         time.sleep(0.5)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _job_dirs(service) != before:
-        time.sleep(0.1)
-    assert _job_dirs(service) == before
+    wait_for(lambda: _job_dirs(service) == before, timeout=10, what="job dirs cleaned up")
     assert job_count(service, who.did) == 0
 
 
@@ -296,7 +250,7 @@ def test_large_upload_streams_in_bounded_memory(service: ServiceProcess, dids: D
     assert resp.status_code == 200, resp.text
     growth_mb = (vm_hwm_kb(service.pid) - hwm_before) / 1024
     assert growth_mb < 64, f"peak RSS grew {growth_mb:.1f} MiB during a 300 MB upload"
-    status = wait_terminal(service, resp.json()["jobId"])
+    status, _ = wait_for_job(service, resp.json()["jobId"], timeout=120)
     assert status["failureCode"] == "validation_failure"  # random bytes are not a video
 
 
@@ -322,7 +276,7 @@ def small(tmp_path_factory: pytest.TempPathFactory, dids: DidServer) -> Iterator
 
 def test_too_large(small: ServiceProcess, dids: DidServer) -> None:
     who = user(dids)
-    resp = upload(small, who, b"\x00" * 1_000_001)
+    resp = upload_as(small, who, b"\x00" * 1_000_001)
     assert (resp.status_code, resp.json()["error"]) == (413, "PayloadTooLarge")
 
     def chunked() -> Iterator[bytes]:  # no Content-Length: caught while streaming
@@ -341,26 +295,16 @@ def test_too_large(small: ServiceProcess, dids: DidServer) -> None:
 def test_over_quota(small: ServiceProcess, dids: DidServer) -> None:
     who = user(dids)
     for i in range(2):
-        assert upload(small, who, b"clip %d" % i + b"\x00" * 1000).status_code == 200
-    resp = upload(small, who, b"clip 3" + b"\x00" * 1000)
+        assert upload_as(small, who, b"clip %d" % i + b"\x00" * 1000).status_code == 200
+    resp = upload_as(small, who, b"clip 3" + b"\x00" * 1000)
     assert resp.status_code == 429
     assert resp.json()["error"] == "User has exceeded daily upload videos limit"
     bytes_user = user(dids)
-    assert upload(small, bytes_user, b"a" * 900_000).status_code == 200
-    resp = upload(small, bytes_user, b"b" * 700_000)
+    assert upload_as(small, bytes_user, b"a" * 900_000).status_code == 200
+    resp = upload_as(small, bytes_user, b"b" * 700_000)
     assert resp.status_code == 429
     assert resp.json()["error"] == "User has exceeded daily upload bytes limit"
     assert job_count(small, bytes_user.did) == 1
-
-
-def _wait_state(svc: ServiceProcess, job_id: str, state: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = httpx.get(f"{svc.url}/xrpc/{STATUS}", params={"jobId": job_id}).json()
-        if status["jobStatus"]["state"] == state:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{job_id} never reached {state}")
 
 
 def _ffmpeg_on(path: Path) -> list[int]:
@@ -385,17 +329,11 @@ def _argv0(pid: int) -> str:
 
 def _wait_ffmpeg(source: Path, timeout: float = 60) -> list[int]:
     """ENCODING is recorded just before ffmpeg starts: wait for the process itself."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pids = [
-            pid
-            for pid in _ffmpeg_on(source)
-            if _argv0(pid).rsplit("/", 1)[-1] == "ffmpeg"  # the encoder, not the probe
-        ]
-        if pids:
-            return pids
-        time.sleep(0.05)
-    raise AssertionError(f"no ffmpeg started on {source}")
+
+    def encoders() -> list[int]:  # the encoder, not the probe
+        return [pid for pid in _ffmpeg_on(source) if _argv0(pid).rsplit("/", 1)[-1] == "ffmpeg"]
+
+    return wait_for(encoders, timeout=timeout, interval=0.05, what=f"an ffmpeg on {source}")
 
 
 def test_restart_resumes_jobs(tmp_path: Path, dids: DidServer) -> None:
@@ -403,9 +341,9 @@ def test_restart_resumes_jobs(tmp_path: Path, dids: DidServer) -> None:
     svc = ServiceProcess(tmp_path / "svc", {"VIDEO_DID_PLC_URL": dids.url}).start()
     who = user(dids)
     try:
-        job_id = upload(svc, who, clip).json()["jobId"]
+        job_id = upload_as(svc, who, clip).json()["jobId"]
         source = svc.data_dir / "storage" / "jobs" / job_id / "source"
-        _wait_state(svc, job_id, "JOB_STATE_ENCODING")
+        wait_for_job(svc, job_id, ("JOB_STATE_ENCODING",), timeout=60, interval=0.05)
         _wait_ffmpeg(source)
         # Graceful stop: ffmpeg is stopped with the service, the job stays to be resumed.
         t0 = time.monotonic()
@@ -413,7 +351,7 @@ def test_restart_resumes_jobs(tmp_path: Path, dids: DidServer) -> None:
         assert time.monotonic() - t0 < 20
         assert _ffmpeg_on(source) == []
         svc.start()
-        _wait_state(svc, job_id, "JOB_STATE_ENCODING")
+        wait_for_job(svc, job_id, ("JOB_STATE_ENCODING",), timeout=60, interval=0.05)
         _wait_ffmpeg(source)
         svc.kill()  # SIGKILL in the middle of encoding: ffmpeg survives it (own session)...
         orphans = _ffmpeg_on(source)
@@ -421,7 +359,7 @@ def test_restart_resumes_jobs(tmp_path: Path, dids: DidServer) -> None:
         svc.start()  # healthy only after the executor resumed jobs and killed their orphans
         time.sleep(0.2)
         assert not set(orphans) & set(_ffmpeg_on(source))
-        status = wait_terminal(svc, job_id, timeout=240)
+        status, _ = wait_for_job(svc, job_id, timeout=240)
         assert status["state"] == "JOB_STATE_COMPLETED", status
         with sqlite3.connect(svc.data_dir / "video.sqlite3") as conn:
             attempts = conn.execute("SELECT attempts FROM video_job WHERE id = ?", (job_id,))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -11,16 +10,13 @@ from urllib.parse import quote
 
 import httpx
 
-from atproto_video.blob import cid_for_bytes
+from atproto_video.core.blob import cid_for_bytes
+from tests.support.media import AAC, H264, make_clip
 from tests.support.pds import LocalPDS, PDSAccount
 from tests.support.service import ServiceProcess
+from tests.support.xrpc import LIMITS, SERVICE_DID
 
-UPLOAD = "app.bsky.video.uploadVideo"
-STATUS = "app.bsky.video.getJobStatus"
-LIMITS = "app.bsky.video.getUploadLimits"
 UPLOAD_BLOB = "com.atproto.repo.uploadBlob"
-SERVICE_DID = "did:web:video.test"  # ServiceProcess's default VIDEO_SERVICE_DID
-TERMINAL = ("JOB_STATE_COMPLETED", "JOB_STATE_FAILED")
 
 
 def upload_token(
@@ -34,52 +30,6 @@ def upload_token(
 
 def limits_token(pds: LocalPDS, account: PDSAccount | None = None) -> str:
     return pds.service_auth(SERVICE_DID, LIMITS, exp=time.time() + 1800, account=account)
-
-
-def upload(
-    svc: ServiceProcess,
-    did: str,
-    token: str,
-    body: bytes,
-    *,
-    ctype: str = "video/mp4",
-    name: str = "a1b2c3.mp4",
-    headers: dict[str, str] | None = None,
-) -> httpx.Response:
-    """POST uploadVideo with the query params social-app sends."""
-    return httpx.post(
-        f"{svc.url}/xrpc/{UPLOAD}",
-        params={"did": did, "name": name},
-        content=body,
-        headers={"authorization": f"Bearer {token}", "content-type": ctype, **(headers or {})},
-        timeout=60,
-    )
-
-
-def status(svc: ServiceProcess, job_id: str) -> dict[str, Any]:
-    resp = httpx.get(f"{svc.url}/xrpc/{STATUS}", params={"jobId": job_id}, timeout=10)
-    assert resp.status_code == 200, resp.text
-    out: dict[str, Any] = resp.json()["jobStatus"]
-    return out
-
-
-def wait_for(
-    svc: ServiceProcess, job_id: str, states: tuple[str, ...] = TERMINAL, timeout: float = 180
-) -> tuple[dict[str, Any], list[tuple[str, int]]]:
-    """Poll like the app (tokenless); the status once in ``states`` and every (state, progress)."""
-    deadline = time.monotonic() + timeout
-    seen: list[tuple[str, int]] = []
-    while time.monotonic() < deadline:
-        st = status(svc, job_id)
-        seen.append((st["state"], st.get("progress", 0)))
-        if st["state"] in states:
-            return st, seen
-        if st["state"] in TERMINAL:
-            raise AssertionError(f"job ended {st} while waiting for {states}")
-        time.sleep(0.1)
-    raise AssertionError(
-        f"job {job_id} not in {states} after {timeout}s: {seen[-5:]}\n{svc.logs()[-3000:]}"
-    )
 
 
 def fetch_mp4(svc: ServiceProcess, did: str, cid: str) -> bytes:
@@ -97,39 +47,22 @@ def job_row(svc: ServiceProcess, job_id: str) -> dict[str, Any]:
     return dict(row)
 
 
+#: Video and audio encoder arguments per upload format the app may send.
+FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "mp4": (H264, AAC),
+    "mov": (H264, AAC),
+    "webm": (("-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"),
+             ("-c:a", "libopus")),
+    "mpeg": (("-c:v", "mpeg2video", "-f", "mpeg"), ("-c:a", "mp2")),
+    "gif": (("-c:v", "gif"), ()),
+}
+
+
 def make_video(
     path: Path, tag: str, *, seconds: float = 1, size: str = "320x180", fmt: str = "mp4"
 ) -> bytes:
-    """A short test clip; ``tag`` goes into the metadata so every clip has distinct bytes."""
-    codecs = {
-        "mp4": ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"],
-        "mov": ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"],
-        "webm": [
-            "-c:v",
-            "libvpx-vp9",
-            "-deadline",
-            "realtime",
-            "-cpu-used",
-            "8",
-            "-c:a",
-            "libopus",
-        ],
-        "mpeg": ["-c:v", "mpeg2video", "-c:a", "mp2", "-f", "mpeg"],
-        "gif": ["-an", "-c:v", "gif"],
-    }[fmt]
-    argv = [
-        "ffmpeg",
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-y",
-        "-f",
-        "lavfi",
-        "-i",
-        f"testsrc2=size={size}:rate=25:duration={seconds}",
-    ]
-    if fmt != "gif":
-        argv += ["-f", "lavfi", "-i", f"sine=frequency=330:duration={seconds}"]
-    argv += [*codecs, "-metadata", f"title={tag}", "-shortest", str(path)]
-    subprocess.run(argv, check=True)
+    """A short test clip's bytes; ``tag`` goes into the metadata so every clip is distinct."""
+    video, audio = FORMATS[fmt]
+    make_clip(path, seconds=seconds, size=size, rate=25, audio=fmt != "gif", video=video,
+              audio_codec=audio, extra=("-metadata", f"title={tag}"))
     return path.read_bytes()

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 from atproto import Client, models
 
-from atproto_video.blob import blob_cid
+from atproto_video.core.blob import blob_cid
 from tests.bluesky.flow import (
     fetch_mp4,
     limits_token,
     make_video,
     upload_token,
-    wait_for,
 )
 from tests.support.pds import LocalPDS, js_client_call
 from tests.support.service import ServiceProcess
+from tests.support.xrpc import wait_for_job
 
 pytestmark = pytest.mark.pds
 
@@ -45,7 +45,7 @@ def test_atproto_api_js_client(
     job = up["data"]["jobStatus"]
     assert job["did"] == pds.did and up["data"]["jobId"] == job["jobId"]  # both shapes
 
-    done, _ = wait_for(service, job["jobId"])
+    done, _ = wait_for_job(service, job["jobId"])
     assert done["state"] == "JOB_STATE_COMPLETED", done
     final = js_client_call("getJobStatus", service.url, params={"jobId": job["jobId"]})
     assert final["ok"] is True, final
@@ -86,7 +86,7 @@ def test_python_atproto_sdk(
     job_id = up.job_status.job_id
     assert up.job_status.did == pds.did and up.job_status.state == "JOB_STATE_CREATED"
 
-    done, _ = wait_for(service, job_id)
+    done, _ = wait_for_job(service, job_id)
     res = video.get_job_status({"job_id": job_id})
     assert isinstance(res, models.AppBskyVideoGetJobStatus.Response)
     st = res.job_status

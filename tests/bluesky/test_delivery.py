@@ -5,30 +5,26 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 
-from atproto_video.blob import blob_for_file, blob_ref
-from atproto_video.config import VideoConfig
-from atproto_video.executor.delivery import deliver
-from atproto_video.jobs import Job, JobStore, NewJob, new_job_id
-from atproto_video.lexicon import JobState
-from atproto_video.pds import RetryPolicy
-from atproto_video.tokens import TokenCipher
+from atproto_video.core.blob import blob_for_file, blob_ref
+from atproto_video.core.config import PdsSettings, Secrets, ServiceSettings, VideoConfig
+from atproto_video.core.delivery import deliver
+from atproto_video.core.jobs import Job, JobStore, NewJob, new_job_id
+from atproto_video.core.lexicon import JobState
+from atproto_video.core.pds import RetryPolicy
+from atproto_video.core.tokens import TokenCipher
 from tests.bluesky.scripted import Answer, ScriptedPDS
 
 pytestmark = pytest.mark.anyio
 TOKEN = "eyJhbGciOiJFUzI1NksifQ.eyJleHAiOjF9.c2lnbmF0dXJl"
 FAST = RetryPolicy(timeout_s=5, initial_s=0.01, max_s=0.05, min_remaining_s=0.5)
 KEY = os.urandom(32)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 class RecordingStore(JobStore):
@@ -53,19 +49,17 @@ def store(engine: Engine) -> RecordingStore:
 @pytest.fixture
 def cfg(tmp_path: Path) -> VideoConfig:
     return VideoConfig(
-        service_did="did:web:video.test",
-        data_dir=tmp_path,
-        token_key=KEY,
-        allow_private_endpoints=True,
+        ServiceSettings(did="did:web:video.test", data_dir=tmp_path,
+                        allow_private_endpoints=True),
+        secrets=Secrets(token_key=KEY),
     )
 
 
 @pytest.fixture
-def out_dir(tmp_path: Path) -> Path:
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "video.mp4").write_bytes(os.urandom(3 << 20))  # deliver only hashes and sends it
-    return out
+def mp4(tmp_path: Path) -> Path:
+    path = tmp_path / "video.mp4"
+    path.write_bytes(os.urandom(3 << 20))  # deliver only hashes and sends it
+    return path
 
 
 @pytest.fixture
@@ -105,19 +99,19 @@ def encoded_job(
 
 
 async def test_bluesky_job_ends_with_the_pds_blob(
-    store: RecordingStore, cfg: VideoConfig, out_dir: Path, scripted: ScriptedPDS
+    store: RecordingStore, cfg: VideoConfig, mp4: Path, scripted: ScriptedPDS
 ) -> None:
-    local = blob_for_file(out_dir / "video.mp4")
+    local = blob_for_file(mp4)
     scripted.answers = [Answer(500, {"error": "InternalServerError"}), Answer(200, {"blob": local})]
     job = encoded_job(store, scripted.url)
-    assert await deliver(store, job, out_dir, cfg=cfg, retry=FAST) is True
+    assert await deliver(store, job, mp4, cfg=cfg, retry=FAST) is True
     done = store.get(job.id)
     assert done is not None and done.state == JobState.COMPLETED
     assert done.blob == local and done.upload_token is None and done.cid == local["ref"]["$link"]
     assert (
         len(scripted.seen) == 2 and scripted.seen[-1].headers["authorization"] == f"Bearer {TOKEN}"
     )
-    assert scripted.seen[-1].body == (out_dir / "video.mp4").read_bytes()
+    assert scripted.seen[-1].body == (mp4).read_bytes()
     states = [s for s, _ in store.steps]
     assert states[:3] == ["JOB_STATE_ENCODED", "JOB_STATE_SCANNING", "JOB_STATE_SCANNED"]
     assert states[-1] == "JOB_STATE_UPLOADED"
@@ -126,22 +120,22 @@ async def test_bluesky_job_ends_with_the_pds_blob(
 
 
 async def test_seed_job_keeps_the_local_blob_and_calls_no_pds(
-    store: RecordingStore, cfg: VideoConfig, out_dir: Path
+    store: RecordingStore, cfg: VideoConfig, mp4: Path
 ) -> None:
     job = encoded_job(store, None)
-    assert await deliver(store, job, out_dir, cfg=cfg) is True
+    assert await deliver(store, job, mp4, cfg=cfg) is True
     done = store.get(job.id)
-    assert done is not None and done.blob == blob_for_file(out_dir / "video.mp4")
+    assert done is not None and done.blob == blob_for_file(mp4)
     assert "JOB_STATE_UPLOADING" not in [s for s, _ in store.steps]
 
 
 async def test_a_different_cid_from_the_pds_fails_the_job(
-    store: RecordingStore, cfg: VideoConfig, out_dir: Path, scripted: ScriptedPDS
+    store: RecordingStore, cfg: VideoConfig, mp4: Path, scripted: ScriptedPDS
 ) -> None:
     other = blob_ref("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", "video/mp4", 5)
     scripted.answers = [Answer(200, {"blob": other})]
     job = encoded_job(store, scripted.url)
-    assert await deliver(store, job, out_dir, cfg=cfg, retry=FAST) is False
+    assert await deliver(store, job, mp4, cfg=cfg, retry=FAST) is False
     done = store.get(job.id)
     assert done is not None and done.state == JobState.FAILED
     assert done.failure_code == "pds_upload_failure"
@@ -167,7 +161,7 @@ async def test_a_different_cid_from_the_pds_fails_the_job(
 async def test_pds_refusals(
     store: RecordingStore,
     cfg: VideoConfig,
-    out_dir: Path,
+    mp4: Path,
     scripted: ScriptedPDS,
     answer: Answer,
     code: str,
@@ -175,7 +169,7 @@ async def test_pds_refusals(
 ) -> None:
     scripted.answers = [answer]
     job = encoded_job(store, scripted.url)
-    assert await deliver(store, job, out_dir, cfg=cfg, retry=FAST) is False
+    assert await deliver(store, job, mp4, cfg=cfg, retry=FAST) is False
     done = store.get(job.id)
     assert done is not None and done.failure_code == code
     assert done.error is not None and text in done.error and TOKEN not in done.error
@@ -183,10 +177,10 @@ async def test_pds_refusals(
 
 
 async def test_token_expired_during_encoding(
-    store: RecordingStore, cfg: VideoConfig, out_dir: Path, scripted: ScriptedPDS
+    store: RecordingStore, cfg: VideoConfig, mp4: Path, scripted: ScriptedPDS
 ) -> None:
     job = encoded_job(store, scripted.url, expires_in=-1)
-    assert await deliver(store, job, out_dir, cfg=cfg, retry=FAST) is False
+    assert await deliver(store, job, mp4, cfg=cfg, retry=FAST) is False
     done = store.get(job.id)
     assert done is not None and done.failure_code == "pds_upload_failure"
     assert done.error == "the upload token expired before the video was ready to upload to the PDS"
@@ -194,10 +188,10 @@ async def test_token_expired_during_encoding(
 
 
 async def test_a_changed_key_fails_cleanly(
-    store: RecordingStore, cfg: VideoConfig, out_dir: Path, scripted: ScriptedPDS
+    store: RecordingStore, cfg: VideoConfig, mp4: Path, scripted: ScriptedPDS
 ) -> None:
     job = encoded_job(store, scripted.url, key=os.urandom(32))
-    assert await deliver(store, job, out_dir, cfg=cfg, retry=FAST) is False
+    assert await deliver(store, job, mp4, cfg=cfg, retry=FAST) is False
     done = store.get(job.id)
     assert done is not None and done.failure_code == "pds_upload_failure"
     assert done.error is not None and "VIDEO_TOKEN_KEY" in done.error
@@ -209,23 +203,19 @@ async def refuse_everything(path: Path) -> str | None:
 
 
 async def test_scan_hook_from_config(
-    store: RecordingStore, cfg: VideoConfig, out_dir: Path, scripted: ScriptedPDS
+    store: RecordingStore, cfg: VideoConfig, mp4: Path, scripted: ScriptedPDS
 ) -> None:
-    hooked = VideoConfig(
-        service_did=cfg.service_did,
-        data_dir=cfg.data_dir,
-        token_key=KEY,
-        scan_hook="tests.bluesky.test_delivery:refuse_everything",
-    )
+    hook = "tests.bluesky.test_delivery:refuse_everything"
+    hooked = replace(cfg, pds=PdsSettings(scan_hook=hook))
     job = encoded_job(store, scripted.url)
-    assert await deliver(store, job, out_dir, cfg=hooked) is False
+    assert await deliver(store, job, mp4, cfg=hooked) is False
     done = store.get(job.id)
     assert done is not None and done.state == JobState.FAILED
     assert (done.failure_code, done.error) == ("validation_failure", "refused video.mp4 by policy")
     assert "JOB_STATE_SCANNING" in [s for s, _ in store.steps] and scripted.seen == []
 
-    broken = VideoConfig(service_did=cfg.service_did, scan_hook="no.such.module:scan")
+    broken = replace(cfg, pds=PdsSettings(scan_hook="no.such.module:scan"))
     job = encoded_job(store, scripted.url)
-    assert await deliver(store, job, out_dir, cfg=broken) is False
+    assert await deliver(store, job, mp4, cfg=broken) is False
     failed = store.get(job.id)
     assert failed is not None and failed.failure_code == "generic_failure"

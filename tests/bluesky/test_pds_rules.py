@@ -11,20 +11,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from atproto_video.blob import blob_cid, blob_for_file
+from atproto_video.core.blob import blob_cid, blob_for_file
 from tests.bluesky.conftest import bluesky_service
 from tests.bluesky.flow import (
-    UPLOAD,
     fetch_mp4,
     job_row,
     limits_token,
     make_video,
-    upload,
     upload_token,
-    wait_for,
 )
 from tests.support.pds import LocalPDS, XrpcError, js_client_call
 from tests.support.service import ServiceProcess, job_count
+from tests.support.xrpc import UPLOAD, upload, wait_for_job
 
 pytestmark = pytest.mark.pds
 BLOB_LIMIT = 100_000
@@ -71,7 +69,7 @@ def test_legacy_did_document_flow(
     body = make_video(media / "legacy.mp4", "legacy", seconds=1, size="320x180")
     resp = upload(legacy_service, legacy_pds.did, upload_token(legacy_pds), body)
     assert resp.status_code == 200, resp.text
-    done, _ = wait_for(legacy_service, resp.json()["jobId"])
+    done, _ = wait_for_job(legacy_service, resp.json()["jobId"])
     assert done["state"] == "JOB_STATE_COMPLETED", done
     assert done["blob"]["size"] <= BLOB_LIMIT
     legacy_pds.create_post_with_video(done["blob"])
@@ -87,7 +85,7 @@ def test_pds_blob_limit_fails_with_unsupported_blob_size(
     resp = upload(legacy_service, legacy_pds.did, upload_token(legacy_pds), body)
     assert resp.status_code == 200, resp.text
     job_id = resp.json()["jobId"]
-    done, _ = wait_for(legacy_service, job_id)
+    done, _ = wait_for_job(legacy_service, job_id)
     assert done["state"] == "JOB_STATE_FAILED"
     assert not output_mp4(legacy_service, job_id).exists()  # a failed job keeps no outputs
     assert done["failureCode"] == "pds_upload_unsupported_blob_size"
@@ -122,7 +120,7 @@ def test_seed_mode_never_calls_the_pds(
         resp = upload(strict_service, legacy_pds.did, token, body)
         assert resp.status_code == 200, resp.text
         job_id = resp.json()["jobId"]
-        done, seen = wait_for(strict_service, job_id)
+        done, seen = wait_for_job(strict_service, job_id)
     assert done["state"] == "JOB_STATE_COMPLETED", done
     assert "JOB_STATE_UPLOADING" not in [s for s, _ in seen]
     assert done["blob"] == blob_for_file(output_mp4(strict_service, job_id))

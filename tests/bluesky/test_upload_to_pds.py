@@ -11,23 +11,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from atproto_video.blob import blob_cid, cid_for_bytes
-from atproto_video.tokens import TokenCipher
+from atproto_video.core.blob import blob_cid, cid_for_bytes
+from atproto_video.core.tokens import TokenCipher
 from tests.bluesky.flow import (
-    LIMITS,
-    STATUS,
-    UPLOAD,
     fetch_mp4,
     job_row,
     limits_token,
     make_video,
-    status,
-    upload,
     upload_token,
-    wait_for,
 )
 from tests.support.pds import LocalPDS
 from tests.support.service import ServiceProcess, assert_monotonic, job_count
+from tests.support.xrpc import LIMITS, STATUS, UPLOAD, job_status, upload, wait_for_job
 
 pytestmark = pytest.mark.pds
 
@@ -46,7 +41,7 @@ def test_upload_lands_on_the_pds_and_posts(
     row = job_row(service, answer["jobId"])
     assert row["pds_url"] == pds.pds_url
 
-    done, seen = wait_for(service, answer["jobId"])
+    done, seen = wait_for_job(service, answer["jobId"])
     assert done["state"] == "JOB_STATE_COMPLETED", done
     assert done["progress"] == 100 and "error" not in done
     assert_monotonic(seen)
@@ -78,7 +73,7 @@ def test_progress_goes_through_every_state(
     pds.stop_pds("error")
     try:
         job_id = upload(service, pds.did, token, body).json()["jobId"]
-        _, seen = wait_for(service, job_id, ("JOB_STATE_UPLOADING",))
+        _, seen = wait_for_job(service, job_id, ("JOB_STATE_UPLOADING",))
         # At rest the token is AES-GCM ciphertext that only the service's key opens.
         row = job_row(service, job_id)
         stored = bytes(row["upload_token"])
@@ -87,10 +82,10 @@ def test_progress_goes_through_every_state(
         assert TokenCipher(key).decrypt(stored, job_id=job_id) == token
         assert (service.data_dir / "token.key").stat().st_mode & 0o077 == 0
         time.sleep(2.5)  # a few retries against the failing PDS
-        assert status(service, job_id)["state"] == "JOB_STATE_UPLOADING"
+        assert job_status(service, job_id)["state"] == "JOB_STATE_UPLOADING"
     finally:
         pds.start_pds()
-    done, more = wait_for(service, job_id)
+    done, more = wait_for_job(service, job_id)
     assert done["state"] == "JOB_STATE_COMPLETED", done
     states = [s for s, _ in seen + more]
     assert_monotonic(seen + more)
@@ -107,10 +102,10 @@ def test_pds_unreachable_then_back(
     issued_tokens.append(token)
     with pds.pds_down("refuse"):
         job_id = upload(service, pds.did, token, body).json()["jobId"]
-        wait_for(service, job_id, ("JOB_STATE_UPLOADING",))
+        wait_for_job(service, job_id, ("JOB_STATE_UPLOADING",))
         time.sleep(3)  # connection refused, several times
-        assert status(service, job_id)["state"] == "JOB_STATE_UPLOADING"
-    done, _ = wait_for(service, job_id)
+        assert job_status(service, job_id)["state"] == "JOB_STATE_UPLOADING"
+    done, _ = wait_for_job(service, job_id)
     assert done["state"] == "JOB_STATE_COMPLETED", done
     assert "ConnectError" in service.logs()
     assert cid_for_bytes(fetch_mp4(service, pds.did, blob_cid(done["blob"]))) == blob_cid(
@@ -127,7 +122,7 @@ def test_token_expires_while_the_pds_is_down(
     with pds.pds_down("refuse"):
         resp = upload(service, pds.did, token, body)
         assert resp.status_code == 200, resp.text
-        done, _ = wait_for(service, resp.json()["jobId"], timeout=60)
+        done, _ = wait_for_job(service, resp.json()["jobId"], timeout=60)
     assert done["state"] == "JOB_STATE_FAILED"
     assert done["failureCode"] == "pds_upload_failure"
     assert "upload token expired" in done["error"] and "ConnectError" in done["error"]
@@ -181,7 +176,7 @@ def test_duplicates_share_one_job_per_did(
     assert job_count(service, pds.did) == jobs_before + 1
 
     job_id = bodies[0]["jobId"]
-    done, _ = wait_for(service, job_id)
+    done, _ = wait_for_job(service, job_id)
     assert done["state"] == "JOB_STATE_COMPLETED", done
     # Once finished, the same bytes again: still the same job, with its blob, no quota spent.
     token = upload_token(pds)
@@ -197,7 +192,7 @@ def test_duplicates_share_one_job_per_did(
     issued_tokens.append(token)
     theirs = upload(service, bob.did, token, body).json()
     assert theirs["jobId"] != job_id and "error" not in theirs
-    done_bob, _ = wait_for(service, theirs["jobId"])
+    done_bob, _ = wait_for_job(service, theirs["jobId"])
     assert done_bob["state"] == "JOB_STATE_COMPLETED" and done_bob["did"] == bob.did
     pds.create_post_with_video(done_bob["blob"], account=bob)
 
@@ -246,7 +241,7 @@ def test_every_accepted_content_type(
     issued_tokens.append(token)
     resp = upload(service, pds.did, token, body, ctype=ctype, name=f"x.{fmt}")
     assert resp.status_code == 200, resp.text
-    done, _ = wait_for(service, resp.json()["jobId"])
+    done, _ = wait_for_job(service, resp.json()["jobId"])
     assert done["state"] == "JOB_STATE_COMPLETED", done
     assert done["blob"]["mimeType"] == "video/mp4"
     pds.create_post_with_video(done["blob"])
@@ -285,7 +280,7 @@ def test_cors_for_browser_clients(
     # An error answer is readable by the page too.
     bad = upload(service, pds.did, "not.a.jwt", b"x", headers={"origin": origin})
     assert bad.status_code == 401 and bad.headers["access-control-allow-origin"] in ("*", origin)
-    wait_for(service, resp.json()["jobId"])
+    wait_for_job(service, resp.json()["jobId"])
 
 
 def test_no_token_reaches_the_log(service: ServiceProcess, issued_tokens: list[str]) -> None:

@@ -6,13 +6,14 @@ import ipaddress
 import json
 import re
 import subprocess
-import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.cluster import Cluster
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
 
@@ -114,16 +115,14 @@ def test_pod_without_host_network_is_isolated(
             },
         }
     )
+
+    def finished() -> dict[str, Any] | None:
+        pod: dict[str, Any] = cluster.get_json("pod", name)
+        return pod if pod["status"].get("phase") in ("Succeeded", "Failed") else None
+
     try:
-        deadline = time.monotonic() + 180
-        phase = ""
-        while time.monotonic() < deadline:
-            pod = cluster.get_json("pod", name)
-            phase = pod["status"].get("phase", "")
-            if phase in ("Succeeded", "Failed"):
-                break
-            time.sleep(1)
-        assert phase == "Succeeded", pod["status"]
+        pod = wait_for(finished, timeout=180, interval=1, what=f"pod {name} finished")
+        assert pod["status"]["phase"] == "Succeeded", pod["status"]
         assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network("10.0.128.0/17")
         report = json.loads(cluster.run("logs", name).stdout.strip().splitlines()[-1])
         assert report["ifaces"] == ["eth0", "lo"], report

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import pytest
 
 from tests.cluster.rendition import WORKER_UID, check_hls_rendition, prepare_workdir
 from tests.support.cluster import Cluster
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.image, pytest.mark.timeout(3600)]
 
@@ -78,15 +78,19 @@ def transcode_job(name: str, image: str, work: Path, target: str) -> dict[str, A
     }
 
 
-def wait_for_job(cluster: Cluster, name: str, timeout: float = 600) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = cluster.get_json("job", name)
-        for cond in job.get("status", {}).get("conditions", []):
+def wait_finished(cluster: Cluster, name: str, timeout: float = 600) -> dict[str, Any]:
+    """The Kubernetes Job ``name`` once Complete or Failed."""
+    last: dict[str, Any] = {}
+
+    def finished() -> dict[str, Any] | None:
+        last.update(cluster.get_json("job", name))
+        for cond in last.get("status", {}).get("conditions", []):
             if cond["status"] == "True" and cond["type"] in ("Complete", "Failed"):
-                return job
-        time.sleep(1)
-    raise AssertionError(f"job {name} did not finish in {timeout}s: {job.get('status')}")
+                return last
+        return None
+
+    return wait_for(finished, timeout=timeout, interval=1,
+                    what=lambda: f"job {name} finished: {last.get('status')}")
 
 
 def test_worker_job_transcodes_480p(
@@ -100,7 +104,7 @@ def test_worker_job_transcodes_480p(
     name = f"smoke-{uuid.uuid4().hex[:8]}"
     cluster.apply(transcode_job(name, cluster_worker_image, work, "480p"))
     try:
-        job = wait_for_job(cluster, name)
+        job = wait_finished(cluster, name)
         pods = cluster.get_json("pods", "-l", f"job-name={name}")["items"]
         conditions = {c["type"]: c for c in job["status"].get("conditions", [])}
         if "Complete" not in conditions:

@@ -14,23 +14,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select
 
-from atproto_video.db import make_engine, video_job
-from atproto_video.operator.progress import read_progress
-from tests.operator.conftest import SERVICE_DID, K8sEnv, OperatorProcess
+from atproto_video.core.db import make_engine, video_job
+from atproto_video.core.storage import LocalStorage
 from tests.support.didserver import DidServer
-from tests.support.identity import Identity, new_plc_did
+from tests.support.k8s import K8sEnv, OperatorProcess
 from tests.support.media import make_clip
 from tests.support.service import ServiceProcess, assert_monotonic
+from tests.support.waiting import wait_for
+from tests.support.xrpc import upload_as, user, wait_for_job
 
 pytestmark = [pytest.mark.cluster, pytest.mark.image, pytest.mark.timeout(1800)]
 
-UPLOAD = "app.bsky.video.uploadVideo"
-STATUS = "app.bsky.video.getJobStatus"
-TERMINAL = ("JOB_STATE_COMPLETED", "JOB_STATE_FAILED")
 LABEL = "video.atproto.dev/job-id"
 # 1280x720 -> renditions 720p and 480p, plus the MP4 and the thumbnail.
 TARGETS_720 = {"720p", "480p", "mp4", "thumbnail"}
@@ -59,48 +56,12 @@ def db(stack_env: dict[str, str]) -> Iterator[Callable[[str], dict[str, Any]]]:
     engine.dispose()
 
 
-def upload(api: ServiceProcess, dids: DidServer, body: bytes, ctype: str = "video/mp4") -> str:
-    who = Identity(new_plc_did())
-    dids.publish(who)
-    resp = httpx.post(
-        f"{api.url}/xrpc/{UPLOAD}",
-        params={"did": who.did, "name": "clip.mp4"},
-        content=body,
-        headers={"authorization": f"Bearer {who.token(SERVICE_DID, UPLOAD)}",
-                 "content-type": ctype},
-        timeout=60,
-    )
+def submit(api: ServiceProcess, dids: DidServer, body: bytes, ctype: str = "video/mp4") -> str:
+    """Upload as a fresh user; the job id."""
+    resp = upload_as(api, user(dids), body, ctype=ctype)
     assert resp.status_code == 200, resp.text
     job_id: str = resp.json()["jobId"]
     return job_id
-
-
-def status(api: ServiceProcess, job_id: str) -> dict[str, Any]:
-    resp = httpx.get(f"{api.url}/xrpc/{STATUS}", params={"jobId": job_id}, timeout=10)
-    assert resp.status_code == 200, resp.text
-    result: dict[str, Any] = resp.json()["jobStatus"]
-    return result
-
-
-def wait_for(
-    api: ServiceProcess, job_id: str, until: Callable[[dict[str, Any]], bool],
-    op: OperatorProcess, timeout: float = 300,
-) -> tuple[dict[str, Any], list[tuple[str, int]]]:
-    """Poll getJobStatus like clients do; returns the last status and every one seen."""
-    seen: list[tuple[str, int]] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        st = status(api, job_id)
-        seen.append((st["state"], st.get("progress", 0)))
-        if until(st):
-            return st, seen
-        time.sleep(0.25)
-    raise AssertionError(f"job {job_id}: condition not met in {timeout}s; last {seen[-5:]}\n"
-                         f"operator log:\n{op.logs()[-4000:]}")
-
-
-def terminal(st: dict[str, Any]) -> bool:
-    return st["state"] in TERMINAL
 
 
 def worker_jobs(k8s: K8sEnv, job_id: str) -> dict[str, dict[str, Any]]:
@@ -135,8 +96,8 @@ def test_upload_completes_with_one_job_per_target(
     clips: dict[str, bytes], db: Callable[[str], dict[str, Any]], storage_root: Path,
 ) -> None:
     t0 = time.monotonic()
-    job_id = upload(api, dids, clips["short"])
-    st, seen = wait_for(api, job_id, terminal, operator)
+    job_id = submit(api, dids, clips["short"])
+    st, seen = wait_for_job(api, job_id, timeout=300, logs=operator.logs)
     elapsed = time.monotonic() - t0
     assert st["state"] == "JOB_STATE_COMPLETED", (st, operator.logs()[-4000:])
     assert st["blob"]["ref"]["$link"].startswith("bafkrei")
@@ -191,15 +152,15 @@ def test_operator_killed_mid_job_creates_no_duplicates(
     api: ServiceProcess, operator: OperatorProcess, k8s: K8sEnv, dids: DidServer,
     clips: dict[str, bytes],
 ) -> None:
-    job_id = upload(api, dids, clips["long"])
-    wait_for(api, job_id, lambda s: s["state"] == "JOB_STATE_ENCODING"
-             and s.get("progress", 0) > 0, operator)
+    job_id = submit(api, dids, clips["long"])
+    wait_for_job(api, job_id, lambda s: s["state"] == "JOB_STATE_ENCODING"
+                 and s.get("progress", 0) > 0, timeout=300, logs=operator.logs)
     before = {t: j["metadata"]["uid"] for t, j in worker_jobs(k8s, job_id).items()}
     assert set(before) == TARGETS_720
     operator.kill()
     time.sleep(3)
     operator.start()
-    st, seen = wait_for(api, job_id, terminal, operator)
+    st, seen = wait_for_job(api, job_id, timeout=300, logs=operator.logs)
     assert st["state"] == "JOB_STATE_COMPLETED", st
     after = {t: j["metadata"]["uid"] for t, j in worker_jobs(k8s, job_id).items()}
     assert after == before, "the restarted operator replaced or duplicated worker Jobs"
@@ -227,19 +188,18 @@ def test_killed_worker_pod_is_retried(
     api: ServiceProcess, operator: OperatorProcess, k8s: K8sEnv, dids: DidServer,
     clips: dict[str, bytes], storage_root: Path,
 ) -> None:
-    job_id = upload(api, dids, clips["long"])
-    progress = storage_root / "jobs" / job_id / "progress" / "720p.json"
-    deadline = time.monotonic() + 180
-    pids: list[int] = []
-    while time.monotonic() < deadline:
+    job_id = submit(api, dids, clips["long"])
+    storage = LocalStorage(storage_root)
+
+    def encoding_worker() -> list[int] | None:
         pids = _worker_pids(job_id, "720p")
-        if pids and (read_progress(progress) or 0) > 0:
-            break
-        time.sleep(0.2)
-    assert pids, f"no running 720p worker seen\n{operator.logs()[-3000:]}"
+        return pids if pids and (storage.read_progress(job_id, "720p") or 0) > 0 else None
+
+    pids = wait_for(encoding_worker, timeout=180, interval=0.2,
+                    what=lambda: f"a running 720p worker\n{operator.logs()[-3000:]}")
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
-    st, seen = wait_for(api, job_id, terminal, operator)
+    st, seen = wait_for_job(api, job_id, timeout=300, logs=operator.logs)
     assert st["state"] == "JOB_STATE_COMPLETED", st
     job = worker_jobs(k8s, job_id)["720p"]
     assert job["status"].get("failed", 0) >= 1 and job["status"].get("succeeded") == 1
@@ -252,8 +212,8 @@ def test_non_video_fails_validation(
 ) -> None:
     """The API probes before it hands a job to the cluster: a non-video never gets a
     VideoJob or a pod (the operator's own ValidationFailed path is in test_reconcile)."""
-    job_id = upload(api, dids, b"this is not a video\n" * 200, ctype="text/plain")
-    st, _ = wait_for(api, job_id, terminal, operator, timeout=60)
+    job_id = submit(api, dids, b"this is not a video\n" * 200, ctype="text/plain")
+    st, _ = wait_for_job(api, job_id, timeout=60, logs=operator.logs)
     assert st["state"] == "JOB_STATE_FAILED"
     assert st["failureCode"] == "validation_failure" and st["error"]
     assert worker_jobs(k8s, job_id) == {}, "a rejected upload must not start workers"
@@ -271,8 +231,8 @@ def test_missing_image_fails_with_a_named_reason(
     operator.env["VIDEO_WORKER_IMAGE"] = "localhost/atproto-video-worker:does-not-exist"
     operator.start()
     try:
-        job_id = upload(api, dids, clips["short"] + b"\0")  # distinct bytes, same video
-        st, _ = wait_for(api, job_id, terminal, operator, timeout=120)
+        job_id = submit(api, dids, clips["short"] + b"\0")  # distinct bytes, same video
+        st, _ = wait_for_job(api, job_id, timeout=120, logs=operator.logs)
     finally:
         operator.stop()
         operator.env["VIDEO_WORKER_IMAGE"] = image
@@ -283,10 +243,8 @@ def test_missing_image_fails_with_a_named_reason(
     conds = {c["type"]: c for c in k8s.get("videojob", job_id)["status"]["conditions"]}
     assert conds["Failed"]["reason"] == "ErrImageNeverPull"
     # Leftover workers of a failed job are removed.
-    deadline = time.monotonic() + 30
-    while worker_jobs(k8s, job_id) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert worker_jobs(k8s, job_id) == {}
+    wait_for(lambda: worker_jobs(k8s, job_id) == {}, timeout=30, interval=0.5,
+             what="leftover worker Jobs removed")
 
 
 def test_out_of_memory_worker_fails_with_a_named_reason(
@@ -301,8 +259,8 @@ def test_out_of_memory_worker_fails_with_a_named_reason(
                         VIDEO_WORKER_BACKOFF_LIMIT="0")
     operator.start()
     try:
-        job_id = upload(api, dids, clips["short"] + b"\0oom")  # distinct bytes, same video
-        st, _ = wait_for(api, job_id, terminal, operator, timeout=240)
+        job_id = submit(api, dids, clips["short"] + b"\0oom")  # distinct bytes, same video
+        st, _ = wait_for_job(api, job_id, timeout=240, logs=operator.logs)
     finally:
         operator.stop()
         operator.env.pop("VIDEO_WORKER_MEMORY_LIMIT", None)
@@ -327,8 +285,8 @@ def test_job_is_not_lost_when_the_api_cannot_reach_kubernetes(
         "{cluster: c, user: u}}]\ncurrent-context: c\n")
     api = ServiceProcess(tmp_path / "api", {**stack_env, "KUBECONFIG": str(dead)}).start()
     try:
-        job_id = upload(api, dids, clips["short"])
-        st, _ = wait_for(api, job_id, terminal, operator)
+        job_id = submit(api, dids, clips["short"])
+        st, _ = wait_for_job(api, job_id, timeout=300, logs=operator.logs)
         assert st["state"] == "JOB_STATE_COMPLETED", st
         assert "could not create the VideoJob" in api.logs()
         assert "created missing VideoJob" in operator.logs()
@@ -346,7 +304,5 @@ def test_deleting_a_videojob_removes_its_jobs_and_outputs(
     assert (storage_root / "jobs" / job_id / "out" / "video.mp4").exists()
     k8s.kubectl("delete", "videojob", job_id, "--timeout=60s")
     assert not (storage_root / "jobs" / job_id).exists()
-    deadline = time.monotonic() + 60
-    while worker_jobs(k8s, job_id) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert worker_jobs(k8s, job_id) == {}, "owner references should garbage-collect the Jobs"
+    wait_for(lambda: worker_jobs(k8s, job_id) == {}, timeout=60, interval=0.5,
+             what="owner references should garbage-collect the Jobs")

@@ -6,14 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from atproto_video.lexicon import JobState
-from atproto_video.operator.crd import (
-    CONDITIONS,
-    crd_manifest,
-    crd_yaml,
-    videojob_manifest,
-    videojob_name,
-)
+from atproto_video.core.kube import videojob_manifest, videojob_name
+from atproto_video.core.lexicon import JobState
+from atproto_video.operator.crd import CONDITIONS, crd_manifest, crd_yaml
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from atproto_video.lexicon import FailureCode
+from atproto_video.core.lexicon import FailureCode
 from atproto_video.operator.failures import (
     failed_job,
     job_outcome,

@@ -19,20 +19,22 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from atproto_video.config import VideoConfig
-from atproto_video.jobs import JobStore, NewJob, new_job_id
-from atproto_video.lexicon import FailureCode, JobState
-from atproto_video.operator.crd import videojob_manifest
-from atproto_video.operator.plan import plan_job
+from atproto_video.core.config import VideoConfig
+from atproto_video.core.jobs import JobStore, NewJob, new_job_id
+from atproto_video.core.kube import videojob_manifest
+from atproto_video.core.lexicon import FailureCode, JobState
+from atproto_video.core.storage import WORKER_MOUNT, Storage, open_storage
 from atproto_video.operator.reconcile import (
     STUCK_CHECK_S,
     Observed,
     VideoJobCreator,
     VideoJobReconciler,
 )
-from atproto_video.storage import LocalStorage
 from atproto_video.transcoder.limits import TranscodeLimits
+from atproto_video.transcoder.plan import plan_job
+from tests.support.blocking import no_blocking_rmtree
 from tests.support.media import make_clip
+from tests.support.storage import put_upload
 
 
 class FakeKube:
@@ -91,24 +93,56 @@ class FakeKube:
                 }
 
 
-@pytest.fixture
-def world(engine: Engine, tmp_path: Path) -> Iterator[tuple[VideoConfig, JobStore, LocalStorage]]:
+World = tuple[VideoConfig, JobStore, Storage]
+
+
+def make_world(engine: Engine, tmp_path: Path, **env: str) -> World:
     cfg = VideoConfig.from_env(
         {
             "VIDEO_SERVICE_DID": "did:web:video.test",
             "VIDEO_STORAGE_DIR": str(tmp_path / "storage"),
             "VIDEO_K8S_NAMESPACE": "video",
+            **env,
         }
     )
-    storage = LocalStorage(cfg.storage_dir)
+    storage = open_storage(cfg)
     storage.prepare()
-    yield cfg, JobStore(engine), storage
+    return cfg, JobStore(engine), storage
 
 
-def add_job(store: JobStore, storage: LocalStorage, source: bytes) -> str:
+@pytest.fixture
+def world(engine: Engine, tmp_path: Path) -> Iterator[World]:
+    cfg, store, storage = make_world(engine, tmp_path)
+    yield cfg, store, storage
+    storage.close()
+
+
+def worker_writes(cfg: VideoConfig, storage: Storage, job_id: str, target: str,
+                  path: str, data: bytes) -> None:
+    """What a worker pod writes at ``path`` (a path in the pod), seen through its mount."""
+    io = storage.worker_io(job_id, target)
+    assert path in (io.progress_file, *(f"{io.out_dir}/{n}" for n in ("video.mp4",)))
+    host = cfg.storage_dir / Path(path).relative_to(WORKER_MOUNT)
+    host.parent.mkdir(parents=True, exist_ok=True)
+    host.write_bytes(data)
+
+
+def write_progress(cfg: VideoConfig, storage: Storage, job_id: str, target: str,
+                   pct: int) -> None:
+    progress = storage.worker_io(job_id, target).progress_file
+    worker_writes(cfg, storage, job_id, target, progress,
+                  f'{{"target": "{target}", "progress": {pct}}}'.encode())
+
+
+def write_mp4(cfg: VideoConfig, storage: Storage, job_id: str) -> None:
+    out = storage.worker_io(job_id, "mp4").out_dir
+    worker_writes(cfg, storage, job_id, "mp4", f"{out}/video.mp4",
+                  b"\0\0\0\x18ftypmp42" + b"\0" * 100)
+
+
+def add_job(store: JobStore, storage: Storage, source: bytes) -> str:
     job_id = new_job_id()
-    storage.job_dir(job_id).mkdir(parents=True)
-    storage.source_path(job_id).write_bytes(source)
+    put_upload(storage, job_id, source)
     store.create(
         NewJob(
             id=job_id,
@@ -123,9 +157,10 @@ def add_job(store: JobStore, storage: LocalStorage, source: bytes) -> str:
 
 
 def body_for(
-    job_id: str, storage: LocalStorage, status: dict[str, Any] | None = None
+    job_id: str, storage: Storage, status: dict[str, Any] | None = None,
+    source: str | None = None,
 ) -> dict[str, Any]:
-    vj = videojob_manifest(job_id, "did:plc:abc", f"jobs/{job_id}/source", "video")
+    vj = videojob_manifest(job_id, "did:plc:abc", source or storage.source_ref(job_id), "video")
     vj["metadata"].update(uid="uid-1", generation=1)
     vj["status"] = status or {}
     return vj
@@ -137,7 +172,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 def test_one_job_per_target_and_no_duplicates_after_a_restart(
-    world: tuple[VideoConfig, JobStore, LocalStorage], clip: bytes
+    world: World, clip: bytes
 ) -> None:
     cfg, store, storage = world
     kube = FakeKube()
@@ -150,8 +185,7 @@ def test_one_job_per_target_and_no_duplicates_after_a_restart(
     assert store.get(job_id).state is JobState.ENCODING  # type: ignore[union-attr]
 
     # A new operator process (fresh reconciler, stale CR status) adopts the same Jobs.
-    progress = storage.job_dir(job_id) / "progress" / "480p.json"
-    progress.write_text('{"target": "480p", "progress": 40}')
+    write_progress(cfg, storage, job_id, "480p", 40)
     fresh = VideoJobReconciler(cfg, store, storage, kube)
     status = asyncio.run(fresh.step(body_for(job_id, storage)))
     assert kube.creates == 3
@@ -160,15 +194,14 @@ def test_one_job_per_target_and_no_duplicates_after_a_restart(
     assert 0 < db_progress < 100
 
     # A retried pod restarts its progress file at 0: nothing goes backwards.
-    progress.write_text('{"target": "480p", "progress": 0}')
+    write_progress(cfg, storage, job_id, "480p", 0)
     status = asyncio.run(fresh.step(body_for(job_id, storage, status)))
     assert status["renditions"]["480p"]["progress"] == 40
 
     for target in ("480p", "mp4", "thumbnail"):
         kube.finish(target)
     # The workers would have written these; the operator writes the master and delivers.
-    out = storage.output_dir(job_id)
-    (out / "video.mp4").write_bytes(b"\0\0\0\x18ftypmp42" + b"\0" * 100)
+    write_mp4(cfg, storage, job_id)
     status = asyncio.run(fresh.step(body_for(job_id, storage, status)))
     job = store.get(job_id)
     assert job is not None and job.state is JobState.COMPLETED and job.blob
@@ -178,13 +211,15 @@ def test_one_job_per_target_and_no_duplicates_after_a_restart(
         "mp4": 100,
         "thumbnail": 100,
     }
-    assert "480p/video.m3u8" in (out / "playlist.m3u8").read_text()
-    assert not storage.source_path(job_id).exists()
-    assert job.details and job.details["renditions"]["480p"]["progress"] == 100
+    with storage.open_output(job_id, "playlist.m3u8") as master:
+        assert "480p/video.m3u8" in master.read_text()
+    assert not storage.has_source(job_id)
+    assert job.details.renditions["480p"].progress == 100
+    assert job.details.strategy == "kubernetes" and job.details.plan is not None
 
 
 def test_a_planned_job_gets_its_jobs_without_probing_or_listing(
-    world: tuple[VideoConfig, JobStore, LocalStorage], clip: bytes
+    world: World, clip: bytes
 ) -> None:
     """The API recorded the plan and the watches supply the Jobs: the first step only creates."""
     cfg, store, storage = world
@@ -192,9 +227,11 @@ def test_a_planned_job_gets_its_jobs_without_probing_or_listing(
     job_id = add_job(store, storage, clip)
     job = store.get(job_id)
     assert job is not None
-    plan_job(store, job, storage.source_path(job_id), TranscodeLimits.from_config(cfg))
+    with storage.open_source(job_id) as source:
+        plan_job(store, job, source, TranscodeLimits.from_settings(cfg.transcode))
     # Any ffprobe call would now fail the job as an encoding failure.
-    no_probe = dataclasses.replace(cfg, ffprobe_path="/nonexistent/ffprobe")
+    no_probe = dataclasses.replace(
+        cfg, transcode=dataclasses.replace(cfg.transcode, ffprobe_path="/nonexistent/ffprobe"))
     rec = VideoJobReconciler(no_probe, store, storage, kube)
     status = asyncio.run(rec.step(body_for(job_id, storage), Observed([], [])))
     assert kube.lists == 0
@@ -209,7 +246,7 @@ def test_a_planned_job_gets_its_jobs_without_probing_or_listing(
 
 
 def test_pods_are_read_only_for_a_job_slow_to_start(
-    world: tuple[VideoConfig, JobStore, LocalStorage], clip: bytes
+    world: World, clip: bytes
 ) -> None:
     """No pod watch: a Job not ready after STUCK_CHECK_S has its pods read, at most once per
     interval, and a pod that can never start fails the job with its reason."""
@@ -252,13 +289,14 @@ def test_pods_are_read_only_for_a_job_slow_to_start(
 
 
 def test_failed_job_names_the_reason_and_stops_the_rest(
-    world: tuple[VideoConfig, JobStore, LocalStorage], clip: bytes
+    world: World, clip: bytes
 ) -> None:
     cfg, store, storage = world
     kube = FakeKube()
     job_id = add_job(store, storage, clip)
     rec = VideoJobReconciler(cfg, store, storage, kube)
     status = asyncio.run(rec.step(body_for(job_id, storage)))
+    write_mp4(cfg, storage, job_id)  # a partial output of the failed attempt
     kube.finish("mp4", "Failed", "BackoffLimitExceeded")
     kube.pods = [
         {
@@ -284,11 +322,11 @@ def test_failed_job_names_the_reason_and_stops_the_rest(
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert (failed["status"], failed["reason"]) == ("True", "OOMKilled")
     assert sorted(kube.deleted) == sorted(f"vj-{job_id}-{t}" for t in ("480p", "thumbnail"))
-    assert not storage.output_dir(job_id).exists()
+    assert not storage.has_output(job_id, "video.mp4")
 
 
 def test_non_video_is_rejected_without_workers(
-    world: tuple[VideoConfig, JobStore, LocalStorage],
+    world: World,
 ) -> None:
     cfg, store, storage = world
     kube = FakeKube()
@@ -302,12 +340,12 @@ def test_non_video_is_rejected_without_workers(
 
 
 def test_deadline_fails_a_job_that_never_finishes(
-    world: tuple[VideoConfig, JobStore, LocalStorage], clip: bytes
+    world: World, clip: bytes
 ) -> None:
     cfg, store, storage = world
     kube = FakeKube()
     job_id = add_job(store, storage, clip)
-    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=cfg.job_timeout_s + 1)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=cfg.kube.timeout_s + 1)
     rec = VideoJobReconciler(cfg, store, storage, kube, clock=lambda: later)
     status = asyncio.run(rec.step(body_for(job_id, storage)))
     assert status["state"] == "JOB_STATE_FAILED"
@@ -316,7 +354,7 @@ def test_deadline_fails_a_job_that_never_finishes(
 
 
 def test_creator_makes_missing_videojobs_once(
-    world: tuple[VideoConfig, JobStore, LocalStorage], clip: bytes
+    world: World, clip: bytes
 ) -> None:
     cfg, store, storage = world
     kube = FakeKube()
@@ -329,3 +367,55 @@ def test_creator_makes_missing_videojobs_once(
     store.fail(job_id, FailureCode.GENERIC, "x")
     kube.videojobs.clear()
     assert creator.once() == [], "terminal jobs need no VideoJob"
+
+
+@pytest.mark.parametrize("source", ["/etc/passwd", "../../../etc/passwd", "jobs/{other}/source"])
+def test_a_source_outside_the_job_is_refused(world: World, clip: bytes, source: str) -> None:
+    """Workers read the job's own upload; a VideoJob naming any other file fails, unfollowed."""
+    cfg, store, storage = world
+    kube = FakeKube()
+    job_id = add_job(store, storage, clip)
+    other = add_job(store, storage, clip)
+    body = body_for(job_id, storage, source=source.format(other=other))
+    status = asyncio.run(VideoJobReconciler(cfg, store, storage, kube).step(body))
+    assert kube.jobs == {}, "no worker was given the path"
+    assert (status["state"], status["failureCode"]) == ("JOB_STATE_FAILED", "generic_failure")
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "InvalidSource"
+    assert storage.has_source(other), "the other job's upload is untouched"
+
+
+async def refuse_everything(mp4: Path) -> str | None:
+    return f"refused {mp4.name} by policy"
+
+
+def test_the_scan_hook_runs_in_cluster_mode(engine: Engine, tmp_path: Path, clip: bytes) -> None:
+    cfg, store, storage = make_world(
+        engine, tmp_path, VIDEO_SCAN_HOOK="tests.operator.test_reconcile:refuse_everything")
+    kube = FakeKube()
+    job_id = add_job(store, storage, clip)
+    rec = VideoJobReconciler(cfg, store, storage, kube)
+    status = asyncio.run(rec.step(body_for(job_id, storage)))
+    for target in ("480p", "mp4", "thumbnail"):
+        kube.finish(target)
+    write_mp4(cfg, storage, job_id)
+    status = asyncio.run(rec.step(body_for(job_id, storage, status)))
+    job = store.get(job_id)
+    assert job is not None and job.state is JobState.FAILED
+    assert (job.failure_code, job.error) == ("validation_failure", "refused video.mp4 by policy")
+    assert status["state"] == "JOB_STATE_FAILED"
+
+
+def test_deleting_a_videojob_removes_its_files_off_the_event_loop(
+    world: World, clip: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg, store, storage = world
+    job_id = add_job(store, storage, clip)
+    write_mp4(cfg, storage, job_id)
+    rec = VideoJobReconciler(cfg, store, storage, FakeKube())
+    with no_blocking_rmtree(monkeypatch) as calls:
+        asyncio.run(rec.delete(body_for(job_id, storage)))
+    assert calls, "the files were removed (with rmtree, in a thread)"
+    assert not storage.has_source(job_id) and not storage.has_output(job_id, "video.mp4")
+    job = store.get(job_id)
+    assert job is not None and job.state is JobState.FAILED and "cancelled" in (job.error or "")

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from atproto_video.jobs import Job
-from atproto_video.lexicon import JobState
-from atproto_video.operator.status import condition, merge_renditions, mirror, set_condition
+from atproto_video.core.details import JobDetails, Outcome, Plan, RenditionStatus
+from atproto_video.core.jobs import Job
+from atproto_video.core.lexicon import JobState
+from atproto_video.operator.status import condition, mirror, set_condition
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(minutes=1)
@@ -19,7 +20,7 @@ T1 = T0 + dt.timedelta(minutes=1)
 def make_job(state: JobState, **kw: Any) -> Job:
     base = Job(id="j" * 40, did="did:plc:abc", state=state, progress=0, failure_code=None,
                error=None, message=None, source_size=1, content_hash="h", mime_type=None,
-               cid=None, blob=None, executor="kubernetes", attempts=1, details=None,
+               cid=None, blob=None, executor="kubernetes", attempts=1, details=JobDetails(),
                pds_url=None, upload_token=None, token_expires_at=None, created_at=T0,
                updated_at=T0)
     return replace(base, **kw)
@@ -37,23 +38,14 @@ def test_set_condition_keeps_transition_time_while_unchanged() -> None:
         set_condition(conds, "Bogus", "True", "r", "m", generation=1, now=T0)
 
 
-def test_merge_renditions_never_goes_backwards() -> None:
-    merged = merge_renditions(
-        {"720p": {"progress": 60, "outcome": "Running"}},
-        {"720p": {"progress": 10, "outcome": "Running"}, "480p": {"progress": 5}},
-        {"480p": {"outcome": "Succeeded", "progress": 80}},
-    )
-    assert merged["720p"]["progress"] == 60
-    assert merged["480p"] == {"progress": 100, "outcome": "Succeeded"}
-
-
 def test_mirror_completed_and_failed() -> None:
-    plan = {"width": 1280, "height": 720, "fps": "30", "hasAudio": True,
-            "renditions": ["720p", "480p"]}
+    plan = Plan(1280, 720, "30", True, ("720p", "480p"))
     done = mirror(make_job(JobState.COMPLETED, progress=100, cid="bafkreiabc"), previous={},
                   generation=1, now=T0, plan=plan,
-                  renditions={"720p": {"progress": 100, "outcome": "Succeeded"}})
+                  renditions={"720p": RenditionStatus(100, Outcome.SUCCEEDED)})
     assert done["state"] == "JOB_STATE_COMPLETED" and done["progress"] == 100
+    assert done["plan"]["renditions"] == ["720p", "480p"]
+    assert done["renditions"] == {"720p": {"progress": 100, "outcome": "Succeeded"}}
     assert done["cid"] == "bafkreiabc"
     assert [c["type"] for c in done["conditions"]] == ["Planned", "Encoded", "Completed",
                                                         "Failed"]
@@ -71,3 +63,13 @@ def test_mirror_completed_and_failed() -> None:
                    previous=failed, generation=1, now=T1)
     cond = condition(again["conditions"], "Failed")
     assert cond is not None and cond["reason"] == "ErrImageNeverPull"
+
+
+def test_a_failure_reason_recorded_in_the_details_names_the_condition() -> None:
+    job = make_job(JobState.FAILED, failure_code="encoding_failure", error="oom",
+                   details=JobDetails(failure_reason="OOMKilled"))
+    cond = condition(mirror(job, previous={}, generation=1, now=T0)["conditions"], "Failed")
+    assert cond is not None and (cond["status"], cond["reason"]) == ("True", "OOMKilled")
+    bare = make_job(JobState.FAILED, failure_code="encoding_failure", error="x")
+    cond = condition(mirror(bare, previous={}, generation=1, now=T0)["conditions"], "Failed")
+    assert cond is not None and cond["reason"] == "EncodingFailed"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from atproto_video.config import VideoConfig
-from atproto_video.operator.templates import Target, job_manifest, job_name
+from atproto_video.core.config import VideoConfig
+from atproto_video.core.storage import open_storage
+from atproto_video.operator.templates import job_manifest, job_name
+from atproto_video.transcoder.contract import Target
 
 JOB_ID = "0123456789abcdef0123456789abcdef01234567"
 
@@ -17,8 +19,9 @@ def config(**env: str) -> VideoConfig:
 
 
 def render(cfg: VideoConfig, target: Target | None = None) -> dict[str, Any]:
-    return job_manifest(cfg, job_id=JOB_ID, did="did:plc:abc", source=f"jobs/{JOB_ID}/source",
-                        target=target or Target("720p", "720p", 1.0),
+    target = target or Target("720p", "720p", 1.0)
+    return job_manifest(cfg, job_id=JOB_ID, did="did:plc:abc",
+                        io=open_storage(cfg).worker_io(JOB_ID, target.name), target=target,
                         owner_name=JOB_ID, owner_uid="uid-1")
 
 
@@ -63,6 +66,10 @@ def test_defaults() -> None:
     assert c["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"},
                               "limits": {"cpu": "2", "memory": "2Gi"}}
     assert not any(e["name"].startswith("KUBERNETES_") for e in c["env"])
+    # The worker reads the transcode section; its ffmpeg and ffprobe are the image's own.
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["VIDEO_MAX_DURATION_S"] == "600" and env["VIDEO_MAX_FPS"] == "60"
+    assert "VIDEO_FFMPEG_PATH" not in env and "VIDEO_FFPROBE_PATH" not in env
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["storage"]["hostPath"] == {"path": "/srv/video", "type": "Directory"}
     assert "emptyDir" in volumes["tmp"]

@@ -9,6 +9,7 @@ for the worker image is handled the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -33,7 +34,7 @@ def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def _unavailable(what: str, reason: str) -> None:
+def _unavailable(what: str, reason: str) -> NoReturn:
     """Fail with the reason, or skip loudly when VIDEO_SKIP_CLUSTER=1."""
     if os.environ.get("VIDEO_SKIP_CLUSTER") == "1":
         banner = "!" * 78
@@ -82,39 +83,73 @@ class Cluster:
         self.run("apply", "-f", "-", input=json.dumps(manifest))
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
-    """The test cluster, reused if healthy, else started by cluster/up.sh.
+class ClusterUnavailable(RuntimeError):
+    """cluster/up.sh could not provide a cluster; the message says why."""
 
-    The fixture holds a lease (cluster/up.sh --lease) for the session: at the end the cluster
-    is torn down only if a test session started it and no other live session still holds a
-    lease, so concurrent pytest runs on one machine share it safely and a cluster started by
-    hand (make cluster-up) is left running.
+
+@contextlib.contextmanager
+def leased_cluster(owner: str = "pytest", *, keep: bool = False) -> Iterator[Cluster]:
+    """The test cluster, reused if healthy, else started by cluster/up.sh, under a lease.
+
+    On exit the lease is released, and the cluster torn down only if a test session started
+    it and no other live session still holds a lease, so concurrent runs (pytest, bench) on
+    one machine share it safely and a cluster started by hand (make cluster-up) is left
+    running. ``keep`` skips the release (VIDEO_KEEP_CLUSTER=1: keep it up for the next run).
+    Raises ClusterUnavailable when up.sh fails.
     """
-    if os.geteuid() != 0:
-        _unavailable("test cluster", "cluster/up.sh needs root (containerd, kubelet, cgroups)")
-    lease = f"{os.getpid()}:{uuid.uuid4().hex[:12]}"
-    t0 = time.monotonic()
+    lease = f"{os.getpid()}:{owner}-{uuid.uuid4().hex[:12]}"
     # A cold start builds Kubernetes from source first (15-30 min on 2 cores).
     proc = subprocess.run(
         ["bash", str(UP), "--lease", lease], capture_output=True, text=True, timeout=3600
     )
-    print(f"\ncluster/up.sh took {time.monotonic() - t0:.0f}s", file=sys.stderr)
     env = _exports(proc.stdout)
-    if proc.returncode != 0 or "KUBECONFIG" not in env or "VIDEO_KUBECTL" not in env:
-        subprocess.run(["bash", str(DOWN), "--release", lease], capture_output=True, timeout=600)
-        _unavailable(
-            "test cluster", f"cluster/up.sh exited {proc.returncode}:\n{_tail(proc.stderr)}"
-        )
+    started = proc.returncode == 0 and "KUBECONFIG" in env and "VIDEO_KUBECTL" in env
     try:
+        if not started:
+            raise ClusterUnavailable(
+                f"cluster/up.sh exited {proc.returncode}:\n{_tail(proc.stderr)}"
+            )
         yield Cluster(kubectl=env["VIDEO_KUBECTL"], kubeconfig=env["KUBECONFIG"])
     finally:
-        if os.environ.get("VIDEO_KEEP_CLUSTER") != "1":
+        if not (keep and started):
             down = subprocess.run(
                 ["bash", str(DOWN), "--release", lease], capture_output=True, text=True, timeout=600
             )
             if down.returncode != 0:
                 print(f"cluster/down.sh failed:\n{_tail(down.stderr)}", file=sys.stderr)
+
+
+def import_worker_image(kube_cluster: Cluster, *, build: bool) -> str:
+    """The worker image in the cluster's containerd (imagePullPolicy: Never); its name.
+
+    ``build`` first builds it (layers are cached: seconds when nothing changed); otherwise it
+    must exist already. transcoder-image/build.sh holds its own dockerd lease meanwhile.
+    """
+    env = dict(os.environ, VIDEO_CLUSTER_STATE=str(Path(kube_cluster.kubeconfig).parent))
+    step = "--import" if build else "import"
+    proc = subprocess.run(
+        ["bash", str(IMAGE_BUILD), step], capture_output=True, text=True, timeout=3600, env=env
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"transcoder-image/build.sh {step} failed:\n{_tail(proc.stderr)}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The test cluster for the session (see `leased_cluster`)."""
+    if os.geteuid() != 0:
+        _unavailable("test cluster", "cluster/up.sh needs root (containerd, kubelet, cgroups)")
+    keep = os.environ.get("VIDEO_KEEP_CLUSTER") == "1"
+    with contextlib.ExitStack() as stack:
+        t0 = time.monotonic()
+        try:
+            kube = stack.enter_context(leased_cluster(keep=keep))
+        except ClusterUnavailable as exc:
+            _unavailable("test cluster", str(exc))
+        finally:
+            print(f"\ncluster/up.sh took {time.monotonic() - t0:.0f}s", file=sys.stderr)
+        yield kube
 
 
 @pytest.fixture(scope="session")
@@ -156,11 +191,6 @@ def worker_image(docker_host: str) -> str:
 
 @pytest.fixture(scope="session")
 def cluster_worker_image(cluster: Cluster, worker_image: str) -> str:
-    """The worker image imported into the cluster's containerd (imagePullPolicy: Never)."""
-    env = dict(os.environ, VIDEO_CLUSTER_STATE=str(Path(cluster.kubeconfig).parent))
-    proc = subprocess.run(
-        ["bash", str(IMAGE_BUILD), "import"], capture_output=True, text=True, timeout=900, env=env
-    )
-    if proc.returncode != 0:
-        raise AssertionError(f"importing {worker_image} failed:\n{_tail(proc.stderr)}")
+    """The worker image (built by `worker_image`) imported into the cluster's containerd."""
+    import_worker_image(cluster, build=False)
     return worker_image

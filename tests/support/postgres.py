@@ -24,9 +24,7 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -35,6 +33,7 @@ import psycopg
 from psycopg import sql
 
 from .tempdirs import make_owned_dir
+from .waiting import free_port, wait_for
 
 __all__ = ["PostgresError", "PostgresServer", "find_postgres_bindir"]
 
@@ -86,12 +85,6 @@ def find_postgres_bindir() -> Path:
         "PostgreSQL server binaries not found (looked in $VIDEO_TEST_PG_BINDIR, "
         "/usr/lib/postgresql/*/bin, PATH): run scripts/install-test-deps.sh"
     )
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class PostgresServer:
@@ -366,7 +359,7 @@ class PostgresServer:
         assert self._dir is not None
         last_error = ""
         for _attempt in range(5):
-            port = _free_port(self.host)
+            port = free_port(self.host)
             self._write_conf(port)
             self._log = open(self._dir / "postgres.log", "ab")  # noqa: SIM115 (closed in stop)
             proc = subprocess.Popen(
@@ -397,16 +390,20 @@ class PostgresServer:
         """Wait until postmaster.pid says ``ready`` (what ``pg_ctl -w`` checks)."""
         assert self._dir is not None
         pidfile = self._dir / "data" / "postmaster.pid"
-        deadline = time.monotonic() + self._start_timeout
-        while time.monotonic() < deadline:
+
+        def state() -> str | None:
             if proc.poll() is not None:
-                return False
+                return "exited"
             with contextlib.suppress(FileNotFoundError, PermissionError):
                 lines = pidfile.read_text().splitlines()
                 if len(lines) >= 8 and lines[7].strip() == "ready":
-                    return True
-            time.sleep(0.02)
-        return False
+                    return "ready"
+            return None
+
+        try:
+            return wait_for(state, timeout=self._start_timeout, interval=0.02) == "ready"
+        except AssertionError:
+            return False
 
     def _bootstrap(self) -> None:
         with self._admin() as conn:

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
-from atproto_video.lexicon import STATE_ORDER
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from atproto_video.core.lexicon import STATE_ORDER
+from tests.support.waiting import free_port, wait_healthy
 
 
 class ServiceProcess:
@@ -54,20 +45,8 @@ class ServiceProcess:
             stderr=subprocess.STDOUT,
             cwd=self.data_dir,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/xrpc/_health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(
-            f"service not healthy in {timeout}s: {self.log_path.read_text()[-3000:]}"
-        )
+        wait_healthy(self.proc, f"{self.url}/xrpc/_health", timeout=timeout, logs=self.logs)
+        return self
 
     def stop(self, timeout: float = 30.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 _OWNER_FILE = ".owner-pid"
@@ -45,3 +46,15 @@ def make_owned_dir(prefix: str, base: Path | None = None) -> Path:
     d = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
     (d / _OWNER_FILE).write_text(f"{os.getpid()}\n")
     return d
+
+
+@contextlib.contextmanager
+def host_tmpdir(prefix: str) -> Iterator[Path]:
+    """A dir on the host disk (/var/tmp) that worker pods, running as another uid with it
+    mounted by hostPath, can traverse: pytest's tmp dirs are 0700. Removed on exit."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

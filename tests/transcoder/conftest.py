@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,3 +18,14 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def limits() -> TranscodeLimits:
     return TranscodeLimits(threads=2)
+
+
+@pytest.fixture
+def one_cpu() -> Iterator[None]:
+    """This thread (and the code it calls) may run on one CPU only, as in a small pod."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from atproto_video.transcoder.command import EXIT_ENCODING, EXIT_VALIDATION, register
+from atproto_video.transcoder.command import register
+from atproto_video.transcoder.contract import EXIT_ENCODING, EXIT_VALIDATION
+from tests.support.media import make_clip
 from tests.transcoder.layout import assert_valid_layout
-from tests.transcoder.media import clip
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -25,7 +26,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return clip(tmp_path_factory.mktemp("cli") / "in.mp4", seconds=1)
+    return make_clip(tmp_path_factory.mktemp("cli") / "in.mp4", seconds=1)
 
 
 def test_all_targets_with_progress_file(source: Path, tmp_path: Path) -> None:
@@ -77,7 +78,7 @@ def test_encoding_failure_exit_code(source: Path, tmp_path: Path) -> None:
 
 
 def test_env_limits_apply(source: Path, tmp_path: Path) -> None:
-    longer = clip(tmp_path / "3s.mp4", seconds=3, audio=False)
+    longer = make_clip(tmp_path / "3s.mp4", seconds=3, audio=False)
     done = cli(str(longer), str(tmp_path / "out"), env={"VIDEO_MAX_DURATION_S": "1"})
     assert done.returncode == EXIT_VALIDATION
     assert "maximum is" in done.stderr

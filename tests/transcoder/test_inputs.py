@@ -20,17 +20,11 @@ from atproto_video.transcoder import (
     probe,
     transcode,
 )
+from tests.support.media import cached, ffmpeg, make_clip
 from tests.transcoder.layout import assert_valid_layout
-from tests.transcoder.media import clip, ffmpeg, ffprobe, mean_luma, stream
+from tests.transcoder.media import ffprobe, mean_luma, stream
 
 Make = Callable[[Path], object]
-
-
-def make(media_dir: Path, name: str, build: Make) -> Path:
-    path = media_dir / name
-    if not path.exists():
-        build(path)
-    return path
 
 
 def run(src: Path, tmp_path: Path, limits: TranscodeLimits) -> Path:
@@ -50,7 +44,7 @@ def run(src: Path, tmp_path: Path, limits: TranscodeLimits) -> Path:
 def test_shapes_keep_aspect_at_even_size(
     media_dir: Path, tmp_path: Path, limits: TranscodeLimits, size: str, expected: tuple[int, int]
 ) -> None:
-    src = make(media_dir, f"shape-{size}.mp4", lambda p: clip(p, size=size, seconds=1.5))
+    src = cached(media_dir, f"shape-{size}.mp4", lambda p: make_clip(p, size=size, seconds=1.5))
     out = run(src, tmp_path, limits)
     assert_valid_layout(out, [expected], has_audio=True)
 
@@ -68,7 +62,7 @@ def test_phone_rotation_is_applied_and_dimensions_swapped(
                "-c:v", "libx264", "-pix_fmt", "yuv420p", str(coded))
         ffmpeg("-i", str(coded), "-c", "copy", "-metadata:s:v", "rotate=90", str(path))
 
-    src = make(media_dir, "rotated.mp4", build)
+    src = cached(media_dir, "rotated.mp4", build)
     info = probe(src, limits)
     assert (info.coded_width, info.coded_height, info.rotation) == (320, 240, 90)
     assert (info.width, info.height) == (240, 320)
@@ -91,33 +85,10 @@ def test_phone_rotation_is_applied_and_dimensions_swapped(
 def test_no_audio_track_gives_video_only_renditions(
     media_dir: Path, tmp_path: Path, limits: TranscodeLimits
 ) -> None:
-    src = make(media_dir, "silent.mp4", lambda p: clip(p, audio=False))
+    src = cached(media_dir, "silent.mp4", lambda p: make_clip(p, audio=False))
     out = run(src, tmp_path, limits)
     assert_valid_layout(out, [(320, 240)], has_audio=False)
     assert 'CODECS="avc1.64001e"' in (out / "playlist.m3u8").read_text()
-
-
-@pytest.mark.parametrize(
-    ("name", "args", "match"),
-    [
-        ("audio.m4a", ("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac"), "no video"),
-        ("audio.mka", ("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "libopus"), "no video"),
-        ("still.mp4", ("-f", "lavfi", "-i", "testsrc2=size=320x240", "-frames:v", "1",
-                       "-c:v", "libx264"), "still image"),
-        ("still.png", ("-f", "lavfi", "-i", "testsrc2=size=320x240", "-frames:v", "1"), "image"),
-        ("still.jpg", ("-f", "lavfi", "-i", "testsrc2=size=320x240", "-frames:v", "1"), "image"),
-        ("still.gif", ("-f", "lavfi", "-i", "testsrc2=size=64x48", "-frames:v", "1"), "still"),
-        ("audio.mp3", ("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "libmp3lame"), "audio"),
-    ],
-)
-def test_audio_only_and_still_images_fail_validation(
-    media_dir: Path, tmp_path: Path, limits: TranscodeLimits, name: str,
-    args: tuple[str, ...], match: str,
-) -> None:
-    src = make(media_dir, name, lambda p: ffmpeg(*args, str(p)))
-    with pytest.raises(ValidationFailure, match=match) as info:
-        transcode(src, tmp_path / "out", limits)
-    assert info.value.failure_code == "validation_failure"
 
 
 # --- frame rates ---------------------------------------------------------------------------
@@ -128,10 +99,10 @@ def test_variable_frame_rate_becomes_constant(
 ) -> None:
     def build(path: Path) -> None:
         # Drop frames irregularly and keep their timestamps: a variable-rate stream.
-        clip(path, seconds=3, audio=True, extra=(
+        make_clip(path, seconds=3, audio=True, extra=(
             "-vf", "select='lt(mod(n\\,7)\\,4)+lt(n\\,10)'", "-fps_mode", "vfr"))
 
-    src = make(media_dir, "vfr.mp4", build)
+    src = cached(media_dir, "vfr.mp4", build)
     source_video = stream(src, "video")
     assert source_video is not None
     assert Fraction(source_video["avg_frame_rate"]) != Fraction(source_video["r_frame_rate"])
@@ -150,7 +121,8 @@ def test_variable_frame_rate_becomes_constant(
 def test_frame_rate_above_cap_is_reduced_not_rejected(
     media_dir: Path, tmp_path: Path, limits: TranscodeLimits
 ) -> None:
-    src = make(media_dir, "120fps.mp4", lambda p: clip(p, rate=120, seconds=1, size="160x120"))
+    src = cached(media_dir, "120fps.mp4",
+                 lambda p: make_clip(p, rate=120, seconds=1, size="160x120"))
     info = probe(src, limits)
     assert info.fps == 120
     out = run(src, tmp_path, limits)
@@ -159,19 +131,6 @@ def test_frame_rate_above_cap_is_reduced_not_rejected(
     out24 = tmp_path / "out24"
     transcode(src, out24, lower)
     assert_valid_layout(out24, [(160, 120)], has_audio=True, fps=Fraction(24))
-
-
-@pytest.mark.parametrize(
-    ("source", "cap", "expected"),
-    [(30, 60, 30), (Fraction(30000, 1001), 60, Fraction(30000, 1001)), (120, 60, 60),
-     (100, 60, 50), (90, 60, 45), (75, 60, 60), (240, 60, 60), (30, 25, 25), (50, 25, 25)],
-)
-def test_output_frame_rate_policy(
-    media_dir: Path, limits: TranscodeLimits, source: Fraction, cap: int, expected: Fraction
-) -> None:
-    src = make(media_dir, "silent.mp4", lambda p: clip(p, audio=False))
-    info = replace(probe(src, limits), fps=Fraction(source))
-    assert info.output_fps(cap) == expected
 
 
 # --- pixel formats -------------------------------------------------------------------------
@@ -183,7 +142,7 @@ def test_ten_bit_sources_become_8bit_yuv420p(
 ) -> None:
     tags = ("-color_primaries", "bt2020", "-color_trc", "smpte2084", "-colorspace", "bt2020nc")
     name = "hdr10.mp4" if hdr else "10bit.mp4"
-    src = make(media_dir, name, lambda p: clip(p, seconds=1, video=(
+    src = cached(media_dir, name, lambda p: make_clip(p, seconds=1, video=(
         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le",
         *(tags if hdr else ())), audio=False))
     source_video = stream(src, "video")
@@ -226,9 +185,9 @@ def test_supported_containers_and_codecs(
         build: Make = lambda p: ffmpeg(  # noqa: E731
             "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=2", str(p))
     else:
-        build = lambda p: clip(p, seconds=1.5, video=video, audio_codec=audio,  # noqa: E731
+        build = lambda p: make_clip(p, seconds=1.5, video=video, audio_codec=audio,  # noqa: E731
                                audio=has_audio)
-    src = make(media_dir, name, build)
+    src = cached(media_dir, name, build)
     info = probe(src, limits)
     expected = (160, 120) if name.endswith(".gif") else (320, 240)
     assert (info.width, info.height) == expected
@@ -239,7 +198,7 @@ def test_supported_containers_and_codecs(
 def test_clip_shorter_than_one_second(
     media_dir: Path, tmp_path: Path, limits: TranscodeLimits
 ) -> None:
-    src = make(media_dir, "short.mp4", lambda p: clip(p, seconds=0.4))
+    src = cached(media_dir, "short.mp4", lambda p: make_clip(p, seconds=0.4))
     out = run(src, tmp_path, limits)
     assert_valid_layout(out, [(320, 240)], has_audio=True)
     assert float(ffprobe(out / "video.mp4")["format"]["duration"]) == pytest.approx(0.4, abs=0.1)
@@ -257,8 +216,8 @@ def _cut(src: Path, dst: Path, fraction: float) -> Path:
 def test_truncated_faststart_mp4_completes_what_can_be_decoded(
     media_dir: Path, tmp_path: Path, limits: TranscodeLimits
 ) -> None:
-    full = make(media_dir, "faststart.mp4",
-                lambda p: clip(p, seconds=3, extra=("-movflags", "+faststart")))
+    full = cached(media_dir, "faststart.mp4",
+                lambda p: make_clip(p, seconds=3, extra=("-movflags", "+faststart")))
     src = _cut(full, tmp_path / "cut.mp4", 0.6)
     out = run(src, tmp_path, limits)
     assert_valid_layout(out, [(320, 240)], has_audio=True)
@@ -269,7 +228,7 @@ def test_truncated_faststart_mp4_completes_what_can_be_decoded(
 def test_truncated_mp4_without_index_fails_validation(
     media_dir: Path, tmp_path: Path, limits: TranscodeLimits
 ) -> None:
-    full = make(media_dir, "moov-at-end.mp4", lambda p: clip(p, seconds=2))
+    full = cached(media_dir, "moov-at-end.mp4", lambda p: make_clip(p, seconds=2))
     src = _cut(full, tmp_path / "cut.mp4", 0.5)
     with pytest.raises(ValidationFailure, match="not a readable"):
         transcode(src, tmp_path / "out", limits)
@@ -278,7 +237,7 @@ def test_truncated_mp4_without_index_fails_validation(
 def test_truncated_transport_stream_completes(
     media_dir: Path, tmp_path: Path, limits: TranscodeLimits
 ) -> None:
-    full = make(media_dir, "clip-h264.ts", lambda p: clip(p, seconds=1.5, video=(
+    full = cached(media_dir, "clip-h264.ts", lambda p: make_clip(p, seconds=1.5, video=(
         "-c:v", "libx264", "-preset", "ultrafast", "-f", "mpegts")))
     src = _cut(full, tmp_path / "cut.ts", 0.55)
     out = run(src, tmp_path, limits)
@@ -290,9 +249,9 @@ def test_corrupted_middle_is_terminal_either_way(
     media_dir: Path, tmp_path: Path, limits: TranscodeLimits, name: str
 ) -> None:
     """Garbage in the payload: decode around it, or fail with a clear, terminal error."""
-    full = make(media_dir, name, lambda p: clip(p, seconds=1.5, video=(
+    full = cached(media_dir, name, lambda p: make_clip(p, seconds=1.5, video=(
         "-c:v", "libx264", "-preset", "ultrafast", "-f", "mpegts"))
-        if name.endswith(".ts") else clip(p, seconds=3, extra=("-movflags", "+faststart")))
+        if name.endswith(".ts") else make_clip(p, seconds=3, extra=("-movflags", "+faststart")))
     data = bytearray(full.read_bytes())
     rng = random.Random(1234)
     start = len(data) // 3
@@ -311,31 +270,10 @@ def test_corrupted_middle_is_terminal_either_way(
 # --- limits --------------------------------------------------------------------------------
 
 
-def test_longer_than_max_duration_is_rejected(
-    media_dir: Path, tmp_path: Path, limits: TranscodeLimits
-) -> None:
-    src = make(media_dir, "silent.mp4", lambda p: clip(p, audio=False))
-    with pytest.raises(ValidationFailure, match="maximum is 1 s"):
-        transcode(src, tmp_path / "out", replace(limits, max_duration_s=1))
-
-
-@pytest.mark.parametrize(
-    ("change", "match"),
-    [({"max_width": 200}, "maximum is 200x"), ({"max_frame_pixels": 320 * 200}, "too large"),
-     ({"max_total_pixels": 320 * 240 * 30}, "too large to process")],
-)
-def test_dimension_and_pixel_caps(
-    media_dir: Path, tmp_path: Path, limits: TranscodeLimits, change: dict[str, int], match: str
-) -> None:
-    src = make(media_dir, "silent.mp4", lambda p: clip(p, audio=False))
-    with pytest.raises(ValidationFailure, match=match):
-        transcode(src, tmp_path / "out", replace(limits, **change))  # type: ignore[arg-type]
-
-
 def test_wall_clock_timeout_is_an_encoding_failure(
     media_dir: Path, tmp_path: Path, limits: TranscodeLimits
 ) -> None:
-    src = make(media_dir, "silent.mp4", lambda p: clip(p, audio=False))
+    src = cached(media_dir, "silent.mp4", lambda p: make_clip(p, audio=False))
     with pytest.raises(EncodingFailure, match="did not finish"):
         transcode(src, tmp_path / "out", replace(limits, timeout_base_s=0.01, timeout_factor=0))
 
@@ -343,7 +281,7 @@ def test_wall_clock_timeout_is_an_encoding_failure(
 def test_memory_cap_is_an_encoding_failure(
     media_dir: Path, tmp_path: Path, limits: TranscodeLimits
 ) -> None:
-    src = make(media_dir, "silent.mp4", lambda p: clip(p, audio=False))
+    src = cached(media_dir, "silent.mp4", lambda p: make_clip(p, audio=False))
     with pytest.raises(EncodingFailure, match="memory"):
         transcode(src, tmp_path / "out", replace(limits, max_memory_bytes=48 * 1024 * 1024))
 
@@ -351,7 +289,7 @@ def test_memory_cap_is_an_encoding_failure(
 def test_missing_ffmpeg_is_an_encoding_failure(
     media_dir: Path, tmp_path: Path, limits: TranscodeLimits
 ) -> None:
-    src = make(media_dir, "silent.mp4", lambda p: clip(p, audio=False))
+    src = cached(media_dir, "silent.mp4", lambda p: make_clip(p, audio=False))
     missing = str(tmp_path / "no-such-ffmpeg")
     with pytest.raises(EncodingFailure, match="cannot run ffmpeg"):
         transcode(src, tmp_path / "out", replace(limits, ffmpeg_path=missing))
@@ -370,7 +308,7 @@ def test_thumbnail_skips_a_black_leader(
                "-filter_complex", "[0:v][1:v]concat=n=2:v=1[v]", "-map", "[v]",
                "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path))
 
-    src = make(media_dir, "black-leader.mp4", build)
+    src = cached(media_dir, "black-leader.mp4", build)
     first = tmp_path / "first.png"
     ffmpeg("-i", str(src), "-frames:v", "1", str(first))
     assert mean_luma(first) < 20
@@ -381,7 +319,7 @@ def test_thumbnail_skips_a_black_leader(
 def test_all_black_video_still_gets_a_thumbnail(
     media_dir: Path, tmp_path: Path, limits: TranscodeLimits
 ) -> None:
-    src = make(media_dir, "black.mp4", lambda p: clip(p, source="color=black", seconds=1))
+    src = cached(media_dir, "black.mp4", lambda p: make_clip(p, source="color=black", seconds=1))
     out = run(src, tmp_path, limits)
     assert_valid_layout(out, [(320, 240)], has_audio=True)
 
@@ -392,10 +330,10 @@ def test_all_black_video_still_gets_a_thumbnail(
 def test_location_and_device_metadata_are_not_published(
     media_dir: Path, tmp_path: Path, limits: TranscodeLimits
 ) -> None:
-    src = make(
+    src = cached(
         media_dir,
         "tagged.mov",
-        lambda p: clip(
+        lambda p: make_clip(
             p,
             seconds=1,
             extra=(
@@ -432,7 +370,7 @@ def test_single_strategy_runs_exactly_one_ffmpeg_process(
         return real_run(argv, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr("atproto_video.transcoder.pipeline.run", counting_run)
-    src = make(media_dir, "silent.mp4", lambda p: clip(p, audio=False))
+    src = cached(media_dir, "silent.mp4", lambda p: make_clip(p, audio=False))
     out = run(src, tmp_path, limits)
     assert len(calls) == 1
     assert sum(arg == "-i" for arg in calls[0]) == 1

@@ -14,8 +14,9 @@ from atproto_video.transcoder import (
     transcode_target,
 )
 from atproto_video.transcoder.pipeline import Strategy
+from tests.support.media import make_clip
 from tests.transcoder.layout import assert_valid_layout
-from tests.transcoder.media import clip, ffprobe, parse_master_playlist, parse_media_playlist
+from tests.transcoder.media import ffprobe, parse_master_playlist, parse_media_playlist
 
 STRATEGIES: tuple[Strategy, ...] = ("single", "per_rendition")
 
@@ -23,7 +24,7 @@ STRATEGIES: tuple[Strategy, ...] = ("single", "per_rendition")
 @pytest.fixture(scope="module")
 def hd_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """5 s of 720p30: two renditions of three 2 s segments (short segments keep this fast)."""
-    return clip(tmp_path_factory.mktemp("src") / "hd.mp4", size="1280x720", seconds=5)
+    return make_clip(tmp_path_factory.mktemp("src") / "hd.mp4", size="1280x720", seconds=5)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,7 @@ def test_progress_is_monotonic_and_complete(
 
 
 def test_full_ladder_from_1080p(tmp_path: Path, limits: TranscodeLimits) -> None:
-    src = clip(tmp_path / "fhd.mp4", size="1920x1080", seconds=1, rate=30)
+    src = make_clip(tmp_path / "fhd.mp4", size="1920x1080", seconds=1, rate=30)
     result = transcode(src, tmp_path / "out", limits)
     sizes = [(1920, 1080), (1280, 720), (854, 480)]
     assert_valid_layout(result.out_dir, sizes, has_audio=True)
@@ -114,14 +115,14 @@ def test_full_ladder_from_1080p(tmp_path: Path, limits: TranscodeLimits) -> None
 
 
 def test_portrait_ladder_stays_portrait(tmp_path: Path, limits: TranscodeLimits) -> None:
-    src = clip(tmp_path / "portrait.mp4", size="720x1280", seconds=1, audio=False)
+    src = make_clip(tmp_path / "portrait.mp4", size="720x1280", seconds=1, audio=False)
     result = transcode(src, tmp_path / "out", limits, strategy="per_rendition")
     assert_valid_layout(result.out_dir, [(720, 1280), (480, 854)], has_audio=False)
 
 
 def test_single_targets_as_cluster_jobs_run_them(tmp_path: Path, limits: TranscodeLimits) -> None:
     """One call per rung, as one Kubernetes Job each, then the master playlist."""
-    src = clip(tmp_path / "small.mp4", size="320x240", seconds=1)
+    src = make_clip(tmp_path / "small.mp4", size="320x240", seconds=1)
     out = tmp_path / "out"
     produced = {t: transcode_target(src, out, t, limits) for t in ("1080p", "720p", "480p")}
     assert produced["1080p"] is None and produced["720p"] is None
@@ -135,7 +136,7 @@ def test_single_targets_as_cluster_jobs_run_them(tmp_path: Path, limits: Transco
 
 
 def test_rerun_replaces_stale_segments(tmp_path: Path, limits: TranscodeLimits) -> None:
-    src = clip(tmp_path / "small.mp4", seconds=1)
+    src = make_clip(tmp_path / "small.mp4", seconds=1)
     out = tmp_path / "out"
     (out / "240p").mkdir(parents=True)
     (out / "240p" / "seg_099.ts").write_bytes(b"stale")
@@ -144,7 +145,7 @@ def test_rerun_replaces_stale_segments(tmp_path: Path, limits: TranscodeLimits) 
 
 
 def test_unknown_strategy_and_target(tmp_path: Path, limits: TranscodeLimits) -> None:
-    src = clip(tmp_path / "small.mp4", seconds=0.5, audio=False)
+    src = make_clip(tmp_path / "small.mp4", seconds=0.5, audio=False)
     with pytest.raises(ValueError):
         transcode(src, tmp_path / "out", limits, strategy="magic")  # type: ignore[arg-type]
     with pytest.raises(ValueError):

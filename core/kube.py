@@ -1,23 +1,80 @@
-"""A small, blocking Kubernetes client for the few calls we make, returning plain dicts.
+"""Kubernetes access shared by the API (cluster executor) and the operator.
 
-Plain JSON dicts (not the generated model classes) so that the pure functions in
-:mod:`failures`, :mod:`status` and :mod:`templates` see exactly what the API server sent.
-Call these from a thread (``asyncio.to_thread``) in async code.
+The VideoJob resource's identity (group, names, the manifest the API creates) and a small,
+blocking client for the few calls both make, returning plain dicts: the pure functions of the
+operator see exactly what the API server sent. Call the client from a thread
+(``asyncio.to_thread``) in async code. The CRD's schema is the operator's
+(:mod:`atproto_video.operator.crd`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 from typing import Any, Protocol
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from atproto_video.operator.crd import GROUP, PLURAL, VERSION
+from atproto_video.core.jobs import Job
+from atproto_video.core.ladder import RUNG_NAMES
+from atproto_video.core.storage import Storage
 
 log = logging.getLogger(__name__)
+
+GROUP = "video.atproto.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "VideoJob"
+PLURAL = "videojobs"
+SINGULAR = "videojob"
+SHORT_NAMES = ("vj",)
+
+_NAME_OK = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+
+
+def videojob_name(job_id: str) -> str:
+    """The VideoJob's name: the job id itself when it is a valid short DNS label.
+
+    Job ids from :func:`atproto_video.core.jobs.new_job_id` are 40 lowercase hex characters, so SREs
+    can ``kubectl get vj <jobId>``; anything else is hashed to a stable, valid name. At most 40
+    characters, so Job names derived from it stay within 63.
+    """
+    if _NAME_OK.match(job_id):
+        return job_id
+    return "h" + hashlib.sha256(job_id.encode()).hexdigest()[:39]
+
+
+def videojob_manifest(
+    job_id: str, did: str, source: str, namespace: str, renditions: list[str] | None = None
+) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": videojob_name(job_id),
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/name": "atproto-video",
+                "app.kubernetes.io/component": "videojob",
+                f"{GROUP}/job-id": videojob_name(job_id),
+            },
+        },
+        "spec": {
+            "jobId": job_id,
+            "did": did,
+            "source": source,
+            "renditions": list(renditions if renditions is not None else RUNG_NAMES),
+        },
+    }
+
+
+def videojob_for(job: Job, storage: Storage, namespace: str) -> dict[str, Any]:
+    return videojob_manifest(job.id, job.did, storage.source_ref(job.id), namespace)
+
 
 #: Seconds for one API request: the API server is local to the cluster.
 REQUEST_TIMEOUT = 15

@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from atproto_video.config import VideoConfig
+from atproto_video.core.config import VideoConfig
+from atproto_video.core.jobs import Job, JobStore, NewJob, new_job_id
+from atproto_video.core.lexicon import JobState
+from atproto_video.core.storage import Storage, open_storage
 from atproto_video.executor.kubernetes import KubernetesExecutor
-from atproto_video.jobs import Job, JobStore, NewJob, new_job_id
-from atproto_video.lexicon import JobState
-from atproto_video.storage import LocalStorage
+from tests.support.blocking import no_blocking_rmtree
 from tests.support.media import make_clip
+from tests.support.storage import put_upload
 
 DEAD_KUBECONFIG = """apiVersion: v1
 kind: Config
@@ -28,7 +30,7 @@ current-context: c
 
 def _api_down(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: bytes
-) -> tuple[VideoConfig, JobStore, LocalStorage, Job]:
+) -> tuple[VideoConfig, JobStore, Storage, Job]:
     """Cluster mode whose Kubernetes API refuses connections, and one committed job."""
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(DEAD_KUBECONFIG)
@@ -38,12 +40,12 @@ def _api_down(
                                 "VIDEO_EXECUTOR": "kubernetes",
                                 "VIDEO_STORAGE_DIR": str(tmp_path / "storage")})
     store = JobStore(engine)
-    storage = LocalStorage(cfg.storage_dir)
+    storage = open_storage(cfg)
+    storage.prepare()
     job_id = new_job_id()
     job = store.create(NewJob(id=job_id, did="did:plc:abc", source_size=len(source),
                               content_hash="h", executor="kubernetes"), None)
-    storage.job_dir(job_id).mkdir(parents=True)
-    storage.source_path(job_id).write_bytes(source)
+    put_upload(storage, job_id, source)
     return cfg, store, storage, job
 
 
@@ -69,7 +71,7 @@ def test_submit_logs_and_returns_when_the_api_is_down(
     kept = store.get(job_id)
     assert kept is not None and kept.state is JobState.CREATED
     # Planned before the VideoJob is attempted: the operator creates Jobs without probing.
-    assert (kept.details or {})["plan"]["renditions"] == ["480p"]
+    assert kept.details.plan is not None and kept.details.plan.renditions == ("480p",)
     assert [j.id for j in store.unfinished("kubernetes")] == [job_id]
 
 
@@ -86,11 +88,12 @@ def test_submit_fails_a_non_video_without_a_videojob(
         await executor.submit(job)
         await executor.stop()
 
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING), no_blocking_rmtree(monkeypatch) as removed:
         asyncio.run(run())
+    assert removed, "the upload was removed, off the event loop"
     failed = store.get(job_id)
     assert failed is not None and failed.state is JobState.FAILED
     assert failed.failure_code == "validation_failure"
     assert "VideoJob" not in caplog.text  # never tried to reach the cluster
-    assert not storage.job_dir(job_id).exists()
+    assert not storage.has_source(job_id) and job_id not in storage.job_ids()
     assert store.unfinished("kubernetes") == []

@@ -21,12 +21,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
-from atproto_video.blob import blob_cid, blob_for_file
-from atproto_video.config import ConfigError, VideoConfig
-from atproto_video.jobs import Job, JobStore
-from atproto_video.lexicon import FailureCode, JobState
-from atproto_video.pds import PdsUploadError, RetryPolicy, upload_blob
-from atproto_video.tokens import TokenDecryptError, cipher_for
+from atproto_video.core.blob import blob_cid, blob_for_file
+from atproto_video.core.config import ConfigError, VideoConfig
+from atproto_video.core.jobs import Job, JobStore
+from atproto_video.core.lexicon import FailureCode, JobState
+from atproto_video.core.pds import PdsUploadError, RetryPolicy, upload_blob
+from atproto_video.core.tokens import TokenDecryptError, cipher_for
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +57,18 @@ def load_scanner(spec: str) -> Scanner:
 async def deliver(
     store: JobStore,
     job: Job,
-    out_dir: Path,
+    mp4: Path,
     *,
-    cfg: VideoConfig | None = None,
+    cfg: VideoConfig,
     scanner: Scanner | None = None,
     retry: RetryPolicy | None = None,
 ) -> bool:
-    """Finish an encoded job; returns True when it reached COMPLETED.
+    """Finish an encoded job whose processed MP4 is at ``mp4``; True when it reached COMPLETED.
 
-    ``cfg`` supplies the scan hook, the token key and the PDS upload settings; without it
-    they are read from the environment when a job needs them.
+    ``cfg`` supplies the scan hook, the token key and the PDS upload settings: every caller
+    passes its own (the operator's scan hook was once silently skipped when it did not).
     """
     extra = {"job_id": job.id, "did": job.did}
-    mp4 = out_dir / "video.mp4"
     await asyncio.to_thread(store.advance, job.id, JobState.ENCODED, 100)
     local_blob = await asyncio.to_thread(blob_for_file, mp4)
     cid = blob_cid(local_blob)
@@ -77,7 +76,7 @@ async def deliver(
 
     await asyncio.to_thread(store.advance, job.id, JobState.SCANNING, 0)
     try:
-        scan = scanner or load_scanner(cfg.scan_hook if cfg else "")
+        scan = scanner or load_scanner(cfg.pds.scan_hook)
     except ConfigError as exc:
         log.error("scan hook unusable: %s", exc, extra=extra)
         await asyncio.to_thread(store.fail, job.id, FailureCode.GENERIC, "the scan step failed")
@@ -113,7 +112,7 @@ async def _upload_to_pds(
     job: Job,
     mp4: Path,
     cid: str,
-    cfg: VideoConfig | None,
+    cfg: VideoConfig,
     retry: RetryPolicy | None,
     extra: dict[str, str],
 ) -> dict[str, Any] | None:
@@ -128,7 +127,6 @@ async def _upload_to_pds(
         await fail(FailureCode.PDS_UPLOAD, "the upload token is no longer available")
         return None
     try:
-        cfg = cfg or VideoConfig.from_env()
         token = cipher_for(cfg).decrypt(job.upload_token, job_id=job.id)
     except ConfigError as exc:
         log.error("cannot read upload tokens: %s", exc, extra=extra)
@@ -138,7 +136,7 @@ async def _upload_to_pds(
         await fail(FailureCode.PDS_UPLOAD, str(exc))
         return None
     deadline = job.token_expires_at.timestamp() if job.token_expires_at else _jwt_exp(token)
-    policy = retry or RetryPolicy(timeout_s=cfg.pds_timeout_s, max_s=cfg.pds_retry_max_s)
+    policy = retry or RetryPolicy(timeout_s=cfg.pds.timeout_s, max_s=cfg.pds.retry_max_s)
 
     await asyncio.to_thread(store.advance, job.id, JobState.UPLOADING, 0)
     last = {"pct": 0, "at": 0.0}
@@ -162,7 +160,7 @@ async def _upload_to_pds(
             token,
             mp4,
             deadline=deadline,
-            allow_private=cfg.allow_private_endpoints,
+            allow_private=cfg.service.allow_private_endpoints,
             policy=policy,
             on_progress=progress,
             on_retry=retrying,

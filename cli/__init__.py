@@ -1,4 +1,8 @@
-"""The ``atproto-video`` command: serve, migrate, transcode (and operator in cluster mode)."""
+"""The ``atproto-video`` console script: serve, migrate, transcode, operator.
+
+The top of the dependency graph: the only module that knows every part. Each subcommand
+imports its part when it runs, so ``transcode`` in the worker image loads no web stack.
+"""
 
 from __future__ import annotations
 
@@ -6,41 +10,30 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from atproto_video import __version__
-from atproto_video.config import ConfigError, VideoConfig
-
-
-def _config() -> VideoConfig:
-    try:
-        return VideoConfig.from_env()
-    except ConfigError as exc:
-        print(f"atproto-video: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+from atproto_video.core import __version__
+from atproto_video.core.config import ConfigError, VideoConfig
+from atproto_video.operator.command import register as register_operator
+from atproto_video.transcoder.command import register as register_transcode
 
 
 def cmd_serve(_args: argparse.Namespace) -> int:
-    cfg = _config()
-    from atproto_video import logs
+    cfg = VideoConfig.from_env()
     from atproto_video.api.service import VideoService
+    from atproto_video.core import logs
 
-    logs.setup(cfg.log_level)
-    try:
-        service = VideoService.create(cfg)
-    except ConfigError as exc:
-        print(f"atproto-video: configuration error: {exc}", file=sys.stderr)
-        return 2
-    service.run()
+    logs.setup(cfg.service.log_level)
+    VideoService.create(cfg).run()
     return 0
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
-    cfg = _config()
-    from atproto_video import logs
-    from atproto_video.db import make_engine
-    from atproto_video.migrate import upgrade
+    cfg = VideoConfig.from_env()
+    from atproto_video.core import logs
+    from atproto_video.core.db import make_engine
+    from atproto_video.core.migrate import upgrade
 
-    logs.setup(cfg.log_level)
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    logs.setup(cfg.service.log_level)
+    cfg.service.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(cfg.database_url)
     revision = upgrade(engine)
     engine.dispose()
@@ -73,22 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(func=cmd_migrate)
 
-    from atproto_video.transcoder.command import register as register_transcode
-
     register_transcode(sub)
-
-    try:
-        from atproto_video.operator.command import register as register_operator
-    except ImportError:
-        pass
-    else:
-        register_operator(sub)
+    register_operator(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except ConfigError as exc:
+        print(f"atproto-video: configuration error: {exc}", file=sys.stderr)
+        return 2
     return result
 
 
