@@ -73,4 +73,4 @@ crd: deps
 	cp manifests/crd.yaml charts/atproto-video/crds/videojob.yaml
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .import_linter_cache *.egg-info
