@@ -7,9 +7,9 @@ second (create-or-get in :mod:`atproto_video.core.kube`).
 
 Workers never talk to the Kubernetes API: no service-account token, no service links, no
 ``KUBERNETES_SERVICE_HOST`` override. They report progress by rewriting a small JSON file on
-the shared storage (``jobs/<id>/progress/<target>.json``) that the operator polls, and report
-failure through the termination log. Where the source, the outputs and the progress file are,
-and which volume holds them, is the storage backend's answer (:meth:`Storage.worker_io`).
+the shared storage that the operator polls, and report failure through the termination log.
+Where the source, the outputs and the progress file are, and which volume holds them, is the
+storage backend's answer (:meth:`Storage.worker_io`).
 """
 
 from __future__ import annotations
