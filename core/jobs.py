@@ -427,24 +427,25 @@ class JobStore:
     ) -> JobDetails | None:
         """Apply ``change`` to the job's details and store the result, without lost writes.
 
-        A no-op write comes first: it takes the row lock (Postgres) or the write lock (SQLite)
-        before the read, so concurrent writers (operator ticks, the API's planner) take turns
-        instead of overwriting each other. None when the job is terminal or gone.
+        The read takes the row lock (``FOR UPDATE`` on Postgres; on SQLite a first write takes
+        the database's write lock), so concurrent writers (operator ticks, the API's planner)
+        take turns instead of overwriting each other. None when the job is terminal or gone.
         """
         c = video_job.c
+        live = and_(c.id == job_id, c.state.not_in(TERMINAL))
         with self.engine.begin() as conn:
-            res = conn.execute(
-                update(video_job)
-                .where(c.id == job_id, c.state.not_in(TERMINAL))
-                .values(updated_at=utcnow())
-            )
-            if res.rowcount != 1:
+            if self.engine.dialect.name == "postgresql":
+                raw = conn.execute(select(c.details).where(live).with_for_update()).first()
+            else:  # SQLite has no row locks: a first write takes the database's write lock
+                res = conn.execute(update(video_job).where(live).values(updated_at=utcnow()))
+                raw = conn.execute(select(c.details).where(live)).first() if res.rowcount else None
+            if raw is None:
                 return None
-            raw = conn.execute(select(c.details).where(c.id == job_id)).scalar_one()
-            current = JobDetails.from_json(raw)
+            current = JobDetails.from_json(raw[0])
             new = change(current)
             if new != current:
-                conn.execute(update(video_job).where(c.id == job_id).values(details=new.to_json()))
+                conn.execute(update(video_job).where(c.id == job_id)
+                             .values(details=new.to_json(), updated_at=utcnow()))
         return new
 
     def complete(self, job_id: str, *, blob: dict[str, Any], cid: str, output_size: int) -> bool:
