@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SOURCES := $(shell find core api executor transcoder operator migrations -name '*.py' 2>/dev/null)
+SOURCES := $(shell find core cli api executor transcoder operator migrations -name '*.py' 2>/dev/null)
 
 export VIDEO_SERVICE_DID ?= did:web:localhost%3A2585
 export VIDEO_PUBLIC_URL ?= http://127.0.0.1:2585

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from atproto_video.core import __version__
 
@@ -49,8 +49,6 @@ def setting(
 
 class _Section:
     """A frozen dataclass whose fields are :func:`setting` declarations."""
-
-    secret: ClassVar[bool] = False
 
     @classmethod
     def from_env(cls: type[S], env: Mapping[str, str] | None = None) -> S:
@@ -312,8 +310,6 @@ class KubeSettings(_Section):
 @dataclass(frozen=True)
 class Secrets(_Section):
     """Never logged: the key for forwarded upload tokens and the database URL (password)."""
-
-    secret: ClassVar[bool] = True
 
     #: Embedded: generated into ``$VIDEO_DATA_DIR/token.key``; required in cluster mode.
     token_key: bytes | None = field(

@@ -271,8 +271,7 @@ class LocalStorage:
             if size == 0:
                 raise EmptyUpload("the request body is empty")
         except BaseException:
-            # Off the event loop, but finished before the error reaches the caller.
-            await _shielded(asyncio.to_thread(self.remove, job_id))
+            await remove_job(self, job_id)
             raise
         return StoredUpload(size=size, sha256_hex=digest.hexdigest())
 

@@ -1,9 +1,9 @@
 """Probe, input safety and the ffmpeg pipeline; the same code runs in-process and in workers."""
 
+from atproto_video.transcoder.contract import TARGETS
 from atproto_video.transcoder.errors import EncodingFailure, TranscodeError, ValidationFailure
 from atproto_video.transcoder.limits import TranscodeLimits
 from atproto_video.transcoder.pipeline import (
-    TARGETS,
     TranscodeResult,
     transcode,
     transcode_target,

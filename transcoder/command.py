@@ -24,6 +24,7 @@ from atproto_video.transcoder.contract import (
     EXIT_OK,
     EXIT_USAGE,
     EXIT_VALIDATION,
+    TARGET_MASTER,
     TARGETS,
 )
 from atproto_video.transcoder.errors import EncodingFailure, TranscodeError
@@ -38,7 +39,7 @@ from atproto_video.transcoder.probe import probe
 
 log = logging.getLogger(__name__)
 
-_ALL_TARGETS = (*TARGETS, "master", "all", "plan")
+_ALL_TARGETS = (*TARGETS, TARGET_MASTER, "all", "plan")
 
 _EPILOG = f"""\
 targets:
