@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import mimetypes
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
@@ -11,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from atproto_video.api.context import AppContext
@@ -21,6 +20,7 @@ from atproto_video.api.errors import (
     MethodNotImplemented,
     XrpcError,
 )
+from atproto_video.api.playback import respond
 from atproto_video.api.responses import JSON
 from atproto_video.api.upload import handle_upload
 from atproto_video.core import __version__
@@ -29,16 +29,10 @@ from atproto_video.core.lexicon import (
     NSID_GET_UPLOAD_LIMITS,
     NSID_UPLOAD_VIDEO,
 )
+from atproto_video.core.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPES = {
-    ".m3u8": "application/vnd.apple.mpegurl",
-    ".ts": "video/mp2t",
-    ".m4s": "video/iso.segment",
-    ".mp4": "video/mp4",
-    ".jpg": "image/jpeg",
-}
 
 Handler = Callable[[Request, AppContext], Awaitable[Response]]
 
@@ -104,16 +98,14 @@ def build_app(ctx: AppContext) -> Starlette:
         did = unquote(request.path_params["did"])
         cid = request.path_params["cid"]
         rel = request.path_params["path"]
-        found = await ctx.playback(did, cid, rel)
+        try:
+            found = await ctx.playback(did, cid, rel)
+        except StorageUnavailable:
+            return JSON({"error": "NotEnoughResources", "message": "storage is unavailable"},
+                        status_code=503, headers={"retry-after": "5"})
         if found is None:
             return JSON({"error": "NotFound", "message": "not found"}, status_code=404)
-        headers = {"cache-control": "public, max-age=31536000, immutable"}
-        if found.url is not None:
-            return RedirectResponse(found.url, status_code=307)
-        assert found.file is not None
-        ctype = CONTENT_TYPES.get(found.file.suffix) or mimetypes.guess_type(found.file.name)[0]
-        return FileResponse(found.file, media_type=ctype or "application/octet-stream",
-                            headers=headers)
+        return respond(request, found, rel)
 
     routes = [
         Route("/xrpc/_health", health, methods=["GET", "HEAD"]),

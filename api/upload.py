@@ -36,7 +36,12 @@ from atproto_video.core.lexicon import (
     JobStatus,
 )
 from atproto_video.core.netguard import UnsafeEndpoint, check_endpoint
-from atproto_video.core.storage import EmptyUpload, UploadTooLarge, remove_job
+from atproto_video.core.storage import (
+    EmptyUpload,
+    StorageUnavailable,
+    UploadTooLarge,
+    remove_job,
+)
 from atproto_video.core.tokens import TokenCipher, cipher_for
 
 log = logging.getLogger(__name__)
@@ -125,6 +130,10 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
         raise PayloadTooLarge(f"request entity too large: at most {max_bytes} bytes") from None
     except EmptyUpload:
         raise InvalidRequest("the request body is empty: send the video file") from None
+    except StorageUnavailable:
+        log.warning("storage unavailable during an upload", extra=extra)
+        raise NotEnoughResources("video storage is unavailable; try again shortly",
+                                 headers={"retry-after": "5"}) from None
 
     new = NewJob(
         id=job_id,

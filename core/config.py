@@ -27,6 +27,8 @@ S = TypeVar("S", bound="_Section")
 
 Executor = Literal["local", "kubernetes"]
 Strategy = Literal["single", "per_rendition"]
+StorageType = Literal["local", "s3"]
+PlaybackMode = Literal["redirect", "proxy"]
 
 
 class ConfigError(ValueError):
@@ -204,6 +206,25 @@ def _http_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _bucket(raw: str) -> str:
+    if not _BUCKET.match(raw):
+        raise ValueError(f"expected an S3 bucket name (3-63 of a-z 0-9 . -), got {raw!r}")
+    return raw
+
+
+def _key_prefix(raw: str) -> str:
+    """An object key prefix, kept as a folder: ``video`` becomes ``video/``."""
+    raw = raw.strip("/")
+    if not raw:
+        return ""
+    if ".." in raw.split("/") or not re.match(r"^[A-Za-z0-9_./-]+$", raw):
+        raise ValueError(f"expected a key prefix such as video/ (a-z A-Z 0-9 _ . - /), got {raw!r}")
+    return raw + "/"
+
+
 def _pg_url(raw: str) -> str:
     if not raw.startswith(("postgres://", "postgresql://", "postgresql+psycopg://")):
         raise ValueError("expected a postgresql:// URL")
@@ -244,8 +265,27 @@ class ServiceSettings(_Section):
 class StorageSettings(_Section):
     """Where uploads and outputs live, and how worker pods reach the same files."""
 
-    #: Empty: ``$VIDEO_DATA_DIR/storage``.
+    type: StorageType = setting("VIDEO_STORAGE", _choice("local", "s3"), "local")
+    #: Local storage. Empty: ``$VIDEO_DATA_DIR/storage``.
     dir: str = setting("VIDEO_STORAGE_DIR", str, "")
+    # S3: credentials come from boto3's standard chain (environment, web identity, instance
+    # profile), never from a setting of ours.
+    s3_bucket: str = setting("VIDEO_S3_BUCKET", _bucket, "")
+    s3_prefix: str = setting("VIDEO_S3_PREFIX", _key_prefix, "")
+    #: Empty: AWS.
+    s3_endpoint: str = setting("VIDEO_S3_ENDPOINT", _http_url, "")
+    s3_region: str = setting("VIDEO_S3_REGION", str, "")
+    s3_force_path_style: bool = setting("VIDEO_S3_FORCE_PATH_STYLE", _bool, False)
+    #: A Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for worker pods (cluster mode).
+    s3_credentials_secret: str = setting("VIDEO_S3_CREDENTIALS_SECRET", _dns_label, "")
+    #: How long a store outage may last before a job's storage step fails.
+    s3_retry_s: float = setting("VIDEO_S3_RETRY_S", _float_range(0, 3600), 120.0)
+    #: redirect: segments and MP4 by 307 to a presigned (or VIDEO_PLAYBACK_BASE_URL) URL;
+    #: proxy: the service streams them (Range supported). Playlists are always served.
+    playback: PlaybackMode = setting("VIDEO_PLAYBACK", _choice("redirect", "proxy"), "redirect")
+    playback_base_url: str = setting("VIDEO_PLAYBACK_BASE_URL", _http_url, "")
+    playback_url_ttl_s: int = setting(
+        "VIDEO_PLAYBACK_URL_TTL_S", _int_range(60, 7 * 86_400), 3600)
     pod_hostpath: str = setting("VIDEO_WORKER_STORAGE_HOSTPATH", _abs_path, "")
     pod_pvc: str = setting("VIDEO_WORKER_STORAGE_PVC", _dns_label, "")
 
@@ -339,7 +379,7 @@ class VideoConfig:
         env = os.environ if env is None else env
         if not env.get("VIDEO_SERVICE_DID", "").strip():
             raise ConfigError("VIDEO_SERVICE_DID is required (e.g. did:web:video.example.com)")
-        return cls(
+        cfg = cls(
             service=ServiceSettings.from_env(env),
             storage=StorageSettings.from_env(env),
             transcode=TranscodeSettings.from_env(env),
@@ -347,6 +387,9 @@ class VideoConfig:
             kube=KubeSettings.from_env(env),
             secrets=Secrets.from_env(env),
         )
+        if cfg.storage.type == "s3" and not cfg.storage.s3_bucket:
+            raise ConfigError("VIDEO_S3_BUCKET is required when VIDEO_STORAGE=s3")
+        return cfg
 
     @property
     def storage_dir(self) -> Path:

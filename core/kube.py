@@ -90,12 +90,12 @@ def load_api_client() -> Any:
     """In-cluster config when running in a pod, else ``$KUBECONFIG`` / ``~/.kube/config``."""
     cfg = client.Configuration()
     try:
-        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        config.load_incluster_config(client_configuration=cfg)
     except config.ConfigException:
         try:
             # Read KUBECONFIG now: the library's default is captured when it is imported.
             path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
-            config.load_kube_config(config_file=path, client_configuration=cfg)  # type: ignore[no-untyped-call]
+            config.load_kube_config(config_file=path, client_configuration=cfg)
         except Exception as exc:  # the loader raises several unrelated types
             raise KubeError(f"no Kubernetes configuration: {exc}") from None
     # One kept-alive connection per concurrent call: the default (5 per cpu) made a burst of
@@ -183,16 +183,23 @@ class Kube:
         generated models: their validation and serialisation cost about 6 ms of CPU per Job
         created, most of the operator's work on a burst of uploads (measured with py-spy)."""
         headers = {"Accept": "application/json", "Content-Type": "application/json"}
-        self.api_client.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
-        resp = self.api_client.rest_client.request(
-            method, self.api_client.configuration.host + path, headers=headers, body=body,
-            _request_timeout=REQUEST_TIMEOUT,
-        )
-        raw = resp.read()
+        self.api_client.update_params_for_auth(headers, [], ["BearerToken"])
         try:
-            return resp.status, json.loads(raw) if raw else {}
+            resp = self.api_client.rest_client.request(
+                method, self.api_client.configuration.host + path, headers=headers, body=body,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+            status, raw = resp.status, resp.data
+        except ApiException as exc:  # any answer outside 2xx
+            if exc.status is None or exc.status == 0:
+                raise
+            status, raw = exc.status, exc.body
+        if isinstance(raw, str):
+            raw = raw.encode()
+        try:
+            return int(status), json.loads(raw) if raw else {}
         except ValueError:
-            return resp.status, {"message": raw[:200].decode(errors="replace")}
+            return int(status), {"message": bytes(raw)[:200].decode(errors="replace")}
 
     def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         resp = self.batch.list_namespaced_job(

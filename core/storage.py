@@ -9,25 +9,8 @@ with :meth:`Storage.publish`.
 :class:`LocalStorage` keeps one directory per job under a root that the API, the operator and
 the worker pods share (``jobs/<id>/source``, ``jobs/<id>/out/``, ``jobs/<id>/progress/``).
 
-The S3 backend (boto3, next step) implements the same methods, without changing callers:
-
-- ``receive``: an S3 multipart upload fed while the bytes arrive and are hashed; on any
-  failure the multipart upload is aborted, so nothing is left behind.
-- ``prepare``: check the bucket exists and the credentials work (one clear line if not).
-- ``has_source`` / ``remove_source``: HEAD / DELETE ``<prefix>/jobs/<id>/source``.
-- ``open_source``: download to a temporary file, removed when the context ends.
-- ``stage``: download the source into a local scratch directory; ``out_dir`` is scratch too.
-- ``publish``: upload the scratch outputs under ``<prefix>/jobs/<id>/out/``, then remove the
-  scratch directory; ``discard`` removes the scratch directory and any published outputs.
-- ``has_output`` / ``write_output`` / ``open_output``: HEAD, PUT, and a download to a
-  temporary file that is removed when the context ends.
-- ``playback``: a presigned GET URL (the API answers with a redirect).
-- ``source_ref`` / ``check_source_ref``: the object key.
-- ``prepare_worker`` / ``worker_io``: nothing to prepare; the worker gets ``s3://`` locations
-  and an emptyDir for scratch; progress objects under ``<prefix>/jobs/<id>/progress/``.
-- ``read_progress``: GET of the progress object.
-- ``remove_outputs`` / ``remove_scratch`` / ``remove``: DELETE by prefix; ``job_ids``: a
-  delimiter listing of ``<prefix>/jobs/``.
+The S3 backend (:mod:`atproto_video.core.s3`) keeps the same layout as objects under
+``<prefix>jobs/<id>/`` and stages files in a local scratch directory while a job transcodes.
 """
 
 from __future__ import annotations
@@ -41,7 +24,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
@@ -71,6 +54,10 @@ class EmptyUpload(Exception):
     pass
 
 
+class StorageUnavailable(Exception):
+    """The store cannot be reached (or answers 5xx) right now: retry later, nothing is lost."""
+
+
 @dataclass(frozen=True)
 class StoredUpload:
     size: int
@@ -87,11 +74,25 @@ class Workspace:
 
 
 @dataclass(frozen=True)
+class RemoteObject:
+    """An output the service streams from elsewhere: ``read(start, end)`` yields the bytes
+    ``start..end`` inclusive (blocking; run it in a thread)."""
+
+    size: int
+    content_type: str
+    read: Callable[[int, int], Iterator[bytes]]
+
+
+@dataclass(frozen=True)
 class Playback:
-    """How to serve one output: a local file to send, or a URL to redirect the player to."""
+    """How to serve one output: a local file, its bytes (playlists), an object to stream,
+    or a URL to redirect the player to."""
 
     file: Path | None = None
     url: str | None = None
+    data: bytes | None = None
+    remote: RemoteObject | None = None
+    content_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ class WorkerIO:
     progress_file: str
     volumes: list[dict[str, Any]] = field(default_factory=list)
     mounts: list[dict[str, Any]] = field(default_factory=list)
+    env: list[dict[str, Any]] = field(default_factory=list)
+    env_from: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Storage(Protocol):
@@ -165,6 +168,12 @@ def check_job_id(job_id: str) -> str:
     if not _JOB_ID.match(job_id):
         raise ValueError("malformed job id")
     return job_id
+
+
+def check_target(target: str) -> str:
+    if not _TARGET.match(target):
+        raise ValueError(f"not a target name: {target!r}")
+    return target
 
 
 def check_output_name(name: str) -> bool:
@@ -355,8 +364,7 @@ class LocalStorage:
                 path.chmod(0o2775)
 
     def worker_io(self, job_id: str, target: str) -> WorkerIO:
-        if not _TARGET.match(target):
-            raise ValueError(f"not a target name: {target!r}")
+        check_target(target)
         mount = PurePosixPath(WORKER_MOUNT)
         volume = self._pod_volume or {"hostPath": {"path": str(self._root), "type": "Directory"}}
         return WorkerIO(
@@ -399,7 +407,11 @@ class LocalStorage:
 
 
 def open_storage(cfg: VideoConfig) -> Storage:
-    """The backend the settings name: a local directory (the S3 backend comes next)."""
+    """The backend the settings name: a local directory, or an S3 bucket."""
+    if cfg.storage.type == "s3":
+        from atproto_video.core.s3 import S3Storage  # boto3 loads only when used
+
+        return S3Storage.from_settings(cfg.storage, scratch=cfg.service.data_dir / "scratch")
     volume: dict[str, Any] | None = None
     if cfg.storage.pod_pvc:
         volume = {"persistentVolumeClaim": {"claimName": cfg.storage.pod_pvc}}
@@ -411,7 +423,7 @@ def open_storage(cfg: VideoConfig) -> Storage:
 async def remove_job(storage: Storage, job_id: str) -> None:
     """Remove everything of a job off the event loop, finishing even if the caller is cancelled
     (a refused upload must leave nothing behind)."""
-    await _shielded(asyncio.to_thread(storage.remove, job_id))
+    await shielded(asyncio.to_thread(storage.remove, job_id))
 
 
 @contextlib.asynccontextmanager
@@ -434,7 +446,7 @@ async def _in_thread(cm: contextlib.AbstractContextManager[Path]) -> AsyncIterat
     try:
         yield path
     except BaseException as exc:
-        await _shielded(asyncio.to_thread(cm.__exit__, type(exc), exc, exc.__traceback__))
+        await shielded(asyncio.to_thread(cm.__exit__, type(exc), exc, exc.__traceback__))
         raise
     await asyncio.to_thread(cm.__exit__, None, None, None)
 
@@ -466,7 +478,7 @@ def parse_progress(raw: bytes) -> int | None:
     return max(0, min(100, int(value)))
 
 
-async def _shielded(work: Any) -> None:
+async def shielded(work: Any) -> None:
     """Await clean-up even when the caller is being cancelled."""
     task = asyncio.ensure_future(work)
     try:

@@ -23,7 +23,7 @@ from atproto_video.core.delivery import deliver
 from atproto_video.core.details import JobDetails, Outcome, RenditionStatus
 from atproto_video.core.jobs import Job, JobStore
 from atproto_video.core.lexicon import STATE_ORDER, FailureCode, JobState
-from atproto_video.core.storage import Storage, Workspace, local_output
+from atproto_video.core.storage import Storage, StorageUnavailable, Workspace, local_output
 from atproto_video.transcoder import encoding
 from atproto_video.transcoder.errors import TranscodeError
 from atproto_video.transcoder.limits import TranscodeLimits
@@ -165,7 +165,11 @@ class LocalExecutor:
                 self.store.fail, job.id, FailureCode.GENERIC, "the uploaded file is missing"
             )
             return
-        workspace = await asyncio.to_thread(self.storage.stage, job.id)
+        try:
+            workspace = await asyncio.to_thread(self.storage.stage, job.id)
+        except StorageUnavailable as exc:
+            await self._storage_failed(job, exc)
+            return
         await asyncio.to_thread(self.store.advance, job.id, JobState.ENCODING, 0)
         started = time.monotonic()
         try:
@@ -181,10 +185,23 @@ class LocalExecutor:
             await asyncio.to_thread(self.storage.discard, workspace)
             await asyncio.to_thread(self.storage.remove_source, job.id)
             return
-        await asyncio.to_thread(self.storage.publish, workspace)
+        try:
+            await asyncio.to_thread(self.storage.publish, workspace)
+        except StorageUnavailable as exc:
+            await self._storage_failed(job, exc)
+            return
         await asyncio.to_thread(self.store.update_details, job.id,
                                 lambda details: _with_result(details, result))
         self._start_delivery(job, started)
+
+    async def _storage_failed(self, job: Job, exc: StorageUnavailable) -> None:
+        """The store stayed down for the whole retry budget: end the job, tidy what we can."""
+        log.warning("job failed: %s", exc, extra={"job_id": job.id, "did": job.did})
+        await asyncio.to_thread(self.store.fail, job.id, FailureCode.GENERIC,
+                                "video storage was unavailable; please upload again")
+        with contextlib.suppress(StorageUnavailable):
+            await asyncio.to_thread(self._clean_up, job.id, completed=False)
+            await asyncio.to_thread(self.storage.remove_scratch, job.id)
 
     def _start_delivery(self, job: Job, started: float) -> None:
         """Scan and (Bluesky mode) PDS upload run beside the encoders, not in their slots:

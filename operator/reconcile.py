@@ -363,7 +363,8 @@ class VideoJobReconciler:
     # -- deletion ------------------------------------------------------------------------------
 
     async def delete(self, body: Mapping[str, Any]) -> None:
-        """The finalizer: a deleted VideoJob ends its job and removes its files.
+        """The finalizer: a deleted VideoJob ends its job and removes its files, except the
+        published outputs of a completed job.
 
         Its Jobs and their pods go with it (owner references, garbage collector).
         """
@@ -374,12 +375,20 @@ class VideoJobReconciler:
         if job is not None and not job.state.terminal:
             await asyncio.to_thread(self.store.fail, job_id, FailureCode.GENERIC,
                                     "the job was cancelled (its VideoJob was deleted)")
+            job = await asyncio.to_thread(self.store.get, job_id)
+        completed = job is not None and job.state is JobState.COMPLETED
         try:
-            await asyncio.to_thread(self.storage.remove, job_id)
+            if completed:
+                # A published video stays playable: the VideoJob is only its processing record.
+                await asyncio.to_thread(self.storage.remove_source, job_id)
+                await asyncio.to_thread(self.storage.remove_scratch, job_id)
+            else:
+                await asyncio.to_thread(self.storage.remove, job_id)
         except ValueError:  # not a job id this storage could hold: nothing to remove
             return
         self._forget(job_id)
-        log.info("VideoJob deleted; outputs removed", extra={"job_id": job_id})
+        log.info("VideoJob deleted; %s", "outputs kept" if completed else "files removed",
+                 extra={"job_id": job_id})
 
 
 def _all_succeeded(plan: Plan, renditions: Mapping[str, RenditionStatus]) -> bool:

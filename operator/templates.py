@@ -7,7 +7,8 @@ second (create-or-get in :mod:`atproto_video.core.kube`).
 
 Workers never talk to the Kubernetes API: no service-account token, no service links, no
 ``KUBERNETES_SERVICE_HOST`` override. They report progress by rewriting a small JSON file on
-the shared storage that the operator polls, and report failure through the termination log.
+the shared storage (or one object per target in S3) that the operator polls, and report
+failure through the termination log.
 Where the source, the outputs and the progress file are, and which volume holds them, is the
 storage backend's answer (:meth:`Storage.worker_io`).
 """
@@ -71,6 +72,7 @@ def job_manifest(
     # The transcode section, as the worker reads it; ffmpeg and ffprobe are the image's own.
     env = [{"name": name, "value": value} for name, value in cfg.transcode.to_env().items()
            if name not in WORKER_OWN]
+    env += io.env
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -92,6 +94,7 @@ def job_manifest(
                 "imagePullPolicy": cfg.kube.worker_pull_policy,
                 "args": args,
                 "env": env,
+                **({"envFrom": io.env_from} if io.env_from else {}),
                 "resources": {
                     "requests": {"cpu": cfg.kube.worker_cpu_request,
                                  "memory": cfg.kube.worker_memory_request},

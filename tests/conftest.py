@@ -19,6 +19,7 @@ from tests.support.cluster import (  # noqa: F401  (session fixtures shared by e
 )
 from tests.support.didserver import DidServer
 from tests.support.postgres import PostgresServer
+from tests.support.s3 import S3Server, aws_env, running_s3
 
 
 @pytest.fixture
@@ -65,6 +66,20 @@ def helm() -> str:
         capture_output=True, text=True, check=True, timeout=1800,
     )  # fmt: skip
     return out.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One real S3 server (SeaweedFS) on loopback for the whole run; buckets are per test."""
+    with running_s3(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket, with the server's credentials in the environment (boto3's chain)."""
+    aws_env(monkeypatch, s3_server)
+    return s3_server.new_bucket()
 
 
 @pytest.fixture(scope="session")

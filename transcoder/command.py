@@ -12,12 +12,13 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from atproto_video.core.config import ConfigError, TranscodeSettings
-from atproto_video.core.storage import atomic_write_text
+from atproto_video.core.config import ConfigError, Strategy, TranscodeSettings
+from atproto_video.core.storage import StorageUnavailable, atomic_write_text
 from atproto_video.transcoder.contract import (
     EXIT_ENCODING,
     EXIT_FOR_FAILURE,
@@ -83,8 +84,9 @@ def register(subparsers: Any) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", type=Path, metavar="SOURCE", help="the uploaded file")
-    parser.add_argument("output_dir", type=Path, metavar="OUTPUT_DIR", help="layout root")
+    parser.add_argument("source", metavar="SOURCE", help="the uploaded file, or an s3:// URI")
+    parser.add_argument("output_dir", metavar="OUTPUT_DIR",
+                        help="layout root, or an s3:// prefix to publish to")
     parser.add_argument(
         "--target", default="all", metavar="TARGET",
         help=f"one of {', '.join(_ALL_TARGETS)} (default: all)",
@@ -94,8 +96,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="for --target all: one ffmpeg process (default) or one per target",
     )
     parser.add_argument(
-        "--progress-file", type=Path, metavar="PATH",
-        help='rewritten atomically with {"target": ..., "progress": 0-100}',
+        "--progress-file", metavar="PATH",
+        help='rewritten atomically with {"target": ..., "progress": 0-100} (or an s3:// URI)',
     )
     parser.add_argument(
         "--termination-log", type=Path, metavar="PATH",
@@ -112,10 +114,14 @@ def run_command(args: argparse.Namespace) -> int:
         limits = TranscodeLimits.from_settings(TranscodeSettings.from_env())
     except ConfigError as exc:
         return _fail(args, EncodingFailure(f"configuration error: {exc}"), exit_code=EXIT_USAGE)
-    reporter = ProgressFile(args.progress_file, target)
+    remote = str(args.source).startswith("s3://")
+    if remote:
+        return _run_remote(args, target, limits)
+    reporter = ProgressFile(Path(args.progress_file) if args.progress_file else None, target)
     reporter(0.0)
     try:
-        summary = _run(args, target, limits, reporter)
+        summary = _run(Path(args.source), Path(args.output_dir), args.strategy, target, limits,
+                       reporter)
     except TranscodeError as exc:
         return _fail(args, exc)
     except Exception:
@@ -130,11 +136,50 @@ def _valid_target(target: str) -> bool:
     return target in _ALL_TARGETS or is_target(target)
 
 
+def _run_remote(args: argparse.Namespace, target: str, limits: TranscodeLimits) -> int:
+    """Object storage: fetch the source into scratch (TMPDIR, an emptyDir in a pod),
+    transcode there, publish the outputs, report progress as an object."""
+    from atproto_video.core.s3 import WorkerFiles  # boto3 loads only here
+
+    files = WorkerFiles.from_env()
+    progress_uri: str | None = args.progress_file
+
+    def report(fraction: float, *, final: bool = False) -> None:
+        if progress_uri is not None:
+            body = json.dumps({"target": target, "progress": int(fraction * 100)})
+            files.put_progress(progress_uri, body, final=final)
+
+    reporter = Monotonic(report)
+    reporter(0.0)
+    try:
+        source = files.fetch_source(args.source)
+        out_dir = files.out_dir()
+        summary = _run(source, out_dir, args.strategy, target, limits, reporter)
+        if target != "plan":
+            files.publish(out_dir, args.output_dir)
+    except TranscodeError as exc:
+        return _fail(args, exc)
+    except FileNotFoundError:
+        return _fail(args, EncodingFailure("the uploaded file is missing"))
+    except StorageUnavailable as exc:
+        log.error("%s", exc)
+        return _fail(args, EncodingFailure("object storage is unavailable"))
+    except Exception:
+        log.exception("transcode crashed")
+        return _fail(args, EncodingFailure("internal error while transcoding"))
+    report(1.0, final=True)
+    print(json.dumps(summary, separators=(",", ":")))
+    return EXIT_OK
+
+
 def _run(
-    args: argparse.Namespace, target: str, limits: TranscodeLimits, reporter: ProgressFile
+    source: Path,
+    out_dir: Path,
+    strategy: Strategy,
+    target: str,
+    limits: TranscodeLimits,
+    reporter: Callable[[float], None],
 ) -> dict[str, Any]:
-    source: Path = args.source
-    out_dir: Path = args.output_dir
     if target == "plan":
         info = probe(source, limits)
         plan = ladder_for(info, limits)
@@ -144,7 +189,7 @@ def _run(
             "variants": [asdict(v) for v in plan],
         }
     if target == "all":
-        result = transcode(source, out_dir, limits, strategy=args.strategy, on_progress=reporter)
+        result = transcode(source, out_dir, limits, strategy=strategy, on_progress=reporter)
         return {"target": target, "variants": [v.name for v in result.variants]}
     variant = transcode_target(source, out_dir, target, limits, on_progress=reporter)
     produced = variant.name if variant else None
@@ -163,6 +208,20 @@ def _fail(args: argparse.Namespace, error: TranscodeError, *, exit_code: int | N
     if exit_code is not None:
         return exit_code
     return EXIT_FOR_FAILURE.get(error.failure_code, EXIT_ENCODING)
+
+
+class Monotonic:
+    """Forwards whole percentages only when they grow."""
+
+    def __init__(self, sink: Callable[[float], None]) -> None:
+        self._sink = sink
+        self._last = -1
+
+    def __call__(self, fraction: float) -> None:
+        percent = int(fraction * 100)
+        if percent > self._last:
+            self._last = percent
+            self._sink(fraction)
 
 
 class ProgressFile:

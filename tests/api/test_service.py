@@ -16,7 +16,8 @@ import pytest
 from atproto_video.core.blob import cid_for_bytes
 from tests.support.didserver import DidServer
 from tests.support.identity import Identity
-from tests.support.media import make_clip
+from tests.support.media import make_clip, play_hls
+from tests.support.s3 import S3Server
 from tests.support.service import ServiceProcess, assert_monotonic, job_count, vm_hwm_kb
 from tests.support.waiting import wait_for
 from tests.support.xrpc import (
@@ -29,12 +30,42 @@ from tests.support.xrpc import (
     wait_for_job,
 )
 
+#: Every test here runs against both storage backends: a local directory and a real S3 server.
+BACKENDS = ["local", pytest.param("s3", marks=pytest.mark.s3)]
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, dids: DidServer) -> Iterator[ServiceProcess]:
+
+def storage_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The settings of the backend a fixture is parametrized with (a fresh bucket for S3)."""
+    if request.param == "local":
+        return {}
+    server: S3Server = request.getfixturevalue("s3_server")
+    return server.env(server.new_bucket(), prefix="video")
+
+
+def stored_jobs(svc: ServiceProcess) -> set[str]:
+    """Job ids with anything in storage: objects, incomplete multipart uploads, directories."""
+    if svc.env.get("VIDEO_STORAGE") == "s3":
+        server = S3_SERVERS[svc.env["VIDEO_S3_ENDPOINT"]]
+        bucket = svc.env["VIDEO_S3_BUCKET"]
+        keys = server.keys(bucket) + [u["Key"] for u in server.multipart_uploads(bucket)]
+        return {k.split("/")[2] for k in keys}
+    root = svc.data_dir / "storage" / "jobs"
+    return {p.name for p in root.iterdir()} if root.is_dir() else set()
+
+
+S3_SERVERS: dict[str, S3Server] = {}
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, dids: DidServer
+) -> Iterator[ServiceProcess]:
+    env = storage_env(request)
+    if env:
+        S3_SERVERS[env["VIDEO_S3_ENDPOINT"]] = request.getfixturevalue("s3_server")
     svc = ServiceProcess(
         tmp_path_factory.mktemp("svc"),
-        {"VIDEO_DID_PLC_URL": dids.url, "VIDEO_PROCESSING_CONCURRENCY": "2"},
+        {"VIDEO_DID_PLC_URL": dids.url, "VIDEO_PROCESSING_CONCURRENCY": "2", **env},
     ).start()
     yield svc
     svc.stop()
@@ -67,7 +98,9 @@ def test_upload_to_completed(service: ServiceProcess, dids: DidServer, clip: byt
     assert blob["$type"] == "blob" and blob["mimeType"] == "video/mp4"
     cid = blob["ref"]["$link"]
     base = f"{service.url}/watch/{quote(who.did, safe='')}/{cid}"
-    mp4 = httpx.get(f"{base}/video.mp4", timeout=30)
+    # A real HLS player plays it: playlists from the service, segments wherever they are.
+    assert play_hls(f"{base}/playlist.m3u8") == 60  # 2 s at 30 fps
+    mp4 = httpx.get(f"{base}/video.mp4", timeout=30, follow_redirects=True)
     assert mp4.status_code == 200 and mp4.headers["content-type"] == "video/mp4"
     assert cid_for_bytes(mp4.content) == cid and len(mp4.content) == blob["size"]
 
@@ -80,9 +113,9 @@ def test_upload_to_completed(service: ServiceProcess, dids: DidServer, clip: byt
     variant = httpx.get(f"{base}/360p/video.m3u8", timeout=10)
     assert "#EXT-X-ENDLIST" in variant.text
     segment = next(line for line in variant.text.splitlines() if line and not line.startswith("#"))
-    seg = httpx.get(f"{base}/360p/{segment}", timeout=10)
+    seg = httpx.get(f"{base}/360p/{segment}", timeout=10, follow_redirects=True)
     assert seg.status_code == 200 and len(seg.content) > 0
-    thumb = httpx.get(f"{base}/thumbnail.jpg", timeout=10)
+    thumb = httpx.get(f"{base}/thumbnail.jpg", timeout=10, follow_redirects=True)
     assert thumb.headers["content-type"] == "image/jpeg" and thumb.content[:2] == b"\xff\xd8"
     for sneaky in ("..%2F..%2Fsource", "360p%2F..%2F..%2Fsource", ".hidden"):
         assert httpx.get(f"{base}/{sneaky}", timeout=10).status_code == 404
@@ -93,8 +126,10 @@ def test_upload_to_completed(service: ServiceProcess, dids: DidServer, clip: byt
         f"{service.url}/xrpc/{LIMITS}",
         headers={"authorization": f"Bearer {who.token(SERVICE_DID, LIMITS)}"},
     ).json()
+    stored_before = stored_jobs(service)
     again = upload_as(service, who, clip)
     assert again.status_code == 200
+    assert stored_jobs(service) == stored_before, "a duplicate leaves nothing behind"
     assert again.json()["jobId"] == body["jobId"] and again.json()["error"] == "already_exists"
     limits_after = httpx.get(
         f"{service.url}/xrpc/{LIMITS}",
@@ -102,6 +137,9 @@ def test_upload_to_completed(service: ServiceProcess, dids: DidServer, clip: byt
     ).json()
     assert limits_after == limits_before
     assert limits_after["remainingDailyVideos"] == 24
+    assert body["jobId"] in stored_jobs(service), "the outputs stay"
+    if service.env.get("VIDEO_STORAGE") == "s3":
+        assert not (service.data_dir / "scratch" / body["jobId"]).exists()
 
 
 def test_get_upload_limits(service: ServiceProcess, dids: DidServer) -> None:
@@ -207,7 +245,7 @@ def test_cors_and_did_document(service: ServiceProcess) -> None:
 
 def test_cut_off_upload_leaves_nothing(service: ServiceProcess, dids: DidServer) -> None:
     who = user(dids)
-    before = _job_dirs(service)
+    before = stored_jobs(service)
     token = who.token(SERVICE_DID, UPLOAD)
     with socket.create_connection(("127.0.0.1", service.port)) as sock:
         sock.sendall(
@@ -219,7 +257,8 @@ def test_cut_off_upload_leaves_nothing(service: ServiceProcess, dids: DidServer)
             + b"\x00" * 3_000_000
         )
         time.sleep(0.5)
-    wait_for(lambda: _job_dirs(service) == before, timeout=10, what="job dirs cleaned up")
+    wait_for(lambda: stored_jobs(service) == before, timeout=10,
+             what="no object, no multipart upload, no directory left")
     assert job_count(service, who.did) == 0
 
 
@@ -254,13 +293,13 @@ def test_large_upload_streams_in_bounded_memory(service: ServiceProcess, dids: D
     assert status["failureCode"] == "validation_failure"  # random bytes are not a video
 
 
-def _job_dirs(svc: ServiceProcess) -> set[str]:
-    root = svc.data_dir / "storage" / "jobs"
-    return {p.name for p in root.iterdir()} if root.is_dir() else set()
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory, dids: DidServer) -> Iterator[ServiceProcess]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def small(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, dids: DidServer
+) -> Iterator[ServiceProcess]:
+    env = storage_env(request)
+    if env:
+        S3_SERVERS[env["VIDEO_S3_ENDPOINT"]] = request.getfixturevalue("s3_server")
     svc = ServiceProcess(
         tmp_path_factory.mktemp("small"),
         {
@@ -268,6 +307,7 @@ def small(tmp_path_factory: pytest.TempPathFactory, dids: DidServer) -> Iterator
             "VIDEO_MAX_UPLOAD_BYTES": "1000000",
             "VIDEO_DAILY_VIDEO_LIMIT": "2",
             "VIDEO_DAILY_BYTE_LIMIT": "1500000",
+            **env,
         },
     ).start()
     yield svc
@@ -289,20 +329,23 @@ def test_too_large(small: ServiceProcess, dids: DidServer) -> None:
         headers={"authorization": f"Bearer {who.token(SERVICE_DID, UPLOAD)}"},
     )
     assert (resp.status_code, resp.json()["error"]) == (413, "PayloadTooLarge")
-    assert job_count(small, who.did) == 0 and _job_dirs(small) == set()
+    assert job_count(small, who.did) == 0 and stored_jobs(small) == set()
 
 
 def test_over_quota(small: ServiceProcess, dids: DidServer) -> None:
     who = user(dids)
     for i in range(2):
         assert upload_as(small, who, b"clip %d" % i + b"\x00" * 1000).status_code == 200
+    stored_before = stored_jobs(small)
     resp = upload_as(small, who, b"clip 3" + b"\x00" * 1000)
     assert resp.status_code == 429
     assert resp.json()["error"] == "User has exceeded daily upload videos limit"
     bytes_user = user(dids)
-    assert upload_as(small, bytes_user, b"a" * 900_000).status_code == 200
+    accepted = upload_as(small, bytes_user, b"a" * 900_000)
+    assert accepted.status_code == 200
     resp = upload_as(small, bytes_user, b"b" * 700_000)
     assert resp.status_code == 429
+    assert stored_jobs(small) - stored_before <= {accepted.json()["jobId"]}
     assert resp.json()["error"] == "User has exceeded daily upload bytes limit"
     assert job_count(small, bytes_user.did) == 1
 

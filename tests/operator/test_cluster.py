@@ -295,14 +295,17 @@ def test_job_is_not_lost_when_the_api_cannot_reach_kubernetes(
         api.stop()
 
 
-def test_deleting_a_videojob_removes_its_jobs_and_outputs(
+def test_deleting_a_completed_videojob_removes_its_jobs_but_keeps_the_video(
     k8s: K8sEnv, operator: OperatorProcess, storage_root: Path,
 ) -> None:
     job_id = FINISHED.get("short")
     if job_id is None:
         pytest.skip("needs the completed job of test_upload_completes_with_one_job_per_target")
-    assert (storage_root / "jobs" / job_id / "out" / "video.mp4").exists()
+    out = storage_root / "jobs" / job_id / "out"
+    assert (out / "video.mp4").exists()
     k8s.kubectl("delete", "videojob", job_id, "--timeout=60s")
-    assert not (storage_root / "jobs" / job_id).exists()
+    # The published video stays playable; only the processing record goes.
+    assert (out / "video.mp4").exists() and (out / "playlist.m3u8").exists()
+    assert not (storage_root / "jobs" / job_id / "source").exists()
     wait_for(lambda: worker_jobs(k8s, job_id) == {}, timeout=60, interval=0.5,
              what="owner references should garbage-collect the Jobs")

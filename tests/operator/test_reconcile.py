@@ -419,3 +419,19 @@ def test_deleting_a_videojob_removes_its_files_off_the_event_loop(
     assert not storage.has_source(job_id) and not storage.has_output(job_id, "video.mp4")
     job = store.get(job_id)
     assert job is not None and job.state is JobState.FAILED and "cancelled" in (job.error or "")
+
+
+def test_deleting_the_videojob_of_a_completed_job_keeps_its_outputs(
+    world: World, clip: bytes
+) -> None:
+    cfg, store, storage = world
+    job_id = add_job(store, storage, clip)
+    write_mp4(cfg, storage, job_id)
+    store.advance(job_id, JobState.ENCODED, 100)
+    assert store.complete(job_id, blob={"$type": "blob"}, cid="bafkreiabc", output_size=3)
+    rec = VideoJobReconciler(cfg, store, storage, FakeKube())
+    asyncio.run(rec.delete(body_for(job_id, storage)))
+    assert storage.has_output(job_id, "video.mp4"), "a published video must stay playable"
+    assert not storage.has_source(job_id)
+    job = store.get(job_id)
+    assert job is not None and job.state is JobState.COMPLETED

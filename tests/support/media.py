@@ -56,3 +56,16 @@ def cached(media_dir: Path, name: str, build: Callable[[Path], object]) -> Path:
     if not path.exists():
         build(path)
     return path
+
+
+def play_hls(url: str, timeout: float = 120) -> int:
+    """Play an HLS stream the way a player does (master playlist, variant, segments, over
+    HTTP, following redirects) and return the number of video packets read."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0",
+         "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", url],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise AssertionError(f"ffprobe could not play {url}: {out.stderr[-2000:]}")
+    return int(out.stdout.strip().splitlines()[0].strip(","))
