@@ -36,6 +36,19 @@ def test_defaults() -> None:
     assert cfg.embedded_db and cfg.database_url.startswith("sqlite:///")
 
 
+def test_s3_settings() -> None:
+    cfg = VideoConfig.from_env({
+        **BASE, "VIDEO_STORAGE": "S3", "VIDEO_S3_BUCKET": "videos", "VIDEO_S3_PREFIX": "/v/x/",
+        "VIDEO_S3_ENDPOINT": "http://minio:9000/", "VIDEO_S3_FORCE_PATH_STYLE": "true",
+        "VIDEO_PLAYBACK": "proxy"})
+    s3 = cfg.storage
+    assert (s3.type, s3.s3_bucket, s3.s3_prefix) == ("s3", "videos", "v/x/")
+    assert s3.s3_endpoint == "http://minio:9000" and s3.s3_force_path_style
+    assert s3.playback == "proxy" and s3.s3_retry_s == 120
+    assert VideoConfig.from_env(BASE).storage.type == "local"
+    assert StorageSettings.from_env({"VIDEO_S3_PREFIX": ""}).s3_prefix == ""
+
+
 def test_values_are_parsed() -> None:
     cfg = VideoConfig.from_env(
         {
@@ -107,6 +120,13 @@ def test_the_worker_reads_the_transcode_section_alone() -> None:
         ({**BASE, "VIDEO_TOKEN_KEY": "c2hvcnQ="}, "VIDEO_TOKEN_KEY"),
         ({**BASE, "VIDEO_WORKER_STORAGE_HOSTPATH": "relative"}, "VIDEO_WORKER_STORAGE_HOSTPATH"),
         ({**BASE, "VIDEO_MAX_FPS": "0"}, "VIDEO_MAX_FPS"),
+        ({**BASE, "VIDEO_STORAGE": "gcs"}, "VIDEO_STORAGE"),
+        ({**BASE, "VIDEO_STORAGE": "s3"}, "VIDEO_S3_BUCKET"),
+        ({**BASE, "VIDEO_S3_BUCKET": "Not_A_Bucket"}, "VIDEO_S3_BUCKET"),
+        ({**BASE, "VIDEO_S3_PREFIX": "a/../b"}, "VIDEO_S3_PREFIX"),
+        ({**BASE, "VIDEO_S3_ENDPOINT": "minio:9000"}, "VIDEO_S3_ENDPOINT"),
+        ({**BASE, "VIDEO_PLAYBACK": "stream"}, "VIDEO_PLAYBACK"),
+        ({**BASE, "VIDEO_S3_CREDENTIALS_SECRET": "Bad_Name"}, "VIDEO_S3_CREDENTIALS_SECRET"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:

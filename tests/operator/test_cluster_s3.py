@@ -9,6 +9,7 @@ workers use the host network to reach it (the test cluster's pods have no other 
 
 from __future__ import annotations
 
+import time
 from urllib.parse import quote
 
 import pytest
@@ -124,3 +125,22 @@ def test_an_invalid_video_fails_and_leaves_no_objects(
     wait_for(lambda: s3_server.keys(bucket, f"{PREFIX}jobs/{job_id}/") == [], timeout=60,
              what="the objects of a failed job are removed")
 
+
+
+def test_a_store_outage_while_workers_encode_is_waited_out(
+    api: ServiceProcess, operator: OperatorProcess, dids: DidServer, s3_server: S3Server,
+    bucket: str, clip: bytes,
+) -> None:
+    """Workers retry fetching and publishing (VIDEO_S3_RETRY_S), the operator its reads and
+    the master playlist: a store that comes back in time costs a delay, not the job."""
+    resp = upload_as(api, user(dids), clip + b"\0")  # not a duplicate of the first test
+    job_id = resp.json()["jobId"]
+    wait_for_job(api, job_id, ("JOB_STATE_ENCODING",), timeout=300, interval=0.1)
+    s3_server.kill()
+    try:
+        time.sleep(10)
+    finally:
+        s3_server.start(keep_ports=True)
+    st, _ = wait_for_job(api, job_id, timeout=400, logs=operator.logs)
+    assert st["state"] == "JOB_STATE_COMPLETED", (st, operator.logs()[-4000:])
+    assert f"{PREFIX}jobs/{job_id}/out/video.mp4" in s3_server.keys(bucket)
