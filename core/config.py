@@ -326,6 +326,8 @@ class KubeSettings(_Section):
         "VIDEO_WORKER_IMAGE", str, f"localhost/atproto-video-worker:{__version__}")
     worker_pull_policy: str = setting("VIDEO_WORKER_PULL_POLICY", _pull_policy, "IfNotPresent")
     worker_host_network: bool = setting("VIDEO_WORKER_HOST_NETWORK", _bool, False)
+    #: Workers never use its token; it exists so web identity (IRSA) can reach their S3 client.
+    worker_service_account: str = setting("VIDEO_WORKER_SERVICE_ACCOUNT", _dns_label, "")
     worker_cpu_request: str = setting("VIDEO_WORKER_CPU_REQUEST", _quantity, "500m")
     worker_cpu_limit: str = setting("VIDEO_WORKER_CPU_LIMIT", _quantity, "2")
     worker_memory_request: str = setting("VIDEO_WORKER_MEMORY_REQUEST", _quantity, "512Mi")

@@ -29,6 +29,17 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
 
+def pod_specs(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every pod the chart runs: the Deployments' templates and the helm test pods."""
+    specs = {n: d["spec"]["template"]["spec"] for n, d in by_kind(docs, "Deployment").items()}
+    specs.update({n: d["spec"] for n, d in by_kind(docs, "Pod").items()})
+    return specs
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
 def test_lint(helm: str) -> None:
     ok = subprocess.run(
         [helm, "lint", "--strict", str(CHART), *VALUES], capture_output=True, text=True
@@ -92,6 +103,21 @@ def test_rendered_manifests(helm: str) -> None:
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert by_kind(docs, "PersistentVolumeClaim")
 
+    # Local storage: the claim on both Deployments and handed to the workers, nothing of S3.
+    for name in ("rel-atproto-video-api", "rel-atproto-video-operator"):
+        pod = deployments[name]["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        claim = volumes["storage"]["persistentVolumeClaim"]["claimName"]
+        assert claim == "rel-atproto-video-storage", name
+        env = env_of(pod["containers"][0])
+        assert env["VIDEO_STORAGE"] == "local" and env["VIDEO_STORAGE_DIR"] == "/storage", name
+        assert not [k for k in env if k.startswith(("VIDEO_S3_", "VIDEO_PLAYBACK"))], name
+        assert "envFrom" not in pod["containers"][0], name
+    operator_env = env_of(
+        deployments["rel-atproto-video-operator"]["spec"]["template"]["spec"]["containers"][0]
+    )
+    assert operator_env["VIDEO_WORKER_STORAGE_PVC"] == "rel-atproto-video-storage"
+
 
 def test_single_node_settings(helm: str) -> None:
     docs = render(
@@ -110,3 +136,142 @@ def test_single_node_settings(helm: str) -> None:
     )
     assert env["VIDEO_WORKER_NODE_SELECTOR"] == "disk=fast"
     assert operator["volumes"][0]["hostPath"]["path"] == "/var/lib/video"
+
+
+S3 = [
+    *VALUES,
+    "--set", "storage.type=s3",
+    "--set", "storage.s3.bucket=videos",
+    "--set", "storage.s3.prefix=video/",
+    "--set", "storage.s3.endpoint=http://minio.minio:9000",
+    "--set", "storage.s3.region=eu-west-1",
+    "--set", "storage.s3.forcePathStyle=true",
+    "--set", "playback.mode=proxy",
+    "--set", "playback.baseUrl=https://cdn.example.com",
+]  # fmt: skip
+API = "rel-atproto-video-api"
+OPERATOR = "rel-atproto-video-operator"
+
+
+def test_s3_mode_has_no_shared_storage(helm: str) -> None:
+    docs = render(helm, *S3, "--set", "storage.s3.existingSecret=video-s3")
+    assert not by_kind(docs, "PersistentVolumeClaim")
+    pods = pod_specs(docs)
+    assert {API, OPERATOR, "rel-atproto-video-test-health"} <= set(pods)
+    for name, pod in pods.items():
+        for volume in pod.get("volumes", []):
+            assert "hostPath" not in volume and "persistentVolumeClaim" not in volume, name
+    for name in (API, OPERATOR):
+        pod = pods[name]
+        assert {v["name"]: v for v in pod["volumes"]} == {
+            "scratch": {"name": "scratch", "emptyDir": {}},
+            "tmp": {"name": "tmp", "emptyDir": {}},
+        }, name
+        container = pod["containers"][0]
+        env = env_of(container)
+        # The S3 backend stages under $VIDEO_DATA_DIR/scratch: that must be the scratch volume.
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert mounts[f"{env['VIDEO_DATA_DIR']}/scratch"] == "scratch", name
+        assert "storage" not in mounts.values(), name
+        assert {k: env.get(k) for k in (
+            "VIDEO_STORAGE", "VIDEO_S3_BUCKET", "VIDEO_S3_PREFIX", "VIDEO_S3_ENDPOINT",
+            "VIDEO_S3_REGION", "VIDEO_S3_FORCE_PATH_STYLE", "VIDEO_PLAYBACK",
+            "VIDEO_PLAYBACK_BASE_URL",
+        )} == {
+            "VIDEO_STORAGE": "s3",
+            "VIDEO_S3_BUCKET": "videos",
+            "VIDEO_S3_PREFIX": "video/",
+            "VIDEO_S3_ENDPOINT": "http://minio.minio:9000",
+            "VIDEO_S3_REGION": "eu-west-1",
+            "VIDEO_S3_FORCE_PATH_STYLE": "true",
+            "VIDEO_PLAYBACK": "proxy",
+            "VIDEO_PLAYBACK_BASE_URL": "https://cdn.example.com",
+        }, name  # fmt: skip
+        assert "VIDEO_STORAGE_DIR" not in env, name
+        assert not [k for k in env if k.startswith("VIDEO_WORKER_STORAGE_")], name
+        assert container["envFrom"] == [{"secretRef": {"name": "video-s3"}}], name
+    assert env_of(pods[OPERATOR]["containers"][0])["VIDEO_S3_CREDENTIALS_SECRET"] == "video-s3"
+    # An existing Secret is used as is: the chart makes none.
+    assert "rel-atproto-video-s3" not in by_kind(docs, "Secret")
+
+
+def test_s3_keys_become_a_chart_secret(helm: str) -> None:
+    docs = render(
+        helm, *S3,
+        "--set", "storage.s3.accessKeyId=AKIDEXAMPLE",
+        "--set", "storage.s3.secretAccessKey=wJalrXUtnFEMI",
+    )  # fmt: skip
+    secret = by_kind(docs, "Secret")["rel-atproto-video-s3"]
+    assert secret["stringData"] == {
+        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI",
+    }
+    pods = pod_specs(docs)
+    for name in (API, OPERATOR):
+        container = pods[name]["containers"][0]
+        assert container["envFrom"] == [{"secretRef": {"name": "rel-atproto-video-s3"}}], name
+        env = env_of(container)
+        assert "AKIDEXAMPLE" not in env.values() and "wJalrXUtnFEMI" not in env.values()
+    operator_env = env_of(pods[OPERATOR]["containers"][0])
+    assert operator_env["VIDEO_S3_CREDENTIALS_SECRET"] == "rel-atproto-video-s3"
+
+    # existingSecret wins over plain keys.
+    docs = render(
+        helm, *S3,
+        "--set", "storage.s3.existingSecret=video-s3",
+        "--set", "storage.s3.accessKeyId=AKIDEXAMPLE",
+        "--set", "storage.s3.secretAccessKey=wJalrXUtnFEMI",
+    )  # fmt: skip
+    assert "rel-atproto-video-s3" not in by_kind(docs, "Secret")
+    operator = pod_specs(docs)[OPERATOR]["containers"][0]
+    assert operator["envFrom"] == [{"secretRef": {"name": "video-s3"}}]
+
+
+def test_s3_web_identity(helm: str) -> None:
+    """No Secret: boto3's chain, with the IRSA role on the API and operator service accounts."""
+    role = "arn:aws:iam::123456789012:role/video"
+    docs = render(
+        helm, *S3, "--set", f"serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn={role}"
+    )
+    accounts = by_kind(docs, "ServiceAccount")
+    pods = pod_specs(docs)
+    for name in (API, OPERATOR):
+        assert accounts[name]["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": role}
+        assert pods[name]["serviceAccountName"] == name
+        assert "envFrom" not in pods[name]["containers"][0], name
+    operator_env = env_of(pods[OPERATOR]["containers"][0])
+    assert "VIDEO_S3_CREDENTIALS_SECRET" not in operator_env
+    # Worker pods run under the annotated worker account, so web identity reaches them too.
+    worker = operator_env["VIDEO_WORKER_SERVICE_ACCOUNT"]
+    assert accounts[worker]["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": role}
+    assert accounts[worker]["automountServiceAccountToken"] is False
+    assert not by_kind(docs, "PersistentVolumeClaim")
+    assert set(by_kind(docs, "Secret")) == {"rel-atproto-video-db", "rel-atproto-video-token-key"}
+
+
+def test_s3_lint_and_schema(helm: str) -> None:
+    ok = subprocess.run(
+        [helm, "lint", "--strict", str(CHART), *S3, "--set", "storage.s3.existingSecret=s3"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    for bad in (
+        [*VALUES, "--set", "storage.type=s3"],  # no bucket
+        [*VALUES, "--set", "storage.type=s3", "--set", "storage.s3.bucket="],
+        [*VALUES, "--set", "storage.type=gcs"],
+        [*S3, "--set", "storage.s3.bucket=Not_A_Bucket"],
+        [*S3, "--set", "playback.mode=stream"],
+        [*S3, "--set", "playback.baseUrl=cdn.example.com"],
+    ):
+        out = subprocess.run(
+            [helm, "template", "rel", str(CHART), "--kube-version", "1.34.0", *bad],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert out.returncode != 0, bad
+        assert "values don't meet the specifications of the schema" in out.stderr, out.stderr
+    # A bucket is required only in s3 mode; local mode ignores storage.s3 entirely.
+    docs = render(helm, *VALUES, "--set", "storage.s3.existingSecret=video-s3")
+    for name in (API, OPERATOR):
+        container = pod_specs(docs)[name]["containers"][0]
+        assert "envFrom" not in container and env_of(container)["VIDEO_STORAGE"] == "local"
+    assert by_kind(docs, "PersistentVolumeClaim")

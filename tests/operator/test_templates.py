@@ -113,3 +113,12 @@ def test_hostpath_override() -> None:
     job = render(config(VIDEO_WORKER_STORAGE_HOSTPATH="/mnt/videos"))
     volumes = job["spec"]["template"]["spec"]["volumes"]
     assert volumes[0]["hostPath"]["path"] == "/mnt/videos"
+
+
+def test_workers_may_run_under_their_own_service_account_without_its_token() -> None:
+    """IRSA / workload identity: the webhook projects a web-identity token for the account;
+    the API token itself stays unmounted."""
+    pod = render(config(VIDEO_WORKER_SERVICE_ACCOUNT="video-worker"))["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "video-worker"
+    assert pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in render(config())["spec"]["template"]["spec"]

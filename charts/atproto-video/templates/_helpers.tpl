@@ -32,6 +32,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- .Values.storage.existingClaim | default (printf "%s-storage" (include "atproto-video.fullname" .)) -}}
 {{- end -}}
 
+{{/* The Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or "" (boto3's chain alone). */}}
+{{- define "atproto-video.s3Secret" -}}
+{{- if eq .Values.storage.type "s3" -}}
+{{- with .Values.storage.s3 -}}
+{{- if .existingSecret -}}{{ .existingSecret }}{{- else if .accessKeyId -}}{{ printf "%s-s3" (include "atproto-video.fullname" $) }}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Environment shared by the API and the operator: one config object, flat VIDEO_* vars. */}}
 {{- define "atproto-video.env" -}}
 - {name: VIDEO_SERVICE_DID, value: {{ required "serviceDid is required" .Values.serviceDid | quote }}}
@@ -41,7 +50,22 @@ app.kubernetes.io/component: {{ .component }}
   valueFrom: {secretKeyRef: {name: {{ include "atproto-video.dbSecret" . }}, key: {{ .Values.database.existingSecretKey }}}}
 - name: VIDEO_TOKEN_KEY
   valueFrom: {secretKeyRef: {name: {{ include "atproto-video.tokenSecret" . }}, key: {{ .Values.tokenKey.existingSecretKey }}}}
+{{- if eq .Values.storage.type "s3" }}
+- {name: VIDEO_STORAGE, value: s3}
+{{- with .Values.storage.s3 }}
+- {name: VIDEO_S3_BUCKET, value: {{ required "storage.s3.bucket is required when storage.type is s3" .bucket | quote }}}
+- {name: VIDEO_S3_PREFIX, value: {{ .prefix | quote }}}
+- {name: VIDEO_S3_ENDPOINT, value: {{ .endpoint | quote }}}
+- {name: VIDEO_S3_REGION, value: {{ .region | quote }}}
+- {name: VIDEO_S3_FORCE_PATH_STYLE, value: {{ .forcePathStyle | toString | quote }}}
+{{- end }}
+- {name: VIDEO_PLAYBACK, value: {{ .Values.playback.mode | quote }}}
+- {name: VIDEO_PLAYBACK_BASE_URL, value: {{ .Values.playback.baseUrl | quote }}}
+{{- else }}
+- {name: VIDEO_STORAGE, value: local}
 - {name: VIDEO_STORAGE_DIR, value: /storage}
+{{- end }}
+{{- /* S3 stages files under $VIDEO_DATA_DIR/scratch: keep in step with atproto-video.volumeMounts. */}}
 - {name: VIDEO_DATA_DIR, value: /tmp}
 - {name: VIDEO_EXECUTOR, value: kubernetes}
 - {name: VIDEO_K8S_NAMESPACE, value: {{ .Release.Namespace | quote }}}
@@ -58,13 +82,30 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
-{{- define "atproto-video.storageVolume" -}}
+{{/* s3: no shared volume, only an emptyDir where the backend stages ($VIDEO_DATA_DIR/scratch).
+     tmp: the root filesystem is read-only. */}}
+{{- define "atproto-video.volumes" -}}
+{{- if eq .Values.storage.type "s3" }}
+- name: scratch
+  emptyDir: {}
+{{- else }}
 - name: storage
 {{- if .Values.storage.hostPath }}
   hostPath: {path: {{ .Values.storage.hostPath }}, type: DirectoryOrCreate}
 {{- else }}
   persistentVolumeClaim: {claimName: {{ include "atproto-video.claim" . }}}
 {{- end }}
+{{- end }}
 - name: tmp
   emptyDir: {}
+{{- end -}}
+
+{{- define "atproto-video.volumeMounts" -}}
+{{- if eq .Values.storage.type "s3" }}
+- {name: tmp, mountPath: /tmp}
+- {name: scratch, mountPath: /tmp/scratch}
+{{- else }}
+- {name: storage, mountPath: /storage}
+- {name: tmp, mountPath: /tmp}
+{{- end }}
 {{- end -}}
