@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, status, upload
+from bench import e2e, s3_upload, status, upload
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -27,6 +27,8 @@ TARGETS = {
     "e2e_latency_ratio": ("<=", 1.10),
     "upload_throughput_ratio": (">=", 0.5),
     "upload_peak_rss_mb": ("<=", 64),
+    "s3_upload_throughput_ratio": (">=", 0.8),
+    "s3_upload_peak_rss_mb": ("<=", 64),
     "status_rps_ratio": (">=", 0.6),
     "operator_dispatch_p99_s": ("<", 2.0),
     "operator_status_p99_s": ("<", 2.0),
@@ -37,6 +39,7 @@ def _benchmarks() -> dict[str, Callable[[Path], dict[str, Any]]]:
     out: dict[str, Callable[[Path], dict[str, Any]]] = {
         "e2e": e2e.run,
         "upload": upload.run,
+        "s3_upload": s3_upload.run,
         "status": status.run,
     }
     try:

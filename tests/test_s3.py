@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -47,11 +48,12 @@ async def _chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
         await asyncio.sleep(0)
 
 
+@pytest.mark.parametrize("chunk", [64 * 1024, 999_983])  # aligned, and crossing part edges
 async def test_an_upload_streams_into_one_object_under_the_prefix(
-    storage: S3Storage, s3_server: S3Server, s3_bucket: str
+    storage: S3Storage, s3_server: S3Server, s3_bucket: str, chunk: int
 ) -> None:
-    data = bytes(range(256)) * (PART_SIZE * 2 // 256 + 1000)  # three parts
-    stored = await storage.receive(JOB, _chunks(data, 64 * 1024), len(data))
+    data = os.urandom(PART_SIZE * 4 + 12345)  # five parts, more than the buffers
+    stored = await storage.receive(JOB, _chunks(data, chunk), len(data))
     assert stored.size == len(data)
     assert stored.sha256_hex == hashlib.sha256(data).hexdigest()
     assert s3_server.keys(s3_bucket) == [f"video/jobs/{JOB}/source"]

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -96,8 +97,9 @@ def test_store_down_briefly_while_encoding_the_job_still_completes(
     tmp_path: Path, dids: DidServer, store: S3Server, bucket: str, clip: bytes,
 ) -> None:
     svc = service(tmp_path, dids, store, bucket, VIDEO_S3_RETRY_S="120")
+    who = user(dids)
     try:
-        job_id = upload_as(svc, user(dids), clip).json()["jobId"]
+        job_id = upload_as(svc, who, clip).json()["jobId"]
         wait_for_job(svc, job_id, ("JOB_STATE_ENCODING",), timeout=60, interval=0.05)
         store.kill()
         time.sleep(8)  # the encode ends while the store is down: publishing waits for it
@@ -107,8 +109,16 @@ def test_store_down_briefly_while_encoding_the_job_still_completes(
         assert f"jobs/{job_id}/out/video.mp4" in store.keys(bucket)
         assert f"jobs/{job_id}/source" not in store.keys(bucket)
         assert "retrying" in svc.logs()
+        # A player asking while the store is down gets a prompt 503, not a hang or a 500.
+        base = f"{svc.url}/watch/{quote(who.did, safe='')}/{status['blob']['ref']['$link']}"
+        store.kill()
+        for name in ("playlist.m3u8", "video.mp4"):
+            resp = httpx.get(f"{base}/{name}", timeout=30)
+            assert resp.status_code == 503 and resp.json()["error"] == "NotEnoughResources"
     finally:
         svc.stop()
+        if store.proc is None:
+            store.start(keep_ports=True)
 
 
 def test_store_down_for_longer_than_the_budget_fails_the_job_with_a_code(
