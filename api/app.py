@@ -88,6 +88,11 @@ def build_app(ctx: AppContext) -> Starlette:
             return JSON({"version": __version__, "error": "Service Unavailable"}, status_code=503)
         return JSON({"version": __version__})
 
+    async def live(_request: Request) -> Response:
+        """Liveness: the process answers. Never the database, so a Postgres failover does
+        not restart every API pod mid-upload (readiness, /xrpc/_health, covers that)."""
+        return JSON({"version": __version__})
+
     async def did_json(_request: Request) -> Response:
         doc = ctx.did_document()
         if doc is None:
@@ -109,6 +114,7 @@ def build_app(ctx: AppContext) -> Starlette:
 
     routes = [
         Route("/xrpc/_health", health, methods=["GET", "HEAD"]),
+        Route("/livez", live, methods=["GET", "HEAD"]),
         Route("/xrpc/{nsid}", xrpc, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]),
         Route("/.well-known/did.json", did_json, methods=["GET"]),
         Route("/watch/{did}/{cid}/{path:path}", watch, methods=["GET", "HEAD"]),

@@ -159,6 +159,17 @@ def _abs_path(raw: str) -> str:
     return raw
 
 
+def _label_value(raw: str) -> str:
+    if not _LABEL_VALUE.match(raw) or len(raw) > 63:
+        raise ValueError(f"expected a Kubernetes label value, got {raw!r}")
+    return raw
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    """``a,b``: Kubernetes object names (image pull Secrets)."""
+    return tuple(_dns_label(name.strip()) for name in raw.split(",") if name.strip())
+
+
 def _key_values(raw: str) -> dict[str, str]:
     """``key=value,key2=value2`` (node selector labels)."""
     out: dict[str, str] = {}
@@ -317,6 +328,9 @@ class KubeSettings(_Section):
     """Cluster mode (VIDEO_EXECUTOR=kubernetes): the VideoJob namespace and the worker Jobs."""
 
     namespace: str = setting("VIDEO_K8S_NAMESPACE", _dns_label, "default")
+    #: The release: VideoJobs carry it as a label and the operator reconciles only those.
+    #: Empty: every VideoJob in the namespace (one installation per namespace).
+    instance: str = setting("VIDEO_K8S_INSTANCE", _label_value, "")
     poll_interval_s: float = setting("VIDEO_K8S_POLL_INTERVAL_S", _float_range(0.1, 60), 1.0)
     reconcile_interval_s: float = setting(
         "VIDEO_K8S_RECONCILE_INTERVAL_S", _float_range(0.5, 3600), 10.0)
@@ -326,6 +340,8 @@ class KubeSettings(_Section):
         "VIDEO_WORKER_IMAGE", str, f"localhost/atproto-video-worker:{__version__}")
     worker_pull_policy: str = setting("VIDEO_WORKER_PULL_POLICY", _pull_policy, "IfNotPresent")
     worker_host_network: bool = setting("VIDEO_WORKER_HOST_NETWORK", _bool, False)
+    worker_image_pull_secrets: tuple[str, ...] = setting(
+        "VIDEO_WORKER_IMAGE_PULL_SECRETS", _names, ())
     #: Workers never use its token; it exists so web identity (IRSA) can reach their S3 client.
     worker_service_account: str = setting("VIDEO_WORKER_SERVICE_ACCOUNT", _dns_label, "")
     worker_cpu_request: str = setting("VIDEO_WORKER_CPU_REQUEST", _quantity, "500m")
@@ -338,6 +354,10 @@ class KubeSettings(_Section):
     worker_deadline_s: int = setting(
         "VIDEO_WORKER_DEADLINE_S", _int_range(1, 7 * 86_400), 3600)
     worker_ttl_s: int = setting("VIDEO_WORKER_TTL_S", _int_range(0, 30 * 86_400), 600)
+    #: A worker pod not running by then (Unschedulable, a volume that never mounts) fails
+    #: the job with that reason instead of waiting for the deadline.
+    worker_start_timeout_s: int = setting(
+        "VIDEO_WORKER_START_TIMEOUT_S", _int_range(10, 86_400), 600)
     worker_node_selector: dict[str, str] = setting(
         "VIDEO_WORKER_NODE_SELECTOR", _key_values, factory=dict)
     worker_tolerations: tuple[dict[str, Any], ...] = setting(

@@ -48,20 +48,28 @@ def videojob_name(job_id: str) -> str:
     return "h" + hashlib.sha256(job_id.encode()).hexdigest()[:39]
 
 
+#: Which release a VideoJob belongs to: each operator reconciles only its own instance's.
+LABEL_INSTANCE = f"{GROUP}/instance"
+
+
 def videojob_manifest(
-    job_id: str, did: str, source: str, namespace: str, renditions: list[str] | None = None
+    job_id: str, did: str, source: str, namespace: str, renditions: list[str] | None = None,
+    *, instance: str = "",
 ) -> dict[str, Any]:
+    labels = {
+        "app.kubernetes.io/name": "atproto-video",
+        "app.kubernetes.io/component": "videojob",
+        f"{GROUP}/job-id": videojob_name(job_id),
+    }
+    if instance:
+        labels[LABEL_INSTANCE] = instance
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {
             "name": videojob_name(job_id),
             "namespace": namespace,
-            "labels": {
-                "app.kubernetes.io/name": "atproto-video",
-                "app.kubernetes.io/component": "videojob",
-                f"{GROUP}/job-id": videojob_name(job_id),
-            },
+            "labels": labels,
         },
         "spec": {
             "jobId": job_id,
@@ -72,8 +80,11 @@ def videojob_manifest(
     }
 
 
-def videojob_for(job: Job, storage: Storage, namespace: str) -> dict[str, Any]:
-    return videojob_manifest(job.id, job.did, storage.source_ref(job.id), namespace)
+def videojob_for(
+    job: Job, storage: Storage, namespace: str, *, instance: str = ""
+) -> dict[str, Any]:
+    return videojob_manifest(job.id, job.did, storage.source_ref(job.id), namespace,
+                             instance=instance)
 
 
 #: Seconds for one API request: the API server is local to the cluster.

@@ -62,7 +62,8 @@ class KubernetesExecutor:
         kube = await self._connect()
         if kube is None:
             return
-        body = videojob_for(job, self.storage, self.cfg.kube.namespace)
+        body = videojob_for(job, self.storage, self.cfg.kube.namespace,
+                            instance=self.cfg.kube.instance)
         try:
             created = await asyncio.wait_for(
                 asyncio.to_thread(kube.create_videojob, self.cfg.kube.namespace, body),

@@ -32,6 +32,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="print the VideoJob CustomResourceDefinition (manifests/crd.yaml) and exit",
     )
+    parser.add_argument(
+        "--drain",
+        action="store_true",
+        help="delete this release's VideoJobs (VIDEO_K8S_INSTANCE) and wait for the running "
+        "operator to finalize them; the chart's pre-delete hook",
+    )
     parser.set_defaults(func=cmd_operator)
 
 
@@ -53,6 +59,19 @@ def cmd_operator(args: argparse.Namespace) -> int:
         return 2
 
     cfg = VideoConfig.from_env()
+    if args.drain:
+        from atproto_video.core.kube import Kube
+        from atproto_video.operator.drain import drain
+
+        logs.setup(cfg.service.log_level)
+        try:
+            kube = Kube.from_environment()
+        except KubeError as exc:
+            print(f"atproto-video: {exc}", file=sys.stderr)
+            return 2
+        count = drain(kube, cfg.kube.namespace, cfg.kube.instance)
+        print(f"deleted {count} VideoJob(s) of instance {cfg.kube.instance or '(any)'}")
+        return 0
     if cfg.embedded_db:
         print("atproto-video: configuration error: VIDEO_DB_URL is required for the operator "
               "(the API and the operator share one Postgres database)", file=sys.stderr)

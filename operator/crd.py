@@ -24,6 +24,8 @@ CONDITIONS: dict[str, str] = {
     "Encoded": "every rendition, the thumbnail and the MP4 were produced",
     "Completed": "the job reached JOB_STATE_COMPLETED",
     "Failed": "the job reached JOB_STATE_FAILED",
+    # kstatus: Ready=True is "current"; the other conditions say why it is not (yet).
+    "Ready": "the video is published (True), being processed or failed (False, with the reason)",
 }
 
 
@@ -86,6 +88,10 @@ def crd_manifest() -> dict[str, Any]:
             "error": {"type": "string"},
             "message": {"type": "string"},
             "cid": {"type": "string"},
+            "failureReason": {"type": "string"},
+            "targetsDone": {"type": "string"},
+            "startTime": {"type": "string", "format": "date-time"},
+            "completionTime": {"type": "string", "format": "date-time"},
             "observedGeneration": {"type": "integer", "format": "int64"},
             "plan": {
                 "type": "object",
@@ -133,9 +139,17 @@ def crd_manifest() -> dict[str, Any]:
                     "additionalPrinterColumns": [
                         {"name": "State", "type": "string", "jsonPath": ".status.state"},
                         {"name": "Progress", "type": "integer", "jsonPath": ".status.progress"},
+                        {"name": "Done", "type": "string", "jsonPath": ".status.targetsDone",
+                         "description": "worker targets succeeded / planned"},
+                        {"name": "Reason", "type": "string",
+                         "jsonPath": ".status.failureReason"},
                         {"name": "DID", "type": "string", "jsonPath": ".spec.did"},
                         {"name": "Age", "type": "date",
                          "jsonPath": ".metadata.creationTimestamp"},
+                        {"name": "Started", "type": "date", "jsonPath": ".status.startTime",
+                         "priority": 1},
+                        {"name": "Completed", "type": "date",
+                         "jsonPath": ".status.completionTime", "priority": 1},
                     ],
                     "schema": {
                         "openAPIV3Schema": {

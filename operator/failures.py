@@ -152,11 +152,33 @@ def failed_job(job: Obj, pods: Sequence[Obj], *, target: str, memory_limit: str)
     return Failure(FailureCode.GENERIC, reason, f"{target}: {message}")
 
 
+#: A container still creating (volume mounts, sandbox) or a pod the scheduler cannot place.
+NOT_STARTED_WAITING = ("ContainerCreating", "PodInitializing")
+
+
 def stuck_pod(
-    pods: Sequence[Obj], *, target: str, image: str, now: dt.datetime
+    pods: Sequence[Obj], *, target: str, image: str, now: dt.datetime,
+    start_timeout_s: float = 600.0,
 ) -> Failure | None:
-    """A pod that can never start (image missing) is a failure now, not at the deadline."""
+    """A pod that can never start (image missing) is a failure now, not at the deadline; one
+    that has not started within ``start_timeout_s`` (Unschedulable, a volume that never
+    mounts) is a failure then, named after what Kubernetes reported."""
     for pod in pods:
+        created = parse_time(_created(pod))
+        age = (now - created).total_seconds() if created is not None else 0.0
+        unscheduled = _unschedulable(pod)
+        if unscheduled is not None and age > start_timeout_s:
+            return Failure(
+                FailureCode.GENERIC, "Unschedulable",
+                f"{target}: the worker could not be scheduled for {int(age)} s: {unscheduled}")
+        waiting_reason = str(((_container(pod).get("state") or {}).get("waiting") or {})
+                             .get("reason") or "")
+        if waiting_reason in NOT_STARTED_WAITING and age > start_timeout_s:
+            return Failure(
+                FailureCode.GENERIC, waiting_reason,
+                f"{target}: the worker's container did not start within {int(age)} s "
+                f"({waiting_reason}: a volume that cannot mount, or the node's runtime); "
+                "see kubectl describe pod")
         waiting = (_container(pod).get("state") or {}).get("waiting") or {}
         reason = str(waiting.get("reason") or "")
         fatal = reason in FATAL_WAITING
@@ -181,3 +203,12 @@ REASON_FOR_CODE = {
     FailureCode.PDS_UPLOAD_SIZE.value: Reason.PDS_UPLOAD_FAILED,
     FailureCode.GENERIC.value: Reason.GENERIC_FAILURE,
 }
+
+
+def _unschedulable(pod: Obj) -> str | None:
+    """The scheduler's message for a pod it cannot place, or None."""
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if (cond.get("type") == "PodScheduled" and cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"):
+            return " ".join(str(cond.get("message") or "unschedulable").split())[:300]
+    return None

@@ -19,8 +19,9 @@ import kopf
 
 from atproto_video.core.config import VideoConfig
 from atproto_video.core.jobs import TERMINAL
-from atproto_video.core.kube import GROUP, PLURAL, VERSION, videojob_name
+from atproto_video.core.kube import GROUP, LABEL_INSTANCE, PLURAL, VERSION, videojob_name
 from atproto_video.operator.crd import FINALIZER
+from atproto_video.operator.events import events_for
 from atproto_video.operator.reconcile import Observed, VideoJobReconciler
 from atproto_video.operator.templates import LABEL_JOB_ID
 
@@ -42,6 +43,8 @@ def snapshot(body: kopf.Body) -> dict[str, Any]:
 
 def build_registry(cfg: VideoConfig, reconciler: VideoJobReconciler) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    # Two releases in one namespace: each reconciles only the VideoJobs its API labelled.
+    mine = {LABEL_INSTANCE: cfg.kube.instance} if cfg.kube.instance else None
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -62,7 +65,7 @@ def build_registry(cfg: VideoConfig, reconciler: VideoJobReconciler) -> kopf.Ope
     def worker_jobs(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
         return {labels[LABEL_JOB_ID]: snapshot(body)}
 
-    @kopf.timer(GROUP, VERSION, PLURAL, id="reconcile", registry=registry,
+    @kopf.timer(GROUP, VERSION, PLURAL, id="reconcile", registry=registry, labels=mine,
                 interval=cfg.kube.poll_interval_s, when=active, backoff=2.0)
     async def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status,
                         patch: kopf.Patch, **kwargs: Any) -> None:
@@ -73,8 +76,10 @@ def build_registry(cfg: VideoConfig, reconciler: VideoJobReconciler) -> kopf.Ope
         new = await reconciler.step(body, observed)
         for name, value in changed(new, status).items():
             patch.status[name] = value
+        for event in events_for(status, new):
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup", registry=registry)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup", registry=registry, labels=mine)
     async def cleanup(body: kopf.Body, **_: Any) -> None:
         await reconciler.delete(body)
 

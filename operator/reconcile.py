@@ -254,7 +254,8 @@ class VideoJobReconciler:
                                      memory_limit=self.cfg.kube.worker_memory_limit)
             elif not ready and self._stuck_check_due(job.id, k8s_job, known_pods, now):
                 failure = stuck_pod(pods_of(target), target=target.name,
-                                    image=self.cfg.kube.worker_image, now=now)
+                                    image=self.cfg.kube.worker_image, now=now,
+                                    start_timeout_s=self.cfg.kube.worker_start_timeout_s)
             if failure is not None:
                 out[target.name] = replace(rec, outcome=Outcome.FAILED, reason=failure.reason,
                                            message=failure.message)
@@ -419,7 +420,8 @@ class VideoJobCreator:
         for job in jobs:
             if job.id in have:
                 continue
-            if self.kube.create_videojob(namespace, videojob_for(job, self.storage, namespace)):
+            if self.kube.create_videojob(namespace, videojob_for(
+                    job, self.storage, namespace, instance=self.cfg.kube.instance)):
                 created.append(job.id)
                 log.info("created missing VideoJob", extra={"job_id": job.id, "did": job.did})
         return created

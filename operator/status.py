@@ -10,7 +10,13 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from atproto_video.core.details import Plan, Reason, RenditionStatus, renditions_to_json
+from atproto_video.core.details import (
+    Outcome,
+    Plan,
+    Reason,
+    RenditionStatus,
+    renditions_to_json,
+)
 from atproto_video.core.jobs import Job
 from atproto_video.core.lexicon import JobState
 from atproto_video.operator.crd import CONDITIONS
@@ -119,12 +125,36 @@ def mirror(
         if failed else Reason.NO_FAILURE,
         (job.error or "failed") if failed else "no failure so far",
         generation=generation, now=now)
+    if done:
+        ready_reason = str(Reason.COMPLETED)
+    elif failed:
+        ready_reason = str((condition(conditions, "Failed") or {}).get("reason") or Reason.FAILED)
+    else:
+        ready_reason = str(Reason.PROBING if state is JobState.CREATED else Reason.ENCODING)
+    conditions = set_condition(
+        conditions, "Ready", "True" if done else "False", ready_reason,
+        "the video is published" if done else (job.error or "failed") if failed
+        else f"state {state.value}", generation=generation, now=now)
     status: dict[str, Any] = {
         "state": state.value,
         "progress": int(job.progress),
         "observedGeneration": generation,
         "conditions": conditions,
     }
+    if failed:
+        status["failureReason"] = ready_reason
+    if plan is not None or previous.get("plan"):
+        rungs = plan.renditions if plan else previous["plan"].get("renditions") or []
+        planned_targets = len(rungs) + 2  # + mp4, thumbnail
+        if renditions:
+            succeeded = sum(r.outcome is Outcome.SUCCEEDED for r in renditions.values())
+        else:
+            succeeded = sum(r.get("outcome") == Outcome.SUCCEEDED.value
+                            for r in (previous.get("renditions") or {}).values())
+        status["targetsDone"] = f"{min(succeeded, planned_targets)}/{planned_targets}"
+    status["startTime"] = previous.get("startTime") or timestamp(job.created_at)
+    if state.terminal:
+        status["completionTime"] = previous.get("completionTime") or timestamp(now)
     if job.failure_code:
         status["failureCode"] = job.failure_code
     if job.error:

@@ -114,6 +114,8 @@ def job_manifest(
         ],
         "volumes": [*io.volumes, {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
     }
+    if cfg.kube.worker_image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in cfg.kube.worker_image_pull_secrets]
     if cfg.kube.worker_service_account:
         pod_spec["serviceAccountName"] = cfg.kube.worker_service_account
     if cfg.kube.worker_node_selector:

@@ -81,7 +81,9 @@ build() {
   python3 - "$REPO_DIR/pyproject.toml" >"$ctx/requirements.txt" <<'PY'
 import sys, tomllib
 with open(sys.argv[1], "rb") as f:
-    print("\n".join(tomllib.load(f)["project"]["dependencies"]))
+    project = tomllib.load(f)["project"]
+# One image serves the API, the operator and the workers: the operator extra goes in too.
+print("\n".join(project["dependencies"] + project["optional-dependencies"]["operator"]))
 PY
   local dirs
   dirs="$(python3 - "$REPO_DIR/pyproject.toml" <<'PY'

@@ -13,6 +13,8 @@ CHART = ROOT / "charts" / "atproto-video"
 VALUES = [
     "--set", "serviceDid=did:web:video.example.com",
     "--set", "database.url=postgresql://video:pw@db:5432/video",
+    "--set", "image.repository=registry.example.com/atproto-video",
+    "--set", "storage.storageClassName=nfs",
 ]  # fmt: skip
 
 
@@ -275,3 +277,80 @@ def test_s3_lint_and_schema(helm: str) -> None:
         container = pod_specs(docs)[name]["containers"][0]
         assert "envFrom" not in container and env_of(container)["VIDEO_STORAGE"] == "local"
     assert by_kind(docs, "PersistentVolumeClaim")
+
+
+def test_rbac_matches_the_plain_manifests(helm: str) -> None:
+    """One set of rules: the chart's Roles grant exactly what manifests/rbac.yaml (used by
+    the host-process tests) grants, including videojobs/finalizers for blockOwnerDeletion."""
+    docs = render(helm, *VALUES)
+    chart = by_kind(docs, "Role")
+    manifests = [d for d in yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text())
+                 if d]
+    plain = {d["metadata"]["name"]: d for d in manifests if d["kind"] == "Role"}
+    for component in ("operator", "api"):
+        assert chart[f"rel-atproto-video-{component}"]["rules"] == (
+            plain[f"atproto-video-{component}"]["rules"]), component
+    (cluster_role,) = by_kind(docs, "ClusterRole").values()
+    (plain_cluster_role,) = [d for d in manifests if d["kind"] == "ClusterRole"]
+    assert cluster_role["rules"] == plain_cluster_role["rules"]
+    operator_rules = chart["rel-atproto-video-operator"]["rules"]
+    assert {"apiGroups": ["video.atproto.dev"], "resources": ["videojobs/finalizers"],
+            "verbs": ["update"]} in operator_rules
+
+
+def test_host_network_pull_secrets_and_volume_ownership(helm: str) -> None:
+    docs = render(helm, *VALUES, "--set", "api.hostNetwork=true",
+                  "--set", "operator.hostNetwork=true", "--set", "operator.healthPort=18080",
+                  "--set", "imagePullSecrets[0].name=regcred")
+    pods = pod_specs(docs)
+    for name in (API, OPERATOR):
+        assert pods[name]["hostNetwork"] is True, name
+        assert pods[name]["dnsPolicy"] == "ClusterFirstWithHostNet", name
+        assert pods[name]["imagePullSecrets"] == [{"name": "regcred"}], name
+        assert pods[name]["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    operator = pods[OPERATOR]["containers"][0]
+    assert "http://0.0.0.0:18080/healthz" in operator["command"]
+    assert env_of(operator)["VIDEO_WORKER_IMAGE_PULL_SECRETS"] == "regcred"
+    assert env_of(operator)["VIDEO_WORKER_START_TIMEOUT_S"] == "600"
+    default = pod_specs(render(helm, *VALUES))
+    assert "hostNetwork" not in default[API] and "imagePullSecrets" not in default[API]
+
+
+def test_each_release_reconciles_only_its_own_videojobs(helm: str) -> None:
+    pods = pod_specs(render(helm, *VALUES))
+    for name in (API, OPERATOR):
+        assert env_of(pods[name]["containers"][0])["VIDEO_K8S_INSTANCE"] == "rel", name
+
+
+def test_defaults_that_would_never_run_fail_the_render(helm: str) -> None:
+    base = ["--set", "serviceDid=did:web:video.example.com",
+            "--set", "database.url=postgresql://video:pw@db:5432/video"]
+    for extra, expected in (
+        (["--set", "image.repository=registry.example.com/v"], "ReadWriteMany claim stays Pending"),
+        (["--set", "storage.storageClassName=nfs"], "no registry serves"),
+    ):
+        out = subprocess.run([helm, "template", "rel", str(CHART), "--kube-version", "1.34.0",
+                              *base, *extra],
+                             capture_output=True, text=True)
+        assert out.returncode != 0 and expected in out.stderr, out.stderr
+    for fine in (["--set", "storage.type=s3", "--set", "storage.s3.bucket=videos"],
+                 ["--set", "storage.existingClaim=video"],
+                 ["--set", "storage.hostPath=/srv/video"]):
+        render(helm, *base, "--set", "image.pullPolicy=Never", *fine)
+
+
+def test_uninstall_drains_the_releases_videojobs_first(helm: str) -> None:
+    docs = [d for d in render(helm, *VALUES)
+            if (d["metadata"].get("annotations") or {}).get("helm.sh/hook") == "pre-delete"]
+    kinds = {d["kind"]: d for d in docs}
+    assert set(kinds) == {"ServiceAccount", "Role", "RoleBinding", "Job"}
+    assert kinds["Role"]["rules"] == [{"apiGroups": ["video.atproto.dev"],
+                                       "resources": ["videojobs"],
+                                       "verbs": ["get", "list", "delete", "patch"]}]
+    pod = kinds["Job"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["command"] == ["atproto-video", "operator", "--drain"]
+    assert env_of(pod["containers"][0])["VIDEO_K8S_INSTANCE"] == "rel"
+    assert pod["serviceAccountName"] == "rel-atproto-video-drain"
+    # RBAC objects first (weight -10), then the Job.
+    weights = {d["kind"]: int(d["metadata"]["annotations"]["helm.sh/hook-weight"]) for d in docs}
+    assert weights["Job"] > weights["Role"] == weights["RoleBinding"]

@@ -91,3 +91,19 @@ def test_image_reports_validation_failure(
     line = json.loads(proc.stderr.strip().splitlines()[-1])
     assert line["failureCode"] == "validation_failure"
     assert json.loads((work / "out" / "termination-log").read_text()) == line
+
+
+def test_one_image_serves_the_api_and_operator_roles(worker_image: str, docker_host: str) -> None:
+    """The chart runs `atproto-video serve` and `atproto-video operator` from this image."""
+    env = dict(os.environ, DOCKER_HOST=docker_host)
+    run = [DOCKER, "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
+           "--entrypoint", "atproto-video", worker_image]
+    crd = subprocess.run([*run, "operator", "--print-crd"], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert crd.returncode == 0, crd.stderr
+    assert "kind: CustomResourceDefinition" in crd.stdout and "videojobs" in crd.stdout
+    imports = subprocess.run(
+        [DOCKER, "run", "--rm", "--network", "none", "--entrypoint", "python3", worker_image,
+         "-c", "import kopf, kubernetes, boto3, uvicorn, atproto_video.api.service"],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert imports.returncode == 0, imports.stderr

@@ -31,6 +31,7 @@ LABEL = "video.atproto.dev/job-id"
 TARGETS_720 = {"720p", "480p", "mp4", "thumbnail"}
 SECRET = "video-s3"
 PREFIX = "video/"
+INSTANCE = "s3-tests"
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,8 @@ def stack_env(
                                "AWS_SECRET_ACCESS_KEY": SECRET_KEY}}
     k8s.cluster.apply(manifest)
     return {**env, **s3_server.env(bucket, prefix=PREFIX),
-            "VIDEO_S3_CREDENTIALS_SECRET": SECRET, "VIDEO_WORKER_HOST_NETWORK": "true"}
+            "VIDEO_S3_CREDENTIALS_SECRET": SECRET, "VIDEO_WORKER_HOST_NETWORK": "true",
+            "VIDEO_K8S_INSTANCE": INSTANCE}
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +108,15 @@ def test_a_job_completes_with_no_shared_volume(
     base = f"{api.url}/watch/{quote(who.did, safe='')}/{cid}"
     assert play_hls(f"{base}/playlist.m3u8") == 180  # 6 s at 30 fps, via presigned segments
 
+    # `kubectl describe vj` tells the story: one event per state change.
+    def reasons() -> set[str]:
+        events = k8s.get("events", "--field-selector",
+                         f"involvedObject.kind=VideoJob,involvedObject.name={job_id}")["items"]
+        return {e["reason"] for e in events}
+
+    wait_for(lambda: {"Encoding", "Completed"} <= reasons(), timeout=30, interval=0.5,
+             what=lambda: f"events on the VideoJob: {reasons()}")
+
     # Deleting the VideoJob removes the processing record, never the published video.
     k8s.kubectl("delete", "videojob", job_id, "--timeout=60s")
     wait_for(lambda: _pod_volumes(k8s, job_id) == [], timeout=60, interval=0.5,
@@ -144,3 +155,27 @@ def test_a_store_outage_while_workers_encode_is_waited_out(
     st, _ = wait_for_job(api, job_id, timeout=400, logs=operator.logs)
     assert st["state"] == "JOB_STATE_COMPLETED", (st, operator.logs()[-4000:])
     assert f"{PREFIX}jobs/{job_id}/out/video.mp4" in s3_server.keys(bucket)
+
+
+def test_the_operator_leaves_another_releases_videojobs_alone(
+    api: ServiceProcess, operator: OperatorProcess, k8s: K8sEnv, dids: DidServer, clip: bytes,
+    bucket: str,
+) -> None:
+    # This release's own VideoJobs carry its instance label...
+    job_id = upload_as(api, user(dids), clip + b"\0\0").json()["jobId"]
+    labels = k8s.get("videojob", job_id)["metadata"]["labels"]
+    assert labels["video.atproto.dev/instance"] == INSTANCE
+    # ...and one of another release in the same namespace is never touched: no finalizer,
+    # no status, no worker Jobs (this operator would fail it as an unknown job).
+    other = "f" * 40
+    k8s.cluster.apply({
+        "apiVersion": "video.atproto.dev/v1alpha1", "kind": "VideoJob",
+        "metadata": {"name": other, "namespace": k8s.namespace,
+                     "labels": {"video.atproto.dev/instance": "another-release"}},
+        "spec": {"jobId": other, "did": "did:plc:abc",
+                 "source": f"s3://{bucket}/{PREFIX}jobs/{other}/source"},
+    })
+    wait_for_job(api, job_id, timeout=400, logs=operator.logs)
+    foreign = k8s.get("videojob", other)
+    assert "status" not in foreign and not foreign["metadata"].get("finalizers"), foreign
+    k8s.kubectl("delete", "videojob", other, "--timeout=30s")

@@ -27,7 +27,10 @@ def test_crd_shape() -> None:
     version = spec["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"].upper() for c in version["additionalPrinterColumns"]]
-    assert columns == ["STATE", "PROGRESS", "DID", "AGE"]
+    assert columns == ["STATE", "PROGRESS", "DONE", "REASON", "DID", "AGE", "STARTED",
+                       "COMPLETED"]
+    wide = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority")]
+    assert wide == ["Started", "Completed"], "times only with -o wide"
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert status["kopf"]["x-kubernetes-preserve-unknown-fields"] is True
     assert status["state"]["enum"] == [s.value for s in JobState]
@@ -54,3 +57,11 @@ def test_videojob_names() -> None:
                    "video.atproto.dev/job-id": hex_id},
     }
     assert vj["spec"]["renditions"] == ["1080p", "720p", "480p"]
+
+
+def test_videojobs_carry_their_instance_when_one_is_set() -> None:
+    labelled = videojob_manifest("a" * 40, "did:plc:abc", "jobs/x/source", "video",
+                                 instance="video-a")
+    assert labelled["metadata"]["labels"]["video.atproto.dev/instance"] == "video-a"
+    plain = videojob_manifest("a" * 40, "did:plc:abc", "jobs/x/source", "video")
+    assert "video.atproto.dev/instance" not in plain["metadata"]["labels"]

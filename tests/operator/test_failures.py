@@ -109,3 +109,18 @@ def test_stuck_pods() -> None:
     assert f is not None and f.reason == "ImagePullBackOff"
     assert stuck_pod([pod(waiting="ContainerCreating")], target="720p", image="i",
                      now=NOW) is None
+
+
+def test_pods_that_never_start_fail_after_the_start_timeout() -> None:
+    unschedulable = pod(created="2026-01-01T11:49:00Z")
+    unschedulable["status"]["conditions"] = [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": "0/3 nodes are available: 3 Insufficient cpu."}]
+    f = stuck_pod([unschedulable], target="720p", image="i", now=NOW, start_timeout_s=600)
+    assert f is not None and (f.code, f.reason) == (FailureCode.GENERIC, "Unschedulable")
+    assert "3 Insufficient cpu" in f.message and "660 s" in f.message
+    assert stuck_pod([unschedulable], target="720p", image="i", now=NOW,
+                     start_timeout_s=900) is None, "not before the timeout"
+    mounting = pod(waiting="ContainerCreating", created="2026-01-01T11:49:00Z")
+    f = stuck_pod([mounting], target="480p", image="i", now=NOW, start_timeout_s=600)
+    assert f is not None and f.reason == "ContainerCreating" and "480p" in f.message

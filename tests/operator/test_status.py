@@ -11,7 +11,7 @@ import pytest
 from atproto_video.core.details import JobDetails, Outcome, Plan, RenditionStatus
 from atproto_video.core.jobs import Job
 from atproto_video.core.lexicon import JobState
-from atproto_video.operator.status import condition, mirror, set_condition
+from atproto_video.operator.status import condition, mirror, set_condition, timestamp
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(minutes=1)
@@ -40,7 +40,9 @@ def test_set_condition_keeps_transition_time_while_unchanged() -> None:
 
 def test_mirror_completed_and_failed() -> None:
     plan = Plan(1280, 720, "30", True, ("720p", "480p"))
-    done = mirror(make_job(JobState.COMPLETED, progress=100, cid="bafkreiabc"), previous={},
+    completed_job = make_job(JobState.COMPLETED, progress=100, cid="bafkreiabc")
+    done_job_created = completed_job.created_at
+    done = mirror(completed_job, previous={},
                   generation=1, now=T0, plan=plan,
                   renditions={"720p": RenditionStatus(100, Outcome.SUCCEEDED)})
     assert done["state"] == "JOB_STATE_COMPLETED" and done["progress"] == 100
@@ -48,9 +50,14 @@ def test_mirror_completed_and_failed() -> None:
     assert done["renditions"] == {"720p": {"progress": 100, "outcome": "Succeeded"}}
     assert done["cid"] == "bafkreiabc"
     assert [c["type"] for c in done["conditions"]] == ["Planned", "Encoded", "Completed",
-                                                        "Failed"]
+                                                        "Failed", "Ready"]
     completed = condition(done["conditions"], "Completed")
     assert completed is not None and completed["status"] == "True"
+    ready = condition(done["conditions"], "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("True", "Completed")
+    assert done["targetsDone"] == "1/4" and "failureReason" not in done
+    assert done["completionTime"] == "2026-01-01T12:00:00Z"
+    assert done["startTime"] == timestamp(done_job_created)
     failed = mirror(make_job(JobState.FAILED, failure_code="generic_failure", error="boom"),
                     previous=done, generation=1, now=T1, failure_reason="ErrImageNeverPull")
     cond = condition(failed["conditions"], "Failed")
@@ -58,6 +65,16 @@ def test_mirror_completed_and_failed() -> None:
     assert (cond["status"], cond["reason"], cond["message"]) == (
         "True", "ErrImageNeverPull", "boom")
     assert failed["failureCode"] == "generic_failure" and failed["error"] == "boom"
+    assert failed["failureReason"] == "ErrImageNeverPull"
+    ready = condition(failed["conditions"], "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == (
+        "False", "ErrImageNeverPull")
+    assert failed["completionTime"] == done["completionTime"], "set once, then kept"
+    running = mirror(make_job(JobState.ENCODING, progress=40), previous={}, generation=1,
+                     now=T0, plan=plan)
+    assert running["targetsDone"] == "0/4" and "completionTime" not in running
+    ready = condition(running["conditions"], "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("False", "Encoding")
     # Later mirrors keep the named reason even without a fresh failure.
     again = mirror(make_job(JobState.FAILED, failure_code="generic_failure", error="boom"),
                    previous=failed, generation=1, now=T1)

@@ -122,3 +122,9 @@ def test_workers_may_run_under_their_own_service_account_without_its_token() -> 
     assert pod["serviceAccountName"] == "video-worker"
     assert pod["automountServiceAccountToken"] is False
     assert "serviceAccountName" not in render(config())["spec"]["template"]["spec"]
+
+
+def test_image_pull_secrets_reach_worker_pods() -> None:
+    pod = render(config(VIDEO_WORKER_IMAGE_PULL_SECRETS="regcred, other"))["spec"]["template"]
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}, {"name": "other"}]
+    assert "imagePullSecrets" not in render(config())["spec"]["template"]["spec"]

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from tests.support.didserver import DidServer
 from tests.support.identity import Identity, new_plc_did
-from tests.support.service import ServiceProcess
 from tests.support.waiting import wait_for
+
+
+class Endpoint(Protocol):
+    """Where the service answers: a ServiceProcess, or a service deployed by the chart."""
+
+    url: str
+
 
 SERVICE_DID = "did:web:video.test"  # ServiceProcess's default VIDEO_SERVICE_DID
 UPLOAD = "app.bsky.video.uploadVideo"
@@ -27,7 +33,7 @@ def user(dids: DidServer, **kw: Any) -> Identity:
 
 
 def upload(
-    svc: ServiceProcess,
+    svc: Endpoint,
     did: str,
     token: str,
     body: bytes,
@@ -47,7 +53,7 @@ def upload(
 
 
 def upload_as(
-    svc: ServiceProcess,
+    svc: Endpoint,
     who: Identity,
     body: bytes,
     *,
@@ -60,7 +66,7 @@ def upload_as(
 
 
 def job_status(
-    svc: ServiceProcess, job_id: str, client: httpx.Client | None = None
+    svc: Endpoint, job_id: str, client: httpx.Client | None = None
 ) -> dict[str, Any]:
     """getJobStatus without a token, as the app polls it."""
     get = client.get if client is not None else httpx.get
@@ -71,7 +77,7 @@ def job_status(
 
 
 def wait_for_job(
-    svc: ServiceProcess,
+    svc: Endpoint,
     job_id: str,
     until: Collection[str] | Callable[[dict[str, Any]], bool] = TERMINAL,
     *,

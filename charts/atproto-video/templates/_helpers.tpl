@@ -69,6 +69,8 @@ app.kubernetes.io/component: {{ .component }}
 - {name: VIDEO_DATA_DIR, value: /tmp}
 - {name: VIDEO_EXECUTOR, value: kubernetes}
 - {name: VIDEO_K8S_NAMESPACE, value: {{ .Release.Namespace | quote }}}
+{{- /* Each release reconciles only the VideoJobs its own API created. */}}
+- {name: VIDEO_K8S_INSTANCE, value: {{ .Release.Name | quote }}}
 - {name: VIDEO_MAX_UPLOAD_BYTES, value: {{ .Values.limits.maxUploadBytes | int64 | quote }}}
 - {name: VIDEO_MAX_DURATION_S, value: {{ .Values.limits.maxDurationSeconds | quote }}}
 - {name: VIDEO_MAX_FPS, value: {{ .Values.limits.maxFps | quote }}}
