@@ -328,6 +328,8 @@ class KubeSettings(_Section):
     """Cluster mode (VIDEO_EXECUTOR=kubernetes): the VideoJob namespace and the worker Jobs."""
 
     namespace: str = setting("VIDEO_K8S_NAMESPACE", _dns_label, "default")
+    #: Finished VideoJobs are deleted this long after they end (0: kept); outputs stay.
+    videojob_ttl_s: int = setting("VIDEO_K8S_VIDEOJOB_TTL_S", _int_range(0, 365 * 86_400), 86_400)
     #: The release: VideoJobs carry it as a label and the operator reconciles only those.
     #: Empty: every VideoJob in the namespace (one installation per namespace).
     instance: str = setting("VIDEO_K8S_INSTANCE", _label_value, "")

@@ -136,6 +136,8 @@ class KubeAPI(Protocol):
 
     def delete_job(self, namespace: str, name: str) -> None: ...
 
+    def delete_videojob(self, namespace: str, name: str) -> None: ...
+
 
 class Kube:
     def __init__(self, api_client: Any) -> None:
@@ -164,6 +166,15 @@ class Kube:
                 return False
             raise
         return True
+
+    def delete_videojob(self, namespace: str, name: str) -> None:
+        """Delete it (its finalizer then runs); gone already is fine."""
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     def list_videojobs(self, namespace: str) -> list[dict[str, Any]]:
         resp = self.custom.list_namespaced_custom_object(

@@ -34,12 +34,7 @@ def drain(kube: Kube, namespace: str, instance: str, *, timeout_s: float = 120.0
 
     names = [vj["metadata"]["name"] for vj in remaining()]
     for name in names:
-        try:
-            kube.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        kube.delete_videojob(namespace, name)
     deadline = time.monotonic() + timeout_s
     while (left := remaining()) and time.monotonic() < deadline:
         time.sleep(interval_s)

@@ -12,7 +12,6 @@ unreachable has no VideoJob; it creates the missing ones from the database perio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
@@ -43,6 +42,7 @@ from atproto_video.operator.failures import (
     parse_time,
     stuck_pod,
 )
+from atproto_video.operator.periodic import every
 from atproto_video.operator.status import mirror
 from atproto_video.operator.templates import (
     LABEL_TARGET,
@@ -427,10 +427,5 @@ class VideoJobCreator:
         return created
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await asyncio.to_thread(self.once)
-            except Exception as exc:
-                log.warning("could not reconcile VideoJobs with the database: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.cfg.kube.reconcile_interval_s)
+        await every(self.cfg.kube.reconcile_interval_s, stop, self.once,
+                    "could not reconcile VideoJobs with the database")

@@ -22,6 +22,7 @@ from atproto_video.core.jobs import JobStore
 from atproto_video.core.kube import Kube
 from atproto_video.core.migrate import upgrade
 from atproto_video.core.storage import Storage, open_storage
+from atproto_video.operator.expiry import VideoJobExpiry
 from atproto_video.operator.handlers import build_registry
 from atproto_video.operator.reconcile import VideoJobCreator, VideoJobReconciler
 
@@ -41,6 +42,7 @@ class OperatorService:
         self.liveness = liveness
         self.reconciler = VideoJobReconciler(cfg, store, storage, kube)
         self.creator = VideoJobCreator(cfg, store, storage, kube)
+        self.expiry = VideoJobExpiry(cfg, kube)
         self.registry = build_registry(cfg, self.reconciler)
         self._stop = asyncio.Event()
 
@@ -61,6 +63,7 @@ class OperatorService:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="operator"))
         creator = asyncio.create_task(self.creator.run(self._stop), name="videojob-creator")
+        expiry = asyncio.create_task(self.expiry.run(self._stop), name="videojob-expiry")
         try:
             await kopf.operator(
                 registry=self.registry,
@@ -73,6 +76,7 @@ class OperatorService:
             await self.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await creator
+                await expiry
 
     async def stop(self) -> None:
         self._stop.set()

@@ -312,6 +312,7 @@ def test_host_network_pull_secrets_and_volume_ownership(helm: str) -> None:
     assert "http://0.0.0.0:18080/healthz" in operator["command"]
     assert env_of(operator)["VIDEO_WORKER_IMAGE_PULL_SECRETS"] == "regcred"
     assert env_of(operator)["VIDEO_WORKER_START_TIMEOUT_S"] == "600"
+    assert env_of(operator)["VIDEO_K8S_VIDEOJOB_TTL_S"] == "86400"
     default = pod_specs(render(helm, *VALUES))
     assert "hostNetwork" not in default[API] and "imagePullSecrets" not in default[API]
 
@@ -354,3 +355,21 @@ def test_uninstall_drains_the_releases_videojobs_first(helm: str) -> None:
     # RBAC objects first (weight -10), then the Job.
     weights = {d["kind"]: int(d["metadata"]["annotations"]["helm.sh/hook-weight"]) for d in docs}
     assert weights["Job"] > weights["Role"] == weights["RoleBinding"]
+
+
+def test_api_availability_pdb_spread_and_ingress(helm: str) -> None:
+    docs = render(helm, *VALUES, "--set", "api.ingress.enabled=true",
+                  "--set", "api.ingress.host=video.example.com")
+    (pdb,) = by_kind(docs, "PodDisruptionBudget").values()
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "api"
+    spread = pod_specs(docs)[API]["topologySpreadConstraints"]
+    assert [c["topologyKey"] for c in spread] == ["kubernetes.io/hostname",
+                                                  "topology.kubernetes.io/zone"]
+    (ingress,) = by_kind(docs, "Ingress").values()
+    assert ingress["spec"]["rules"][0]["host"] == "video.example.com"
+    # 300 MB uploads pass the default ingress-nginx body limit (1 MB) and are streamed.
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "400m"
+    assert annotations["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "off"
+    assert not by_kind(render(helm, *VALUES), "Ingress")

@@ -112,6 +112,28 @@ def test_an_upload_through_the_deployed_api_completes(
              what="the upload removed once the job completed")
 
 
+def test_an_upgrade_that_rolls_both_deployments_mid_job_still_completes(
+    release: Release, dids: DidServer, tmp_path: Path
+) -> None:
+    clip = make_clip(tmp_path / "long.mp4", seconds=12, size="1280x720").read_bytes()
+    job_id = upload_as(release, user(dids), clip).json()["jobId"]
+    wait_for_job(release, job_id, ("JOB_STATE_ENCODING",), timeout=300, interval=0.2)
+    before = _pod_uids(release)
+    upgraded = release.helm_run("upgrade", release.name, str(CHART), "--reuse-values",
+                                "--set", "limits.maxFps=50", "--wait", "--timeout", "5m")
+    assert upgraded.returncode == 0, upgraded.stderr + release.diagnostics()
+    wait_for(lambda: before and not (_pod_uids(release) & before), timeout=120, interval=1,
+             what="both Deployments rolled (no pod of before the upgrade left)")
+    st, _ = wait_for_job(release, job_id, timeout=600, logs=release.diagnostics)
+    assert st["state"] == "JOB_STATE_COMPLETED", (st, release.diagnostics())
+
+
+def _pod_uids(release: Release) -> set[str]:
+    out = release.kubectl("get", "pods", "-l", "app.kubernetes.io/instance=video",
+                          "-o", "jsonpath={.items[*].metadata.uid}").stdout
+    return set(out.split())
+
+
 def test_the_readme_upload_script_works_against_the_release(
     release: Release, tmp_path: Path
 ) -> None:
