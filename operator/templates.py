@@ -85,6 +85,8 @@ def job_manifest(
             "runAsUser": cfg.kube.worker_uid,
             "runAsGroup": cfg.kube.worker_gid,
             "fsGroup": cfg.kube.worker_gid,
+            # No recursive chown of a big volume at each worker start.
+            "fsGroupChangePolicy": "OnRootMismatch",
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [

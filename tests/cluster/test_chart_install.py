@@ -67,6 +67,8 @@ def release(
     with host_tmpdir("atproto-video-chart-") as storage:
         os.chown(storage, WORKER_UID, WORKER_UID)
         rel = Release("video", namespace, f"http://127.0.0.1:{port}", storage, helm, cluster)
+        # Helm never upgrades crds/: apply the chart's CRD first, as the README says.
+        cluster.run("apply", "-f", str(CHART / "crds" / "videojob.yaml"))
         install = rel.helm_run(
             "install", rel.name, str(CHART), "--create-namespace", "--wait", "--timeout", "5m",
             "-f", str(CHART / "values-local.yaml"),

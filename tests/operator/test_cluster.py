@@ -143,9 +143,12 @@ def test_upload_completes_with_one_job_per_target(
 
     table = k8s.kubectl("get", "videojobs").stdout
     header = table.splitlines()[0].split()
-    assert header == ["NAME", "STATE", "PROGRESS", "DID", "AGE"], table
+    assert header == ["NAME", "STATE", "PROGRESS", "DONE", "REASON", "DID", "AGE"], table
     line = next(li for li in table.splitlines() if li.startswith(job_id)).split()
-    assert line[1:4] == ["JOB_STATE_COMPLETED", "100", row["did"]]
+    # REASON is empty for a completed job, so the split row has one field less.
+    assert line[1:5] == ["JOB_STATE_COMPLETED", "100", "4/4", row["did"]]
+    wide = k8s.kubectl("get", "videojobs", "-o", "wide").stdout.splitlines()[0].split()
+    assert wide[-2:] == ["STARTED", "COMPLETED"], wide
     assert job_id in k8s.kubectl("get", "vj").stdout
     FINISHED["short"] = job_id
 

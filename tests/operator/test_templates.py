@@ -128,3 +128,8 @@ def test_image_pull_secrets_reach_worker_pods() -> None:
     pod = render(config(VIDEO_WORKER_IMAGE_PULL_SECRETS="regcred, other"))["spec"]["template"]
     assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}, {"name": "other"}]
     assert "imagePullSecrets" not in render(config())["spec"]["template"]["spec"]
+
+
+def test_worker_volumes_are_not_rechowned_at_every_start() -> None:
+    assert render(config())["spec"]["template"]["spec"]["securityContext"][
+        "fsGroupChangePolicy"] == "OnRootMismatch"
