@@ -7,22 +7,14 @@ presigned or CDN URLs).
 
 from __future__ import annotations
 
-import mimetypes
 import re
 
 from starlette.concurrency import iterate_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
-from atproto_video.core.storage import Playback, RemoteObject
+from atproto_video.core.storage import Playback, RemoteObject, content_type
 
-CONTENT_TYPES = {
-    ".m3u8": "application/vnd.apple.mpegurl",
-    ".ts": "video/mp2t",
-    ".m4s": "video/iso.segment",
-    ".mp4": "video/mp4",
-    ".jpg": "image/jpeg",
-}
 #: Outputs never change once a job completes (a new upload is a new CID).
 CACHE = {"cache-control": "public, max-age=31536000, immutable"}
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -31,8 +23,7 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 def respond(request: Request, found: Playback, name: str) -> Response:
     if found.url is not None:
         return RedirectResponse(found.url, status_code=307)
-    ctype = found.content_type or CONTENT_TYPES.get("." + name.rsplit(".", 1)[-1]) \
-        or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    ctype = found.content_type or content_type(name)
     if found.data is not None:
         return Response(found.data if request.method != "HEAD" else b"", media_type=ctype,
                         headers={**CACHE, "content-length": str(len(found.data))})

@@ -124,7 +124,7 @@ class KubeAPI(Protocol):
 
     def create_videojob(self, namespace: str, body: dict[str, Any]) -> bool: ...
 
-    def list_videojobs(self, namespace: str) -> list[dict[str, Any]]: ...
+    def list_videojobs(self, namespace: str, selector: str = "") -> list[dict[str, Any]]: ...
 
     def create_or_get_job(
         self, namespace: str, body: dict[str, Any]
@@ -176,9 +176,9 @@ class Kube:
             if exc.status != 404:
                 raise
 
-    def list_videojobs(self, namespace: str) -> list[dict[str, Any]]:
+    def list_videojobs(self, namespace: str, selector: str = "") -> list[dict[str, Any]]:
         resp = self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, _preload_content=False,
+            GROUP, VERSION, namespace, PLURAL, label_selector=selector, _preload_content=False,
             _request_timeout=REQUEST_TIMEOUT,
         )
         items: list[dict[str, Any]] = _json(resp).get("items", [])

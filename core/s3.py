@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import itertools
 import logging
-import mimetypes
 import os
 import shutil
 import tempfile
@@ -56,6 +55,7 @@ from atproto_video.core.storage import (
     check_job_id,
     check_output_name,
     check_target,
+    content_type,
     parse_progress,
     shielded,
 )
@@ -74,14 +74,6 @@ WORKER_SCRATCH = "/scratch"
 #: Environment a worker needs to reach the store (not the bucket: that is in its arguments).
 _WORKER_ENV = ("VIDEO_STORAGE", "VIDEO_S3_ENDPOINT", "VIDEO_S3_REGION",
                "VIDEO_S3_FORCE_PATH_STYLE", "VIDEO_S3_RETRY_S")
-CONTENT_TYPES = {
-    ".m3u8": "application/vnd.apple.mpegurl",
-    ".ts": "video/mp2t",
-    ".m4s": "video/iso.segment",
-    ".mp4": "video/mp4",
-    ".jpg": "image/jpeg",
-    ".json": "application/json",
-}
 
 
 def client_for(settings: StorageSettings) -> Any:
@@ -370,15 +362,7 @@ class S3Storage:
             Path(tmp).unlink(missing_ok=True)
 
     def _fetch(self, key: str, dest: Path) -> None:
-        def get() -> None:
-            try:
-                self.client.download_file(self.bucket, key, str(dest))
-            except ClientError as exc:
-                if not_found(exc):
-                    raise FileNotFoundError(key) from None
-                raise
-
-        self._retry(get, "downloading an object")
+        download(self.client, self.bucket, key, dest, budget_s=self.settings.s3_retry_s)
 
     # -- transcoding ----------------------------------------------------------------------------
 
@@ -561,9 +545,18 @@ class _Part:
     buffer: bytearray | None
 
 
-def content_type(name: str) -> str:
-    suffix = os.path.splitext(name)[1]
-    return CONTENT_TYPES.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+def download(client: Any, bucket: str, key: str, dest: Path, *, budget_s: float) -> None:
+    """An object into ``dest``, waiting out outages; FileNotFoundError if it does not exist."""
+
+    def get() -> None:
+        try:
+            client.download_file(bucket, key, str(dest))
+        except ClientError as exc:
+            if not_found(exc):
+                raise FileNotFoundError(key) from None
+            raise
+
+    retrying(get, budget_s=budget_s, what="downloading an object")
 
 
 def upload_tree(client: Any, root: Path, bucket: str, prefix: str, *, budget_s: float) -> None:
@@ -620,16 +613,7 @@ class WorkerFiles:
         bucket, key = parse_uri(uri)
         dest = self.scratch / "source"
         self.scratch.mkdir(parents=True, exist_ok=True)
-
-        def get() -> None:
-            try:
-                self.client.download_file(bucket, key, str(dest))
-            except ClientError as exc:
-                if not_found(exc):
-                    raise FileNotFoundError(uri) from None
-                raise
-
-        retrying(get, budget_s=self.budget_s, what="fetching the source")
+        download(self.client, bucket, key, dest, budget_s=self.budget_s)
         return dest
 
     def out_dir(self) -> Path:

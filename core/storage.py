@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import json
+import mimetypes
 import os
 import re
 import shutil
@@ -44,6 +45,23 @@ PROGRESS_DIR = "progress"
 WORKER_MOUNT = "/storage"
 # 1 MiB measured best (bench/upload.py): 256 KiB costs more thread hand-offs, 4 MiB more cache.
 _WRITE_BUFFER = 1 << 20
+
+
+#: Media types of the output layout; anything else is guessed from the name.
+CONTENT_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".ts": "video/mp2t",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+    ".jpg": "image/jpeg",
+    ".json": "application/json",
+}
+
+
+def content_type(name: str) -> str:
+    """The media type a player expects for an output file name."""
+    suffix = os.path.splitext(name)[1]
+    return CONTENT_TYPES.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 class UploadTooLarge(Exception):

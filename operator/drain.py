@@ -26,11 +26,7 @@ def drain(kube: Kube, namespace: str, instance: str, *, timeout_s: float = 120.0
     selector = f"{LABEL_INSTANCE}={instance}" if instance else ""
 
     def remaining() -> list[dict[str, Any]]:
-        resp = kube.custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, label_selector=selector,
-            _request_timeout=REQUEST_TIMEOUT)
-        items: list[dict[str, Any]] = resp.get("items", [])
-        return items
+        return kube.list_videojobs(namespace, selector)
 
     names = [vj["metadata"]["name"] for vj in remaining()]
     for name in names:

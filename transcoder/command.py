@@ -117,7 +117,9 @@ def run_command(args: argparse.Namespace) -> int:
     remote = str(args.source).startswith("s3://")
     if remote:
         return _run_remote(args, target, limits)
-    reporter = ProgressFile(Path(args.progress_file) if args.progress_file else None, target)
+    path = Path(args.progress_file) if args.progress_file else None
+    reporter = ProgressReport(target, (lambda body, _final: _write_file(path, body))
+                              if path is not None else None)
     reporter(0.0)
     try:
         summary = _run(Path(args.source), Path(args.output_dir), args.strategy, target, limits,
@@ -142,14 +144,9 @@ def _run_remote(args: argparse.Namespace, target: str, limits: TranscodeLimits) 
     from atproto_video.core.s3 import WorkerFiles  # boto3 loads only here
 
     files = WorkerFiles.from_env()
-    progress_uri: str | None = args.progress_file
-
-    def report(fraction: float, *, final: bool = False) -> None:
-        if progress_uri is not None:
-            body = json.dumps({"target": target, "progress": int(fraction * 100)})
-            files.put_progress(progress_uri, body, final=final)
-
-    reporter = Monotonic(report)
+    uri: str | None = args.progress_file
+    reporter = ProgressReport(target, (lambda body, final: files.put_progress(
+        uri, body, final=final)) if uri is not None else None)
     reporter(0.0)
     try:
         source = files.fetch_source(args.source)
@@ -167,7 +164,7 @@ def _run_remote(args: argparse.Namespace, target: str, limits: TranscodeLimits) 
     except Exception:
         log.exception("transcode crashed")
         return _fail(args, EncodingFailure("internal error while transcoding"))
-    report(1.0, final=True)
+    reporter(1.0)
     print(json.dumps(summary, separators=(",", ":")))
     return EXIT_OK
 
@@ -210,36 +207,27 @@ def _fail(args: argparse.Namespace, error: TranscodeError, *, exit_code: int | N
     return EXIT_FOR_FAILURE.get(error.failure_code, EXIT_ENCODING)
 
 
-class Monotonic:
-    """Forwards whole percentages only when they grow."""
+class ProgressReport:
+    """Whole percentages as ``{"target": ..., "progress": N}``, written only when they grow
+    (cheap on shared volumes and object stores); ``write(body, final)``, final at 100."""
 
-    def __init__(self, sink: Callable[[float], None]) -> None:
-        self._sink = sink
-        self._last = -1
-
-    def __call__(self, fraction: float) -> None:
-        percent = int(fraction * 100)
-        if percent > self._last:
-            self._last = percent
-            self._sink(fraction)
-
-
-class ProgressFile:
-    """Writes whole percentages atomically, only when they change (cheap on shared volumes)."""
-
-    def __init__(self, path: Path | None, target: str) -> None:
-        self._path = path
+    def __init__(self, target: str, write: Callable[[str, bool], None] | None) -> None:
         self._target = target
+        self._write = write
         self._last = -1
 
     def __call__(self, fraction: float) -> None:
         percent = int(fraction * 100)
-        if self._path is None or percent <= self._last:
+        if self._write is None or percent <= self._last:
             return
         self._last = percent
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        body = json.dumps({"target": self._target, "progress": percent})
-        atomic_write_text(self._path, body + "\n")
+        self._write(json.dumps({"target": self._target, "progress": percent}), percent >= 100)
+
+
+def _write_file(path: Path, body: str) -> None:
+    """Atomically: the operator polls the file while it is rewritten."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, body + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
