@@ -7,85 +7,30 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
+from tests.support.chart import CHART, ROOT, Release, installed
 from tests.support.cluster import Cluster
 from tests.support.didserver import DidServer
 from tests.support.media import make_clip, play_hls
 from tests.support.postgres import PostgresServer
-from tests.support.tempdirs import host_tmpdir
-from tests.support.waiting import free_port, wait_for
+from tests.support.waiting import wait_for
 from tests.support.xrpc import SERVICE_DID, upload_as, user, wait_for_job
 
 pytestmark = [pytest.mark.cluster, pytest.mark.image, pytest.mark.timeout(1800)]
-
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "atproto-video"
-WORKER_UID = 10001
-
-
-@dataclass
-class Release:
-    name: str
-    namespace: str
-    url: str
-    storage: Path
-    helm: str
-    cluster: Cluster
-
-    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.cluster.run("-n", self.namespace, *args, check=check)
-
-    def helm_run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [self.helm, *args, "--namespace", self.namespace,
-             "--kubeconfig", self.cluster.kubeconfig],
-            capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
-
-    def diagnostics(self) -> str:
-        pods = self.kubectl("get", "pods", "-o", "wide", check=False).stdout
-        logs = "".join(self.kubectl("logs", f"deploy/{self.name}-atproto-video-{c}",
-                                    "--tail=60", check=False).stdout for c in ("api", "operator"))
-        return f"{pods}\n{logs}"
-
 
 @pytest.fixture(scope="module")
 def release(
     cluster: Cluster, cluster_worker_image: str, helm: str, postgres: PostgresServer,
     dids: DidServer,
 ) -> Iterator[Release]:
-    namespace = f"chart-{uuid.uuid4().hex[:8]}"
-    tag = cluster_worker_image.rsplit(":", 1)[1]
-    port = free_port()
-    with host_tmpdir("atproto-video-chart-") as storage:
-        os.chown(storage, WORKER_UID, WORKER_UID)
-        rel = Release("video", namespace, f"http://127.0.0.1:{port}", storage, helm, cluster)
-        # Helm never upgrades crds/: apply the chart's CRD first, as the README says.
-        cluster.run("apply", "-f", str(CHART / "crds" / "videojob.yaml"))
-        install = rel.helm_run(
-            "install", rel.name, str(CHART), "--create-namespace", "--wait", "--timeout", "5m",
-            "-f", str(CHART / "values-local.yaml"),
-            "--set", f"image.tag={tag}",
-            "--set", f"serviceDid={SERVICE_DID}",
-            "--set", f"didPlcUrl={dids.url}",
-            "--set", f"database.url={postgres.create_database()}",
-            "--set", f"api.port={port}",
-            "--set", f"operator.healthPort={free_port()}",
-            "--set", f"storage.hostPath={storage}",
-        )  # fmt: skip
-        try:
-            assert install.returncode == 0, install.stderr + rel.diagnostics()
-            yield rel
-        finally:
-            rel.helm_run("uninstall", rel.name, "--wait", "--timeout", "3m")
-            cluster.run("delete", "namespace", namespace, "--wait=false", check=False)
+    with installed(cluster, helm, cluster_worker_image, dids,
+                   "--set", f"database.url={postgres.create_database()}") as rel:
+        yield rel
 
 
 def test_an_upload_through_the_deployed_api_completes(
@@ -104,8 +49,7 @@ def test_an_upload_through_the_deployed_api_completes(
     assert "JOB_STATE_COMPLETED" in row and "100" in row, listed
 
     # The pods are the chart's: API and operator from the project's image, on the host network.
-    pods = release.kubectl("get", "pods", "-l", "app.kubernetes.io/instance=video",
-                           "-o", "jsonpath={.items[*].spec.containers[0].command[1]}").stdout
+    pods = release.pods("{.items[*].spec.containers[0].command[1]}")
     assert sorted(pods.split()) == ["operator", "serve"]
     cid = st["blob"]["ref"]["$link"]
     assert play_hls(f"{release.url}/watch/{quote(who.did, safe='')}/{cid}/playlist.m3u8") == 90
@@ -131,9 +75,7 @@ def test_an_upgrade_that_rolls_both_deployments_mid_job_still_completes(
 
 
 def _pod_uids(release: Release) -> set[str]:
-    out = release.kubectl("get", "pods", "-l", "app.kubernetes.io/instance=video",
-                          "-o", "jsonpath={.items[*].metadata.uid}").stdout
-    return set(out.split())
+    return set(release.pods("{.items[*].metadata.uid}").split())
 
 
 def test_the_readme_upload_script_works_against_the_release(
