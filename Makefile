@@ -8,7 +8,7 @@ SOURCES := $(shell find core cli api executor transcoder operator migrations -na
 export VIDEO_SERVICE_DID ?= did:web:localhost%3A2585
 export VIDEO_PUBLIC_URL ?= http://127.0.0.1:2585
 
-.PHONY: run test test-fast lint deps system-deps test-deps cluster-up cluster-down worker-image bench crd clean
+.PHONY: run test test-fast lint deps system-deps test-deps cluster-up cluster-down worker-image postgres-image bench crd manifests chart-readme clean
 
 system-deps:
 	@bash scripts/install-system-deps.sh
@@ -25,18 +25,21 @@ $(VENV)/.installed: pyproject.toml $(SOURCES) | $(BIN)/python
 deps: system-deps $(VENV)/.installed
 
 ## The embedded service on 127.0.0.1:2585 in the foreground (SQLite + local storage under .data/).
+# Private endpoints allowed: `atproto-video try-upload` identities live on loopback.
 run: deps
-	$(BIN)/atproto-video serve
+	VIDEO_ALLOW_PRIVATE_ENDPOINTS=$${VIDEO_ALLOW_PRIVATE_ENDPOINTS:-1} $(BIN)/atproto-video serve
 
-# Cold, the cluster tier builds Kubernetes from source (about 20 min on 2 cores) and the worker
-# image; both are cached under /var/cache/atproto-video, so a warm run takes seconds.
+# Cold, the cluster tier builds Kubernetes from source (about 20 min on 2 cores), the worker
+# image and the quickstart Postgres image (about 30 s); all are cached under
+# /var/cache/atproto-video, so a warm run takes seconds.
 test-deps: deps
 	@bash scripts/install-system-deps.sh --test
 	@bash scripts/install-test-deps.sh
 	@if [ "$${VIDEO_SKIP_CLUSTER:-0}" = 1 ]; then \
 	  echo "*** VIDEO_SKIP_CLUSTER=1: not building the test cluster or the worker image ***"; \
 	else \
-	  bash cluster/deps.sh && bash cluster/build.sh && bash transcoder-image/build.sh; \
+	  bash cluster/deps.sh && bash cluster/build.sh && bash transcoder-image/build.sh \
+	    && bash transcoder-image/build.sh postgres; \
 	fi
 	@bash scripts/install-tools.sh
 
@@ -63,6 +66,11 @@ cluster-down:
 worker-image:
 	@bash transcoder-image/build.sh --import
 
+## The chart's quickstart Postgres image (postgresql.enabled on the test cluster:
+## values-local-postgres.yaml), built like the worker image and imported.
+postgres-image:
+	@bash transcoder-image/build.sh postgres --import
+
 bench: deps
 	@bash scripts/install-system-deps.sh --bench
 	PYTHONPATH=$(CURDIR) $(BIN)/python -m bench $(BENCH)
@@ -71,6 +79,16 @@ bench: deps
 crd: deps
 	$(BIN)/atproto-video operator --print-crd > manifests/crd.yaml
 	cp manifests/crd.yaml charts/atproto-video/crds/videojob.yaml
+
+## Regenerate every generated manifest: the CRD (above) and the RBAC of manifests/rbac.yaml and
+## the chart's files/rbac-rules.yaml, both from atproto_video.operator.rbac.
+manifests: crd
+	$(BIN)/atproto-video operator --print-rbac > manifests/rbac.yaml
+	$(BIN)/atproto-video operator --print-chart-rbac > charts/atproto-video/files/rbac-rules.yaml
+
+## Regenerate the values table of charts/atproto-video/README.md from the comments in values.yaml.
+chart-readme: deps
+	$(BIN)/python scripts/chart_readme.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .import_linter_cache *.egg-info

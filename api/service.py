@@ -14,6 +14,7 @@ from atproto_video.api.app import build_app
 from atproto_video.api.auth import ServiceAuthVerifier
 from atproto_video.api.context import AppContext
 from atproto_video.api.identity import DidResolver
+from atproto_video.core import metrics
 from atproto_video.core.config import ConfigError, VideoConfig
 from atproto_video.core.db import make_engine
 from atproto_video.core.jobs import JobStore
@@ -31,6 +32,7 @@ class VideoService:
         self.resolver = resolver
         self.app = build_app(ctx)
         self._server: uvicorn.Server | None = None
+        self.metrics = metrics.MetricsServer(cfg.metrics.host, cfg.metrics.port)
 
     @classmethod
     def create(cls, cfg: VideoConfig) -> VideoService:
@@ -55,6 +57,11 @@ class VideoService:
         return cls(cfg, ctx, resolver)
 
     async def start(self) -> None:
+        if self.cfg.service.executor == "local":
+            # Embedded: this process owns the jobs. In cluster mode the operator exports
+            # their counts once, instead of every API replica repeating them.
+            metrics.watch_jobs(self.ctx.store.engine)
+        self.metrics.start()
         await self.ctx.executor.start()
         config = uvicorn.Config(
             self.app,
@@ -79,6 +86,8 @@ class VideoService:
         if self._server is not None:
             self._server.should_exit = True
         await self.ctx.executor.stop()
+        self.metrics.stop()
+        metrics.unwatch_jobs(self.ctx.store.engine)
         await self.resolver.aclose()
         await asyncio.to_thread(self.ctx.storage.close)
         self.ctx.store.engine.dispose()

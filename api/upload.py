@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from atproto_video.api.context import AppContext
@@ -24,8 +24,10 @@ from atproto_video.api.errors import (
     NotEnoughResources,
     PayloadTooLarge,
     RateLimitExceeded,
+    XrpcError,
 )
 from atproto_video.api.responses import JSON
+from atproto_video.core import metrics
 from atproto_video.core.config import ConfigError
 from atproto_video.core.jobs import DuplicateUpload, NewJob, QuotaExceeded, new_job_id
 from atproto_video.core.lexicon import (
@@ -80,6 +82,25 @@ _dedup_locks = _KeyedLocks()
 
 
 async def handle_upload(request: Request, ctx: AppContext) -> Response:
+    """uploadVideo, counted by result (and accepted bytes) for the metrics."""
+    try:
+        response, result, size = await _upload(request, ctx)
+    except XrpcError as exc:
+        metrics.UPLOADS.labels(result=metrics.upload_result(exc.name, type(exc).name)).inc()
+        raise
+    except ClientDisconnect:
+        metrics.UPLOADS.labels(result="ClientDisconnect").inc()
+        raise
+    except Exception:
+        metrics.UPLOADS.labels(result="InternalServerError").inc()
+        raise
+    metrics.UPLOADS.labels(result=result).inc()
+    metrics.UPLOAD_BYTES.inc(size)
+    return response
+
+
+async def _upload(request: Request, ctx: AppContext) -> tuple[Response, str, int]:
+    """The answer, the ``result`` label (accepted or already_exists) and the new job's bytes."""
     caller = await ctx.verifier.verify(
         request.headers.get("authorization"), NSID_UPLOAD_VIDEO, allow_pds_audience=True
     )
@@ -156,7 +177,7 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
                 upload_answer(
                     duplicate.status(), error=ALREADY_EXISTS, message=ALREADY_EXISTS_MESSAGE
                 )
-            )
+            ), ALREADY_EXISTS, 0
         try:
             job = await asyncio.to_thread(ctx.store.create, new, ctx.quota)
         except DuplicateUpload:
@@ -171,7 +192,7 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
                 upload_answer(
                     duplicate.status(), error=ALREADY_EXISTS, message=ALREADY_EXISTS_MESSAGE
                 )
-            )
+            ), ALREADY_EXISTS, 0
         except QuotaExceeded as exc:
             await remove_job(ctx.storage, job_id)
             raise _quota_error(exc.message) from None
@@ -183,7 +204,7 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
         extra={**extra, "job_id": job.id, "bytes": stored.size, "mode": caller.mode},
     )
     await ctx.executor.submit(job)
-    return JSON(upload_answer(job.status()))
+    return JSON(upload_answer(job.status())), "accepted", stored.size
 
 
 def _quota_error(message: str) -> RateLimitExceeded:

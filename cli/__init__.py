@@ -1,4 +1,4 @@
-"""The ``atproto-video`` console script: serve, migrate, transcode, operator.
+"""The ``atproto-video`` console script: serve, migrate, transcode, operator, try-upload.
 
 The top of the dependency graph: the only module that knows every part. Each subcommand
 imports its part when it runs, so ``transcode`` in the worker image loads no web stack.
@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from atproto_video.core import __version__
 from atproto_video.core.config import ConfigError, VideoConfig
 from atproto_video.operator.command import register as register_operator
 from atproto_video.transcoder.command import register as register_transcode
+
+from .tryupload import register as register_try_upload
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 def cmd_serve(_args: argparse.Namespace) -> int:
@@ -26,7 +33,7 @@ def cmd_serve(_args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_migrate(_args: argparse.Namespace) -> int:
+def cmd_migrate(args: argparse.Namespace) -> int:
     cfg = VideoConfig.from_env()
     from atproto_video.core import logs
     from atproto_video.core.db import make_engine
@@ -35,10 +42,38 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
     logs.setup(cfg.service.log_level)
     cfg.service.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(cfg.database_url)
+    if args.wait > 0 and not _wait_for_database(engine, args.wait):
+        engine.dispose()
+        return 1
     revision = upgrade(engine)
     engine.dispose()
     print(f"database at revision {revision}")
     return 0
+
+
+def _wait_for_database(engine: Engine, seconds: float, interval: float = 1.0) -> bool:
+    """Until the database accepts a connection (a Postgres still starting, a failover), at
+    most ``seconds``; False, with the last error on stderr, if it never did."""
+    from sqlalchemy import exc, text
+
+    deadline = time.monotonic() + seconds
+    said = 0.0
+    while True:
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except exc.OperationalError as err:
+            last = str(err.orig or err).strip().splitlines()[0]
+            now = time.monotonic()
+            if now >= deadline:
+                print(f"atproto-video migrate: database not reachable after {seconds:g}s: {last}",
+                      file=sys.stderr)  # fmt: skip
+                return False
+            if now - said >= 10:
+                print(f"atproto-video migrate: waiting for the database: {last}", file=sys.stderr)
+                said = now
+            time.sleep(min(interval, max(0.0, deadline - now)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,10 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Apply pending migrations to VIDEO_DB_URL (or the embedded SQLite database "
         "under VIDEO_DATA_DIR). Safe to run from several processes at once.",
     )
+    migrate.add_argument(
+        "--wait", type=float, default=0, metavar="SECONDS",
+        help="first wait up to SECONDS for the database to accept connections (exit 1 if it "
+        "never does); default 0: fail at once",
+    )  # fmt: skip
     migrate.set_defaults(func=cmd_migrate)
 
     register_transcode(sub)
     register_operator(sub)
+    register_try_upload(sub)
     return parser
 
 

@@ -372,6 +372,16 @@ class KubeSettings(_Section):
 
 
 @dataclass(frozen=True)
+class MetricsSettings(_Section):
+    """Prometheus metrics on their own port, apart from the XRPC listener (never public)."""
+
+    #: 0: no metrics listener. Off by default so several processes on one host never collide;
+    #: the chart turns it on.
+    port: int = setting("VIDEO_METRICS_PORT", _int_range(0, 65535), 0)
+    host: str = setting("VIDEO_METRICS_HOST", str, "127.0.0.1")
+
+
+@dataclass(frozen=True)
 class Secrets(_Section):
     """Never logged: the key for forwarded upload tokens and the database URL (password)."""
 
@@ -396,6 +406,7 @@ class VideoConfig:
     transcode: TranscodeSettings = field(default_factory=TranscodeSettings)
     pds: PdsSettings = field(default_factory=PdsSettings)
     kube: KubeSettings = field(default_factory=KubeSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     secrets: Secrets = field(default_factory=Secrets, repr=False)
 
     @classmethod
@@ -409,6 +420,7 @@ class VideoConfig:
             transcode=TranscodeSettings.from_env(env),
             pds=PdsSettings.from_env(env),
             kube=KubeSettings.from_env(env),
+            metrics=MetricsSettings.from_env(env),
             secrets=Secrets.from_env(env),
         )
         if cfg.storage.type == "s3" and not cfg.storage.s3_bucket:
@@ -438,6 +450,7 @@ class VideoConfig:
             "transcode": self.transcode.describe(),
             "pds": self.pds.describe(),
             "kube": self.kube.describe(),
+            "metrics": self.metrics.describe(),
             "secrets": self.secrets.describe(),
         }
 

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
+from atproto_video.core import metrics
 from atproto_video.core.blob import blob_cid, blob_for_file
 from atproto_video.core.config import ConfigError, VideoConfig
 from atproto_video.core.jobs import Job, JobStore
@@ -149,6 +150,7 @@ async def _upload_to_pds(
             await asyncio.to_thread(store.advance, job.id, JobState.UPLOADING, pct)
 
     def retrying(reason: str, delay: float) -> None:
+        metrics.PDS_UPLOAD_RETRIES.inc()
         log.warning(
             "PDS upload attempt failed; retrying",
             extra={**extra, "reason": reason, "retry_in_s": round(delay, 2)},

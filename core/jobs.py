@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from atproto_video.core import metrics
 from atproto_video.core.db import video_job, video_upload_limit
 from atproto_video.core.details import JobDetails
 from atproto_video.core.lexicon import (
@@ -476,4 +477,8 @@ class JobStore:
                 .values(**values, upload_token=None, updated_at=now, finished_at=now)
             )
         self._changed(job_id)
+        if res.rowcount == 1:  # this call made the transition: count it once, here
+            completed = values["state"] == JobState.COMPLETED.value
+            metrics.JOBS_FINISHED.labels(
+                outcome="completed" if completed else str(values["failure_code"])).inc()
         return res.rowcount == 1

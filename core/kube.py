@@ -14,11 +14,15 @@ import json
 import logging
 import os
 import re
-from typing import Any, Protocol
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
+from atproto_video.core import metrics
 from atproto_video.core.jobs import Job
 from atproto_video.core.ladder import RUNG_NAMES
 from atproto_video.core.storage import Storage
@@ -139,6 +143,31 @@ class KubeAPI(Protocol):
     def delete_videojob(self, namespace: str, name: str) -> None: ...
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _counted(operation: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Count a call that fails (atproto_video_kube_api_errors_total); answers a method
+    handles itself (409 on create, 404 on delete) are outcomes, not errors."""
+
+    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+        @wraps(fn)
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except ApiException as exc:
+                metrics.kube_error(operation, exc.status)
+                raise
+            except (HTTPError, OSError):
+                metrics.kube_error(operation, None)
+                raise
+
+        return call
+
+    return wrap
+
+
 class Kube:
     def __init__(self, api_client: Any) -> None:
         self.api_client = api_client
@@ -155,6 +184,7 @@ class Kube:
 
     # -- VideoJobs --------------------------------------------------------------------------
 
+    @_counted("create_videojob")
     def create_videojob(self, namespace: str, body: dict[str, Any]) -> bool:
         """Create it; False (not an error) if it already exists."""
         try:
@@ -167,6 +197,7 @@ class Kube:
             raise
         return True
 
+    @_counted("delete_videojob")
     def delete_videojob(self, namespace: str, name: str) -> None:
         """Delete it (its finalizer then runs); gone already is fine."""
         try:
@@ -176,6 +207,7 @@ class Kube:
             if exc.status != 404:
                 raise
 
+    @_counted("list_videojobs")
     def list_videojobs(self, namespace: str, selector: str = "") -> list[dict[str, Any]]:
         resp = self.custom.list_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, label_selector=selector, _preload_content=False,
@@ -186,6 +218,7 @@ class Kube:
 
     # -- worker Jobs and their pods -----------------------------------------------------------
 
+    @_counted("create_job")
     def create_or_get_job(
         self, namespace: str, body: dict[str, Any]
     ) -> tuple[dict[str, Any], bool]:
@@ -223,6 +256,7 @@ class Kube:
         except ValueError:
             return int(status), {"message": bytes(raw)[:200].decode(errors="replace")}
 
+    @_counted("list_jobs")
     def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         resp = self.batch.list_namespaced_job(
             namespace, label_selector=selector, _preload_content=False,
@@ -231,6 +265,7 @@ class Kube:
         items: list[dict[str, Any]] = _json(resp).get("items", [])
         return items
 
+    @_counted("list_pods")
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         resp = self.core.list_namespaced_pod(
             namespace, label_selector=selector, _preload_content=False,
@@ -239,6 +274,7 @@ class Kube:
         items: list[dict[str, Any]] = _json(resp).get("items", [])
         return items
 
+    @_counted("delete_job")
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and (in the background) its pods; gone already is fine."""
         try:

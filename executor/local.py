@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
+from atproto_video.core import metrics
 from atproto_video.core.config import VideoConfig
 from atproto_video.core.delivery import deliver
 from atproto_video.core.details import JobDetails, Outcome, RenditionStatus
@@ -185,6 +186,8 @@ class LocalExecutor:
             await asyncio.to_thread(self.storage.discard, workspace)
             await asyncio.to_thread(self.storage.remove_source, job.id)
             return
+        for rendition, seconds in result.target_seconds.items():
+            metrics.observe_encode(rendition, seconds)
         try:
             await asyncio.to_thread(self.storage.publish, workspace)
         except StorageUnavailable as exc:

@@ -33,6 +33,17 @@ def register(subparsers: Any) -> None:
         help="print the VideoJob CustomResourceDefinition (manifests/crd.yaml) and exit",
     )
     parser.add_argument(
+        "--print-rbac",
+        action="store_true",
+        help="print the ServiceAccounts, Roles and bindings of manifests/rbac.yaml and exit",
+    )
+    parser.add_argument(
+        "--print-chart-rbac",
+        action="store_true",
+        help="print the chart's RBAC rule lists (charts/atproto-video/files/rbac-rules.yaml) "
+        "and exit",
+    )
+    parser.add_argument(
         "--drain",
         action="store_true",
         help="delete this release's VideoJobs (VIDEO_K8S_INSTANCE) and wait for the running "
@@ -46,6 +57,11 @@ def cmd_operator(args: argparse.Namespace) -> int:
         from atproto_video.operator.crd import crd_yaml
 
         sys.stdout.write(crd_yaml())
+        return 0
+    if args.print_rbac or args.print_chart_rbac:
+        from atproto_video.operator.rbac import chart_rules_yaml, rbac_yaml
+
+        sys.stdout.write(rbac_yaml() if args.print_rbac else chart_rules_yaml())
         return 0
     from atproto_video.core import logs
     from atproto_video.core.config import VideoConfig

@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
+from atproto_video.core import metrics
 from atproto_video.core.config import VideoConfig
 from atproto_video.core.delivery import deliver
 from atproto_video.core.details import (
@@ -114,8 +116,21 @@ class VideoJobReconciler:
         """Advance one VideoJob as far as the world allows; returns its new status.
 
         ``observed``: its Jobs and Pods as the operator's watches see them; without it they
-        are listed from the API server.
+        are listed from the API server. Timed for atproto_video_reconcile_seconds.
         """
+        started = time.perf_counter()
+        result = "error"
+        try:
+            status = await self._step(body, observed)
+            result = "ok"
+            return status
+        finally:
+            metrics.RECONCILE_SECONDS.labels(result=result).observe(
+                time.perf_counter() - started)
+
+    async def _step(
+        self, body: Mapping[str, Any], observed: Observed | None
+    ) -> dict[str, Any]:
         spec = body.get("spec") or {}
         meta = body.get("metadata") or {}
         previous: Mapping[str, Any] = body.get("status") or {}
@@ -246,6 +261,7 @@ class VideoJobReconciler:
             outcome = job_outcome(k8s_job)
             if outcome is Outcome.SUCCEEDED:
                 out[target.name] = replace(rec, outcome=Outcome.SUCCEEDED, progress=100)
+                _observe_encode(target, k8s_job)  # once: SUCCEEDED targets are skipped above
                 continue
             failure: Failure | None = None
             ready = int((k8s_job.get("status") or {}).get("ready") or 0) > 0
@@ -390,6 +406,16 @@ class VideoJobReconciler:
         self._forget(job_id)
         log.info("VideoJob deleted; %s", "outputs kept" if completed else "files removed",
                  extra={"job_id": job_id})
+
+
+def _observe_encode(target: Target, k8s_job: Mapping[str, Any]) -> None:
+    """The worker Job's run time (startTime to completionTime, whole seconds: what the API
+    server records) as one encode of its rendition; retried pods are included."""
+    status = k8s_job.get("status") or {}
+    start = parse_time(str(status.get("startTime")))
+    end = parse_time(str(status.get("completionTime")))
+    if start is not None and end is not None:
+        metrics.observe_encode(target.cli, (end - start).total_seconds())
 
 
 def _all_succeeded(plan: Plan, renditions: Mapping[str, RenditionStatus]) -> bool:

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import kopf
 
+from atproto_video.core import metrics
 from atproto_video.core.config import VideoConfig
 from atproto_video.core.db import make_engine
 from atproto_video.core.jobs import JobStore
@@ -44,6 +45,7 @@ class OperatorService:
         self.creator = VideoJobCreator(cfg, store, storage, kube)
         self.expiry = VideoJobExpiry(cfg, kube)
         self.registry = build_registry(cfg, self.reconciler)
+        self.metrics = metrics.MetricsServer(cfg.metrics.host, cfg.metrics.port)
         self._stop = asyncio.Event()
 
     @classmethod
@@ -62,6 +64,10 @@ class OperatorService:
         # + 4 threads) queued a burst of new VideoJobs behind a handful of round trips.
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="operator"))
+        # In cluster mode the operator owns the jobs: it exports their counts, not each API
+        # replica (their sums would multiply them).
+        metrics.watch_jobs(self.store.engine)
+        self.metrics.start()
         creator = asyncio.create_task(self.creator.run(self._stop), name="videojob-creator")
         expiry = asyncio.create_task(self.expiry.run(self._stop), name="videojob-expiry")
         try:
@@ -80,6 +86,8 @@ class OperatorService:
 
     async def stop(self) -> None:
         self._stop.set()
+        self.metrics.stop()
+        metrics.unwatch_jobs(self.store.engine)
         self.reconciler.close()
         self.kube.close()
         self.storage.close()

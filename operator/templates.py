@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from atproto_video.core.config import VideoConfig
-from atproto_video.core.kube import API_VERSION, GROUP, KIND, videojob_name
+from atproto_video.core.kube import API_VERSION, GROUP, KIND, LABEL_INSTANCE, videojob_name
 from atproto_video.core.storage import WorkerIO
 from atproto_video.transcoder.contract import EXIT_VALIDATION, Target
 
@@ -41,12 +41,33 @@ def job_name(job_id: str, target: str) -> str:
     return f"vj-{videojob_name(job_id)}-{target.lower()}"
 
 
-def job_labels(job_id: str, target: str) -> dict[str, str]:
-    return {**COMMON_LABELS, LABEL_JOB_ID: videojob_name(job_id), LABEL_TARGET: target.lower()}
+def worker_selector(instance: str) -> dict[str, str]:
+    """Labels on every worker pod of one release (``VIDEO_K8S_INSTANCE``) and on no other pod.
+
+    The chart's worker NetworkPolicy selects exactly these (tests/charts compares the two).
+    """
+    return {
+        "app.kubernetes.io/name": COMMON_LABELS["app.kubernetes.io/name"],
+        "app.kubernetes.io/component": COMMON_LABELS["app.kubernetes.io/component"],
+        **({LABEL_INSTANCE: instance} if instance else {}),
+    }
+
+
+def job_labels(job_id: str, target: str, instance: str = "") -> dict[str, str]:
+    return {**COMMON_LABELS, **worker_selector(instance), LABEL_JOB_ID: videojob_name(job_id),
+            LABEL_TARGET: target.lower()}
 
 
 def selector(job_id: str) -> str:
     return f"{LABEL_JOB_ID}={videojob_name(job_id)}"
+
+
+def dns_policy(cfg: VideoConfig) -> str:
+    """Workers on a shared volume resolve nothing, so they skip cluster DNS; S3 workers must
+    resolve the endpoint, which may be a Service name (http://minio.minio:9000)."""
+    if cfg.storage.type != "s3":
+        return "Default"
+    return "ClusterFirstWithHostNet" if cfg.kube.worker_host_network else "ClusterFirst"
 
 
 def job_manifest(
@@ -60,7 +81,7 @@ def job_manifest(
     owner_uid: str,
 ) -> dict[str, Any]:
     """The batch/v1 Job for one target of one VideoJob, owned by it (GC on deletion)."""
-    labels = job_labels(job_id, target.name)
+    labels = job_labels(job_id, target.name, cfg.kube.instance)
     annotations = {f"{GROUP}/did": did}
     args = [
         io.source,
@@ -78,8 +99,7 @@ def job_manifest(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "hostNetwork": cfg.kube.worker_host_network,
-        # Workers resolve nothing; this avoids depending on cluster DNS.
-        "dnsPolicy": "Default",
+        "dnsPolicy": dns_policy(cfg),
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": cfg.kube.worker_uid,

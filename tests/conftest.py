@@ -13,6 +13,7 @@ from atproto_video.core.db import make_engine
 from atproto_video.core.migrate import upgrade
 from tests.support.cluster import (  # noqa: F401  (session fixtures shared by every tier)
     cluster,
+    cluster_postgres_image,
     cluster_worker_image,
     docker_host,
     worker_image,

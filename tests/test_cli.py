@@ -26,9 +26,9 @@ def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Completed
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     out = run(["--help"], {}, tmp_path)
     assert out.returncode == 0
-    for command in ("serve", "migrate", "transcode", "operator"):
+    for command in ("serve", "migrate", "transcode", "operator", "try-upload"):
         assert command in out.stdout
-    for command in ("serve", "migrate", "transcode", "operator"):
+    for command in ("serve", "migrate", "transcode", "operator", "try-upload"):
         sub = run([command, "--help"], {}, tmp_path)
         assert sub.returncode == 0 and "usage: atproto-video" in sub.stdout
 

@@ -8,6 +8,7 @@ import pytest
 from atproto_video.core.config import (
     ConfigError,
     KubeSettings,
+    MetricsSettings,
     PdsSettings,
     Secrets,
     ServiceSettings,
@@ -18,7 +19,7 @@ from atproto_video.core.config import (
 
 BASE = {"VIDEO_SERVICE_DID": "did:web:video.example.com"}
 SECTIONS = (ServiceSettings, StorageSettings, TranscodeSettings, PdsSettings, KubeSettings,
-            Secrets)
+            MetricsSettings, Secrets)
 
 
 def test_defaults() -> None:
@@ -34,6 +35,8 @@ def test_defaults() -> None:
     assert cfg.service.executor == "local"
     assert cfg.kube.timeout_s == 3600 + 300
     assert cfg.embedded_db and cfg.database_url.startswith("sqlite:///")
+    # No metrics listener unless asked for (the chart asks); loopback like the service.
+    assert (cfg.metrics.port, cfg.metrics.host) == (0, "127.0.0.1")
 
 
 def test_s3_settings() -> None:
@@ -88,7 +91,7 @@ def test_every_setting_is_declared_once_with_its_variable() -> None:
     assert len(names) == len(set(names)), "a variable read by two settings"
     # No catch-all: the config object is exactly its sections.
     assert [f.name for f in fields(VideoConfig)] == [
-        "service", "storage", "transcode", "pds", "kube", "secrets"]
+        "service", "storage", "transcode", "pds", "kube", "metrics", "secrets"]
     # Unknown VIDEO_* variables are ignored, not kept anywhere.
     cfg = VideoConfig.from_env({**BASE, "VIDEO_SOMETHING_ELSE": "x"})
     assert "VIDEO_SOMETHING_ELSE" not in repr(cfg) + str(cfg.describe())
@@ -127,6 +130,8 @@ def test_the_worker_reads_the_transcode_section_alone() -> None:
         ({**BASE, "VIDEO_S3_ENDPOINT": "minio:9000"}, "VIDEO_S3_ENDPOINT"),
         ({**BASE, "VIDEO_PLAYBACK": "stream"}, "VIDEO_PLAYBACK"),
         ({**BASE, "VIDEO_S3_CREDENTIALS_SECRET": "Bad_Name"}, "VIDEO_S3_CREDENTIALS_SECRET"),
+        ({**BASE, "VIDEO_METRICS_PORT": "70000"}, "VIDEO_METRICS_PORT"),
+        ({**BASE, "VIDEO_METRICS_PORT": "metrics"}, "VIDEO_METRICS_PORT"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
@@ -135,3 +140,11 @@ def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> Non
     message = str(err.value)
     assert message.startswith(variable)
     assert "\n" not in message
+
+
+def test_metrics_settings() -> None:
+    env = {**BASE, "VIDEO_METRICS_PORT": "9585", "VIDEO_METRICS_HOST": "0.0.0.0"}
+    cfg = VideoConfig.from_env(env)
+    assert (cfg.metrics.port, cfg.metrics.host) == (9585, "0.0.0.0")
+    assert MetricsSettings.from_env(cfg.metrics.to_env()) == cfg.metrics
+    assert cfg.describe()["metrics"] == {"port": "9585", "host": "0.0.0.0"}

@@ -7,6 +7,8 @@
 #   transcoder-image/build.sh --import   # build, then import into the cluster containerd
 #   transcoder-image/build.sh import     # import only (image must exist)
 #   transcoder-image/build.sh tag        # print the image reference
+#   transcoder-image/build.sh postgres [--import|import|tag]   # the same for the chart's
+#       quickstart Postgres image localhost/atproto-video-postgres:15 (transcoder-image/postgres/)
 #
 # Env: VIDEO_WORKER_TAG (default: project version), VIDEO_BASE_IMAGE,
 #      VIDEO_CLUSTER_STATE (cluster containerd to import into), VIDEO_DOCKER_STATE.
@@ -20,6 +22,8 @@ export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
 TAG="${VIDEO_WORKER_TAG:-$(project_version)}"
 IMAGE="$WORKER_REPO:$TAG"
+# Debian bookworm ships PostgreSQL 15: the tag is the major version, as with the official image.
+POSTGRES_IMAGE="${VIDEO_POSTGRES_IMAGE:-localhost/atproto-video-postgres:15}"
 CLUSTER_STATE="${VIDEO_CLUSTER_STATE:-/var/lib/atproto-video/cluster}"
 CLUSTER_SOCK="$CLUSTER_STATE/containerd/containerd.sock"
 
@@ -105,6 +109,19 @@ PY
   ilog "built $IMAGE in $(( $(date +%s) - t0 ))s"
 }
 
+# The chart's quickstart Postgres (postgresql.enabled): Debian's postgresql-15 on the same base,
+# behind an entrypoint with the official image's interface. No Python, no wheels.
+build_postgres() {
+  [ "$(id -u)" = 0 ] || idie "transcoder-image/build.sh must run as root (private dockerd)"
+  use_dockerd
+  bash "$IMAGE_DIR/make-base.sh"
+  local t0; t0=$(date +%s)
+  ilog "docker build $IMAGE (context $IMAGE_DIR/postgres)"
+  "$DOCKER" build --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+    -t "$IMAGE" "$IMAGE_DIR/postgres" >&2
+  ilog "built $IMAGE in $(( $(date +%s) - t0 ))s"
+}
+
 import_image() {
   [ -S "$CLUSTER_SOCK" ] || idie "cluster containerd socket $CLUSTER_SOCK not found; run cluster/up.sh first"
   use_dockerd
@@ -116,7 +133,7 @@ import_image() {
     ilog "$IMAGE ($id) already in the cluster containerd"
     return 0
   fi
-  local tar="$CACHE_ROOT/images/atproto-video-worker-$TAG.tar"
+  local tar="$CACHE_ROOT/images/$(basename "${IMAGE%:*}")-${IMAGE##*:}.tar"
   mkdir -p "$(dirname "$tar")"
   "$DOCKER" save -o "$tar.tmp" "$IMAGE"; mv "$tar.tmp" "$tar"
   "${ctr[@]}" images import "$tar" >&2
@@ -132,5 +149,15 @@ case "${1:-}" in
   --import) build; import_image; echo "$IMAGE" ;;
   import) import_image; echo "$IMAGE" ;;
   tag) echo "$IMAGE" ;;
-  *) echo "usage: $0 [--import|import|tag]" >&2; exit 2 ;;
+  postgres)
+    IMAGE="$POSTGRES_IMAGE"
+    case "${2:-}" in
+      "") build_postgres ;;
+      --import) build_postgres; import_image ;;
+      import) import_image ;;
+      tag) ;;
+      *) echo "usage: $0 postgres [--import|import|tag]" >&2; exit 2 ;;
+    esac
+    echo "$IMAGE" ;;
+  *) echo "usage: $0 [--import|import|tag] | postgres [--import|import|tag]" >&2; exit 2 ;;
 esac

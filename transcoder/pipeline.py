@@ -26,7 +26,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -86,6 +86,9 @@ class TranscodeResult:
     out_dir: Path
     strategy: Strategy
     elapsed_s: float
+    #: Seconds per ffmpeg run, by target (a rung, "mp4", "thumbnail"; "all" for the single
+    #: strategy's one process): what the encode metrics observe.
+    target_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def master_playlist(self) -> Path:
@@ -124,17 +127,23 @@ def transcode(
     plan = ladder_for(source, limits)
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = Progress(on_progress)
+    seconds: dict[str, float] = {}
     if strategy == "single":
+        began = time.monotonic()
         _run_single(src, out_dir, source, plan, limits, progress.update)
+        seconds["all"] = time.monotonic() - began
     else:
         targets = targets_for(plan)
         stages = WeightedStages([t.weight for t in targets], progress)
         for target in targets:
+            began = time.monotonic()
             _run_target(src, out_dir, target.name, source, plan, limits, stages.stage_sink())
+            seconds[target.cli] = time.monotonic() - began
             stages.finish_stage()
     write_master(plan, out_dir, has_audio=source.has_audio)
     progress.done()
-    return TranscodeResult(source, plan, out_dir, strategy, time.monotonic() - started)
+    return TranscodeResult(source, plan, out_dir, strategy, time.monotonic() - started,
+                           seconds)
 
 
 def transcode_target(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sqlite3
@@ -12,14 +13,18 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from atproto_video.api.service import VideoService
 from atproto_video.core.blob import cid_for_bytes
+from atproto_video.core.config import VideoConfig
 from tests.support.didserver import DidServer
 from tests.support.identity import Identity
 from tests.support.media import make_clip, play_hls
+from tests.support.metrics import scrape
 from tests.support.s3 import S3Server
 from tests.support.service import ServiceProcess, assert_monotonic, job_count, vm_hwm_kb
-from tests.support.waiting import wait_for
+from tests.support.waiting import free_port, wait_for
 from tests.support.xrpc import (
     LIMITS,
     SERVICE_DID,
@@ -410,3 +415,104 @@ def test_restart_resumes_jobs(tmp_path: Path, dids: DidServer) -> None:
         assert not source.exists()  # the upload is removed once the job is done
     finally:
         svc.stop()
+
+
+def test_metrics_of_the_embedded_service(tmp_path: Path, dids: DidServer) -> None:
+    """One process, one metrics port: uploads by result and bytes (API), encode seconds per
+    rendition (in-process executor), jobs by state (database); the port goes with the process."""
+    clip = make_clip(tmp_path / "clip.mp4", seconds=2, size="854x480").read_bytes()
+    metrics_port = free_port()
+    svc = ServiceProcess(tmp_path / "svc", {
+        "VIDEO_DID_PLC_URL": dids.url, "VIDEO_METRICS_PORT": str(metrics_port),
+        "VIDEO_MAX_UPLOAD_BYTES": "5000000",
+        # One ffmpeg per target, so every rendition gets its own encode time.
+        "VIDEO_ENCODING_STRATEGY": "per_rendition",
+    }).start()
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+
+    def result(name: str) -> frozenset[tuple[str, str]]:
+        return frozenset({("result", name)})
+
+    try:
+        # Served from the start, on its own port (not on the XRPC listener).
+        first = scrape(url)
+        assert first[("atproto_video_uploads_total", result("accepted"))] == 0
+        assert first[("atproto_video_queue_depth", frozenset())] == 0
+        assert httpx.get(f"{svc.url}/metrics").status_code == 404
+
+        who = user(dids)
+        resp = upload_as(svc, who, clip)
+        assert resp.status_code == 200, resp.text
+        status, _ = wait_for_job(svc, resp.json()["jobId"], timeout=120)
+        assert status["state"] == "JOB_STATE_COMPLETED", status
+        assert upload_as(svc, who, clip).json()["error"] == "already_exists"
+        # Refused: no token, a token signed by another key, a body over the limit.
+        assert httpx.post(f"{svc.url}/xrpc/{UPLOAD}", content=clip).status_code == 401
+        stranger = Identity(who.did).token(SERVICE_DID, UPLOAD)
+        assert upload_as(svc, who, clip, token=stranger).status_code == 401
+        assert upload_as(svc, who, b"\0" * 5_000_001).status_code == 413
+
+        samples = scrape(url)
+        uploads = {dict(labels)["result"]: v for (name, labels), v in samples.items()
+                   if name == "atproto_video_uploads_total"}
+        assert uploads == {"accepted": 1, "already_exists": 1, "AuthMissing": 1,
+                           "BadJwtSignature": 1, "PayloadTooLarge": 1}
+        assert samples[("atproto_video_upload_bytes_total", frozenset())] == len(clip)
+        # 854x480: the 480p rung, the MP4 and the thumbnail, each encoded once.
+        encodes = {dict(labels)["rendition"]: v for (name, labels), v in samples.items()
+                   if name == "atproto_video_encode_seconds_count"}
+        assert encodes == {"480p": 1, "mp4": 1, "thumbnail": 1}
+        for rendition in encodes:
+            took = samples[("atproto_video_encode_seconds_sum",
+                            frozenset({("rendition", rendition)}))]
+            assert 0 < took < 120, rendition
+        jobs = {dict(labels)["state"]: v for (name, labels), v in samples.items()
+                if name == "atproto_video_jobs"}
+        assert set(jobs) >= {"created", "encoding", "uploading"} and not any(jobs.values())
+        assert samples[("atproto_video_queue_depth", frozenset())] == 0
+        finished = {dict(labels)["outcome"]: v for (name, labels), v in samples.items()
+                    if name == "atproto_video_jobs_finished_total"}
+        assert finished == {"completed": 1}
+    finally:
+        assert svc.stop() == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url, timeout=5)
+
+
+def test_in_process_services_restart_on_the_same_metrics_port(
+    tmp_path: Path, dids: DidServer
+) -> None:
+    """Two services, one after the other, in one process on one metrics port: stop() frees
+    the port, and the second registers nothing twice (no 'Duplicated timeseries')."""
+    metrics_port = free_port()
+
+    async def serve_once(n: int) -> float:
+        cfg = VideoConfig.from_env({
+            "VIDEO_SERVICE_DID": SERVICE_DID, "VIDEO_DATA_DIR": str(tmp_path / "data"),
+            "VIDEO_DID_PLC_URL": dids.url, "VIDEO_PORT": str(free_port()),
+            "VIDEO_METRICS_PORT": str(metrics_port),
+        })
+        service = VideoService.create(cfg)
+        serving = asyncio.create_task(service.start())
+        try:
+            async with httpx.AsyncClient() as client:
+                for _ in range(200):
+                    try:
+                        resp = await client.get(f"http://127.0.0.1:{metrics_port}/metrics")
+                        break
+                    except httpx.ConnectError:
+                        await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError(f"service {n}: no metrics listener")
+            assert resp.status_code == 200
+            queue = [s.value for f in text_string_to_metric_families(resp.text)
+                     for s in f.samples if s.name == "atproto_video_queue_depth"]
+            return queue[0]
+        finally:
+            await service.stop()
+            await serving
+
+    assert asyncio.run(serve_once(1)) == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+    assert asyncio.run(serve_once(2)) == 0

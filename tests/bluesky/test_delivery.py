@@ -17,6 +17,7 @@ from atproto_video.core.config import PdsSettings, Secrets, ServiceSettings, Vid
 from atproto_video.core.delivery import deliver
 from atproto_video.core.jobs import Job, JobStore, NewJob, new_job_id
 from atproto_video.core.lexicon import JobState
+from atproto_video.core.metrics import REGISTRY
 from atproto_video.core.pds import RetryPolicy
 from atproto_video.core.tokens import TokenCipher
 from tests.bluesky.scripted import Answer, ScriptedPDS
@@ -104,7 +105,10 @@ async def test_bluesky_job_ends_with_the_pds_blob(
     local = blob_for_file(mp4)
     scripted.answers = [Answer(500, {"error": "InternalServerError"}), Answer(200, {"blob": local})]
     job = encoded_job(store, scripted.url)
+    retries = REGISTRY.get_sample_value("atproto_video_pds_upload_retries_total") or 0.0
     assert await deliver(store, job, mp4, cfg=cfg, retry=FAST) is True
+    # The 500 was retried, and the metric says so.
+    assert REGISTRY.get_sample_value("atproto_video_pds_upload_retries_total") == retries + 1
     done = store.get(job.id)
     assert done is not None and done.state == JobState.COMPLETED
     assert done.blob == local and done.upload_token is None and done.cid == local["ref"]["$link"]

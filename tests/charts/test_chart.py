@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from atproto_video.core.config import VideoConfig
+from atproto_video.core.storage import open_storage
+from atproto_video.operator.rbac import API_RULES, CLUSTER_RULES, OPERATOR_RULES
+from atproto_video.operator.templates import job_manifest, worker_selector
+from atproto_video.transcoder.contract import Target
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "atproto-video"
@@ -280,22 +288,29 @@ def test_s3_lint_and_schema(helm: str) -> None:
 
 
 def test_rbac_matches_the_plain_manifests(helm: str) -> None:
-    """One set of rules: the chart's Roles grant exactly what manifests/rbac.yaml (used by
-    the host-process tests) grants, including videojobs/finalizers for blockOwnerDeletion."""
+    """One set of rules, atproto_video.operator.rbac: the chart's Roles grant exactly what
+    manifests/rbac.yaml (used by the host-process tests) grants, including
+    videojobs/finalizers for blockOwnerDeletion. Both files are generated (tests/operator/
+    test_crd.py checks they are up to date); this checks the template uses the chart's copy."""
     docs = render(helm, *VALUES)
     chart = by_kind(docs, "Role")
     manifests = [d for d in yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text())
                  if d]
     plain = {d["metadata"]["name"]: d for d in manifests if d["kind"] == "Role"}
-    for component in ("operator", "api"):
-        assert chart[f"rel-atproto-video-{component}"]["rules"] == (
-            plain[f"atproto-video-{component}"]["rules"]), component
+    for component, rules in (("operator", OPERATOR_RULES), ("api", API_RULES)):
+        expected = [r.manifest() for r in rules]
+        assert chart[f"rel-atproto-video-{component}"]["rules"] == expected, component
+        assert plain[f"atproto-video-{component}"]["rules"] == expected, component
     (cluster_role,) = by_kind(docs, "ClusterRole").values()
     (plain_cluster_role,) = [d for d in manifests if d["kind"] == "ClusterRole"]
-    assert cluster_role["rules"] == plain_cluster_role["rules"]
+    assert cluster_role["rules"] == plain_cluster_role["rules"] == [
+        r.manifest() for r in CLUSTER_RULES]
     operator_rules = chart["rel-atproto-video-operator"]["rules"]
     assert {"apiGroups": ["video.atproto.dev"], "resources": ["videojobs/finalizers"],
             "verbs": ["update"]} in operator_rules
+    # The template lists no rule by hand: every rule comes from files/rbac-rules.yaml.
+    template = (CHART / "templates" / "rbac.yaml").read_text()
+    assert "apiGroups" not in template and "verbs" not in template
 
 
 def test_host_network_pull_secrets_and_volume_ownership(helm: str) -> None:
@@ -373,3 +388,176 @@ def test_api_availability_pdb_spread_and_ingress(helm: str) -> None:
     assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "400m"
     assert annotations["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "off"
     assert not by_kind(render(helm, *VALUES), "Ingress")
+
+
+def test_the_operator_leaves_a_lost_node_sooner_than_the_default(helm: str) -> None:
+    docs = render(helm, *VALUES, "--set", "operator.nodeLossTolerationSeconds=45")
+    pod = by_kind(docs, "Deployment")["rel-atproto-video-operator"]["spec"]["template"]["spec"]
+    assert {(t["key"], t["effect"], t["tolerationSeconds"]) for t in pod["tolerations"]} == {
+        ("node.kubernetes.io/not-ready", "NoExecute", 45),
+        ("node.kubernetes.io/unreachable", "NoExecute", 45),
+    }
+
+
+def worker_policy(docs: list[dict[str, Any]]) -> Any:
+    (policy,) = by_kind(docs, "NetworkPolicy").values()
+    return policy["spec"]
+
+
+DNS = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+
+
+def test_worker_network_policy_selects_exactly_this_releases_workers(helm: str) -> None:
+    spec = worker_policy(render(helm, *VALUES))
+    selector = spec["podSelector"]["matchLabels"]
+    assert selector == worker_selector("rel")
+    # What the operator of release "rel" really puts on a worker pod (VIDEO_K8S_INSTANCE is the
+    # release name, test_each_release_reconciles_only_its_own_videojobs).
+    cfg = VideoConfig.from_env({"VIDEO_SERVICE_DID": "did:web:video.test",
+                                "VIDEO_STORAGE_DIR": "/srv/video", "VIDEO_K8S_INSTANCE": "rel"})
+    job_id, target = "0123456789abcdef0123456789abcdef01234567", Target("720p", "720p", 1.0)
+    job = job_manifest(cfg, job_id=job_id, did="did:plc:abc", target=target,
+                       io=open_storage(cfg).worker_io(job_id, target.name),
+                       owner_name=job_id, owner_uid="uid")
+    assert selector.items() <= job["spec"]["template"]["metadata"]["labels"].items()
+    # No other pod of the release matches: the API, the operator and the test pods.
+    for name, pod_labels in (
+        [(n, d["spec"]["template"]["metadata"]["labels"])
+         for n, d in by_kind(render(helm, *VALUES), "Deployment").items()]
+        + [(n, d["metadata"].get("labels") or {})
+           for n, d in by_kind(render(helm, *VALUES), "Pod").items()]
+    ):
+        assert not selector.items() <= pod_labels.items(), name
+
+
+def test_worker_network_policy_local_storage_denies_everything(helm: str) -> None:
+    spec = worker_policy(render(helm, *VALUES))
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert not spec.get("ingress") and not spec.get("egress")
+
+
+def test_worker_network_policy_s3_allows_dns_and_the_endpoint_port(helm: str) -> None:
+    spec = worker_policy(render(helm, *S3))  # endpoint http://minio.minio:9000
+    assert spec["policyTypes"] == ["Ingress", "Egress"] and not spec.get("ingress")
+    assert spec["egress"] == [DNS, {"ports": [{"protocol": "TCP", "port": 9000}]}]
+    for endpoint, port in (("", 443), ("https://storage.googleapis.com", 443),
+                           ("http://seaweed.video.svc", 80),
+                           ("https://minio.example.com:8443/", 8443)):
+        spec = worker_policy(render(helm, *S3, "--set", f"storage.s3.endpoint={endpoint}"))
+        assert spec["egress"][1] == {"ports": [{"protocol": "TCP", "port": port}]}, endpoint
+
+
+def test_worker_network_policy_s3_egress_is_used_verbatim(helm: str) -> None:
+    rules = [{"to": [{"namespaceSelector": {"matchLabels": {
+                 "kubernetes.io/metadata.name": "minio"}}},
+                     {"ipBlock": {"cidr": "10.0.0.5/32"}}],
+              "ports": [{"protocol": "TCP", "port": 9000}]}]
+    spec = worker_policy(render(helm, *S3, "--set-json",
+                                f"worker.networkPolicy.s3Egress={json.dumps(rules)}"))
+    assert spec["egress"] == [DNS, *rules]
+
+
+def test_worker_network_policy_can_be_disabled(helm: str) -> None:
+    for values in (VALUES, S3):
+        docs = render(helm, *values, "--set", "worker.networkPolicy.enabled=false")
+        assert not by_kind(docs, "NetworkPolicy")
+
+
+QUICKSTART = [a for a in VALUES if not a.startswith("database.url=")]
+QUICKSTART = [
+    a for i, a in enumerate(QUICKSTART) if not (a == "--set" and QUICKSTART[i + 1] == "--set")
+]
+
+
+def test_quickstart_postgres_is_off_by_default(helm: str) -> None:
+    docs = render(helm, *VALUES)
+    assert not by_kind(docs, "StatefulSet")
+    assert "rel-atproto-video-postgresql" not in by_kind(docs, "Secret")
+    api = pod_specs(docs)["rel-atproto-video-api"]
+    assert api["initContainers"][0]["command"] == ["atproto-video", "migrate"]
+
+
+def test_quickstart_postgres_statefulset_and_database_url(helm: str) -> None:
+    docs = render(helm, *QUICKSTART, "--set", "postgresql.enabled=true")
+    sts = by_kind(docs, "StatefulSet")["rel-atproto-video-postgresql"]
+    assert sts["spec"]["replicas"] == 1
+    assert sts["spec"]["serviceName"] == "rel-atproto-video-postgresql"
+    pod = sts["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "docker.io/library/postgres:15"
+    assert "args" not in container  # the official image's own CMD
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POSTGRES_USER"]["value"] == "video" and env["POSTGRES_DB"]["value"] == "video"
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "rel-atproto-video-postgresql",
+        "key": "password",
+    }
+    assert env["PGDATA"]["value"].startswith("/var/lib/postgresql/data/")
+    assert container["readinessProbe"]["exec"]["command"][0] == "pg_isready"
+    # The official image's uid, and the chart's restrictions otherwise.
+    assert pod["securityContext"]["runAsUser"] == 999 and pod["securityContext"]["fsGroup"] == 999
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["automountServiceAccountToken"] is False
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/var/lib/postgresql/data", "/var/run/postgresql", "/tmp"} <= mounts
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
+    service = by_kind(docs, "Service")["rel-atproto-video-postgresql"]
+    assert service["spec"]["clusterIP"] == "None"
+
+    secrets = by_kind(docs, "Secret")
+    kept = secrets["rel-atproto-video-postgresql"]
+    assert kept["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    password = base64.b64decode(kept["data"]["password"]).decode()
+    assert len(password) == 32 and password.isalnum()
+    url = secrets["rel-atproto-video-db"]["stringData"]["url"]
+    assert url == (
+        f"postgresql://video:{password}@rel-atproto-video-postgresql.video.svc:5432/video"
+    )
+    # Both the API's migrate and the operator wait for it to accept connections.
+    specs = pod_specs(docs)
+    for name in ("rel-atproto-video-api", "rel-atproto-video-operator"):
+        assert specs[name]["initContainers"][0]["command"] == [
+            "atproto-video", "migrate", "--wait", "300",
+        ]  # fmt: skip
+
+
+def test_quickstart_postgres_on_the_loopback_cluster(helm: str) -> None:
+    docs = render(
+        helm, *QUICKSTART,
+        "-f", str(CHART / "values-local.yaml"), "-f", str(CHART / "values-local-postgres.yaml"),
+        "--set", "image.repository=localhost/atproto-video-worker",
+    )  # fmt: skip
+    sts = by_kind(docs, "StatefulSet")["rel-atproto-video-postgresql"]
+    pod = sts["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["hostNetwork"] is True
+    assert container["image"] == "localhost/atproto-video-postgres:15"
+    assert container["imagePullPolicy"] == "Never"
+    assert container["args"] == ["postgres", "-c", "listen_addresses=127.0.0.1"]
+    assert {"name": "PGPORT", "value": "15432"} in container["env"]
+    data = next(v for v in pod["volumes"] if v["name"] == "data")
+    assert data["hostPath"]["path"] == "/var/lib/atproto-video/chart-postgres"
+    assert "volumeClaimTemplates" not in sts["spec"]
+    url = by_kind(docs, "Secret")["rel-atproto-video-db"]["stringData"]["url"]
+    assert "@127.0.0.1:15432/video" in url
+
+
+def test_quickstart_postgres_refuses_conflicting_values(helm: str) -> None:
+    cases = {
+        "unset database.url and database.existingSecret": [
+            *VALUES, "--set", "postgresql.enabled=true"],
+        "postgresql.hostNetwork": [
+            *QUICKSTART, "--set", "postgresql.enabled=true",
+            "--set", "postgresql.hostNetwork=true"],
+        "postgresql.image.pullPolicy=Never": [
+            *QUICKSTART, "--set", "postgresql.enabled=true",
+            "--set", "postgresql.image.repository=localhost/atproto-video-postgres"],
+    }  # fmt: skip
+    for message, args in cases.items():
+        out = subprocess.run(
+            [helm, "template", "rel", str(CHART), "--kube-version", "1.34.0", *args],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert out.returncode != 0 and message in out.stderr, (args, out.stderr)

@@ -4,7 +4,6 @@ deployed API reaching COMPLETED, and ``kubectl get videojobs`` showing it."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from tests.support.chart import CHART, ROOT, Release, installed
 from tests.support.cluster import Cluster
 from tests.support.didserver import DidServer
 from tests.support.media import make_clip, play_hls
+from tests.support.metrics import sample, scrape
 from tests.support.postgres import PostgresServer
 from tests.support.waiting import wait_for
 from tests.support.xrpc import SERVICE_DID, upload_as, user, wait_for_job
@@ -51,6 +51,13 @@ def test_an_upload_through_the_deployed_api_completes(
     # The pods are the chart's: API and operator from the project's image, on the host network.
     pods = release.pods("{.items[*].spec.containers[0].command[1]}")
     assert sorted(pods.split()) == ["operator", "serve"]
+    # Both roles export metrics on their ports: the API counted the upload, the operator
+    # timed the worker Jobs and a reconcile pass.
+    api = scrape(release.metrics["api"])
+    assert sample(api, "atproto_video_uploads_total", result="accepted") >= 1
+    operator = scrape(release.metrics["operator"])
+    assert sample(operator, "atproto_video_encode_seconds_count", rendition="480p") >= 1
+    assert sample(operator, "atproto_video_reconcile_seconds_count", result="ok") >= 1
     cid = st["blob"]["ref"]["$link"]
     assert play_hls(f"{release.url}/watch/{quote(who.did, safe='')}/{cid}/playlist.m3u8") == 90
     assert (release.storage / "jobs" / job_id / "out" / "video.mp4").is_file()
@@ -78,18 +85,51 @@ def _pod_uids(release: Release) -> set[str]:
     return set(release.pods("{.items[*].metadata.uid}").split())
 
 
-def test_the_readme_upload_script_works_against_the_release(
+def test_the_readme_try_upload_command_works_against_the_release(
     release: Release, tmp_path: Path
 ) -> None:
     clip = make_clip(tmp_path / "tiny.mp4", seconds=1, size="320x240")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "try_upload.py"), release.url, str(clip),
-         "--service-did", SERVICE_DID],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [sys.executable, "-m", "atproto_video.cli", "try-upload", release.url, str(clip),
+         "--service-did", SERVICE_DID, "--timeout", "600"],
+        capture_output=True, text=True, timeout=700, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr + release.diagnostics()
     assert '"state": "JOB_STATE_COMPLETED"' in proc.stdout
+
+
+def test_helm_test_uploads_a_clip_through_the_api_and_waits_for_completed(
+    release: Release,
+) -> None:
+    before = set(release.kubectl("get", "videojobs", "-o", "name").stdout.split())
+    done = release.helm_run("test", release.name, "--timeout", "10m", timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr + release.diagnostics()
+    assert "test-upload" in done.stdout and "Succeeded" in done.stdout, done.stdout
+    # The pods' logs (hook-output-log-policy), printed by helm before it deletes them.
+    assert '"state": "JOB_STATE_COMPLETED"' in done.stderr, done.stderr
+    # A real job went through the operator: one more VideoJob, owned by a loopback did:web.
+    after = set(release.kubectl("get", "videojobs", "-o", "name").stdout.split())
+    (new,) = after - before
+    did = release.kubectl("get", new, "-o", "jsonpath={.spec.did}").stdout
+    assert did.startswith("did:web:localhost%3A"), did
+
+
+def test_losing_the_operator_pod_mid_job_the_replacement_finishes_it(
+    release: Release, dids: DidServer, tmp_path: Path
+) -> None:
+    """As far as one node allows: the pod object is force-deleted (what happens to a pod on a
+    lost node once its toleration runs out) while a job encodes; the Deployment's new pod
+    adopts the running worker Jobs."""
+    clip = make_clip(tmp_path / "long.mp4", seconds=12, size="1280x720").read_bytes()
+    job_id = upload_as(release, user(dids), clip).json()["jobId"]
+    wait_for_job(release, job_id, ("JOB_STATE_ENCODING",), timeout=300, interval=0.2)
+    operator = "app.kubernetes.io/component=operator"
+    (old,) = release.pods("{.items[*].metadata.name}", operator).split()
+    release.kubectl("delete", "pod", old, "--grace-period=0", "--force", "--wait=false")
+    wait_for(lambda: release.pods("{.items[*].metadata.name}", operator).split() not in ([], [old]),
+             timeout=120, interval=1, what="a replacement operator pod")  # fmt: skip
+    st, _ = wait_for_job(release, job_id, timeout=600, logs=release.diagnostics)
+    assert st["state"] == "JOB_STATE_COMPLETED", (st, release.diagnostics())
 
 
 def test_uninstall_leaves_no_pod_job_or_videojob_and_keeps_the_video(release: Release) -> None:

@@ -1,4 +1,4 @@
-"""The CRD is generated from code; the checked-in YAML must match it."""
+"""The CRD and the RBAC are generated from code; the checked-in YAML must match it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,19 @@ import yaml
 from atproto_video.core.kube import videojob_manifest, videojob_name
 from atproto_video.core.lexicon import JobState
 from atproto_video.operator.crd import CONDITIONS, crd_manifest, crd_yaml
+from atproto_video.operator.rbac import (
+    API_RULES,
+    CLUSTER_RULES,
+    OPERATOR_RULES,
+    chart_rules,
+    chart_rules_yaml,
+    rbac_manifests,
+    rbac_yaml,
+)
 
-MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "manifests"
+CHART_RULES = ROOT / "charts" / "atproto-video" / "files" / "rbac-rules.yaml"
 
 
 def test_checked_in_crd_matches_code() -> None:
@@ -18,6 +29,46 @@ def test_checked_in_crd_matches_code() -> None:
     hint = "regenerate: atproto-video operator --print-crd > manifests/crd.yaml"
     assert on_disk == crd_manifest(), hint
     assert yaml.safe_load(crd_yaml()) == crd_manifest()
+
+
+def test_checked_in_rbac_matches_code() -> None:
+    """manifests/rbac.yaml and the chart's rule file are generated, comments included."""
+    hint = "regenerate: make manifests"
+    assert (MANIFESTS / "rbac.yaml").read_text() == rbac_yaml(), hint
+    assert CHART_RULES.read_text() == chart_rules_yaml(), hint
+    assert [d for d in yaml.safe_load_all(rbac_yaml()) if d] == rbac_manifests()
+    assert yaml.safe_load(chart_rules_yaml()) == chart_rules()
+    # Every rule carries its reason into manifests/rbac.yaml.
+    for rule in (*OPERATOR_RULES, *CLUSTER_RULES, *API_RULES):
+        assert rule.why and rule.why.split()[0] in rbac_yaml(), rule
+
+
+def test_rbac_objects() -> None:
+    """The names and shape tests/support/k8s.py (rbac_for) relies on."""
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in rbac_manifests("video")}
+    assert set(docs) == {
+        ("ServiceAccount", "atproto-video-operator"), ("ServiceAccount", "atproto-video-api"),
+        ("Role", "atproto-video-operator"), ("RoleBinding", "atproto-video-operator"),
+        ("ClusterRole", "atproto-video-operator-crds"),
+        ("ClusterRoleBinding", "atproto-video-operator-crds"),
+        ("Role", "atproto-video-api"), ("RoleBinding", "atproto-video-api"),
+    }
+    for (kind, _), doc in docs.items():
+        assert ("namespace" in doc["metadata"]) == (not kind.startswith("Cluster")), kind
+        for subject in doc.get("subjects", []):
+            assert subject["namespace"] == "video"
+    binding = docs[("ClusterRoleBinding", "atproto-video-operator-crds")]
+    assert binding["roleRef"]["name"] == "atproto-video-operator-crds"
+    assert binding["subjects"][0]["name"] == "atproto-video-operator"
+    assert docs[("Role", "atproto-video-api")]["rules"] == [
+        {"apiGroups": ["video.atproto.dev"], "resources": ["videojobs"], "verbs": ["create"]}]
+    # Nothing cluster-wide but reading (kopf's discovery); no Secrets, no writes to Pods.
+    cluster = docs[("ClusterRole", "atproto-video-operator-crds")]["rules"]
+    assert {v for r in cluster for v in r["verbs"]} == {"list", "watch"}
+    operator = docs[("Role", "atproto-video-operator")]["rules"]
+    assert not [r for r in operator if {"secrets", "configmaps"} & set(r["resources"])]
+    (pods,) = [r for r in operator if r["resources"] == ["pods"]]
+    assert pods["verbs"] == ["get", "list"]
 
 
 def test_crd_shape() -> None:

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 from sqlalchemy import Engine
 
 from atproto_video.core.config import VideoConfig
 from atproto_video.core.jobs import JobStore, NewJob, new_job_id
 from atproto_video.core.kube import videojob_manifest
 from atproto_video.core.lexicon import FailureCode, JobState
+from atproto_video.core.metrics import REGISTRY
 from atproto_video.core.storage import WORKER_MOUNT, Storage, open_storage
 from atproto_video.operator.reconcile import (
     STUCK_CHECK_S,
@@ -216,6 +218,55 @@ def test_one_job_per_target_and_no_duplicates_after_a_restart(
     assert not storage.has_source(job_id)
     assert job.details.renditions["480p"].progress == 100
     assert job.details.strategy == "kubernetes" and job.details.plan is not None
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_reconcile_latency_and_encode_seconds_per_rendition(world: World, clip: bytes) -> None:
+    """Every pass is timed; a worker Job's run (startTime to completionTime, as the API server
+    records it) is observed once, under its rendition, when the operator sees it succeed."""
+    cfg, store, storage = world
+    kube = FakeKube()
+    job_id = add_job(store, storage, clip)
+    rec = VideoJobReconciler(cfg, store, storage, kube)
+    targets = {"480p": 42, "mp4": 30, "thumbnail": 2}
+    passes = _sample("atproto_video_reconcile_seconds_count", result="ok")
+    counts = {t: _sample("atproto_video_encode_seconds_count", rendition=t) for t in targets}
+    sums = {t: _sample("atproto_video_encode_seconds_sum", rendition=t) for t in targets}
+
+    status = asyncio.run(rec.step(body_for(job_id, storage)))
+    for target, seconds in targets.items():
+        kube.finish(target)
+        name = f"vj-{job_id}-{target}"
+        kube.jobs[name]["status"].update(startTime="2026-01-01T00:00:00Z",
+                                         completionTime=f"2026-01-01T00:00:{seconds:02d}Z")
+    write_mp4(cfg, storage, job_id)
+    status = asyncio.run(rec.step(body_for(job_id, storage, status)))
+    assert status["state"] == "JOB_STATE_COMPLETED"
+    asyncio.run(rec.step(body_for(job_id, storage, status)))  # terminal: nothing observed again
+
+    assert _sample("atproto_video_reconcile_seconds_count", result="ok") == passes + 3
+    for target, seconds in targets.items():
+        assert _sample("atproto_video_encode_seconds_count", rendition=target) == (
+            counts[target] + 1), target
+        assert _sample("atproto_video_encode_seconds_sum", rendition=target) == (
+            sums[target] + seconds), target
+
+    # A pass that fails (the API server refuses to create Jobs) is timed as an error.
+    class Refusing(FakeKube):
+        def create_or_get_job(
+            self, namespace: str, body: dict[str, Any]
+        ) -> tuple[dict[str, Any], bool]:
+            raise ApiException(status=403, reason="forbidden")
+
+    errors = _sample("atproto_video_reconcile_seconds_count", result="error")
+    other = add_job(store, storage, clip)
+    with pytest.raises(ApiException):
+        asyncio.run(VideoJobReconciler(cfg, store, storage, Refusing()).step(
+            body_for(other, storage)))
+    assert _sample("atproto_video_reconcile_seconds_count", result="error") == errors + 1
 
 
 def test_a_planned_job_gets_its_jobs_without_probing_or_listing(

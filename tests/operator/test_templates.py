@@ -7,7 +7,7 @@ from typing import Any
 
 from atproto_video.core.config import VideoConfig
 from atproto_video.core.storage import open_storage
-from atproto_video.operator.templates import job_manifest, job_name
+from atproto_video.operator.templates import dns_policy, job_manifest, job_name, worker_selector
 from atproto_video.transcoder.contract import Target
 
 JOB_ID = "0123456789abcdef0123456789abcdef01234567"
@@ -133,3 +133,30 @@ def test_image_pull_secrets_reach_worker_pods() -> None:
 def test_worker_volumes_are_not_rechowned_at_every_start() -> None:
     assert render(config())["spec"]["template"]["spec"]["securityContext"][
         "fsGroupChangePolicy"] == "OnRootMismatch"
+
+
+def test_worker_pods_carry_their_release_and_component() -> None:
+    """The chart's worker NetworkPolicy selects worker_selector(release): every worker pod of
+    that release carries those labels, and nothing else of the release is a worker."""
+    job = render(config(VIDEO_K8S_INSTANCE="video-a"))
+    selector = worker_selector("video-a")
+    assert selector == {"app.kubernetes.io/name": "atproto-video",
+                        "app.kubernetes.io/component": "worker",
+                        "video.atproto.dev/instance": "video-a"}
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items()
+    assert selector.items() <= job["metadata"]["labels"].items()
+    # Another release's workers are not selected; without an instance there is no label.
+    other = render(config(VIDEO_K8S_INSTANCE="video-b"))["spec"]["template"]["metadata"]
+    assert not selector.items() <= other["labels"].items()
+    plain = render(config())["spec"]["template"]["metadata"]["labels"]
+    assert "video.atproto.dev/instance" not in plain
+    assert plain["app.kubernetes.io/component"] == "worker"
+
+
+def test_only_workers_that_reach_an_object_store_use_cluster_dns() -> None:
+    assert render(config())["spec"]["template"]["spec"]["dnsPolicy"] == "Default"
+    s3 = {"VIDEO_STORAGE": "s3", "VIDEO_S3_BUCKET": "videos"}
+    # The endpoint may be a Service name such as http://minio.minio:9000.
+    assert dns_policy(config(**s3)) == "ClusterFirst"
+    assert dns_policy(config(**s3, VIDEO_WORKER_HOST_NETWORK="true")) == "ClusterFirstWithHostNet"

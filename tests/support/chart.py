@@ -28,6 +28,7 @@ class Release:
     namespace: str
     url: str
     storage: Path
+    metrics: dict[str, str]
     helm: str
     cluster: Cluster
 
@@ -61,9 +62,11 @@ def installed(
     namespace = f"chart-{uuid.uuid4().hex[:8]}"
     tag = image.rsplit(":", 1)[1]
     port = free_port()
+    metrics_ports = {"api": free_port(), "operator": free_port()}
+    metrics = {role: f"http://127.0.0.1:{p}/metrics" for role, p in metrics_ports.items()}
     with host_tmpdir("atproto-video-chart-") as storage:
         os.chown(storage, WORKER_UID, WORKER_UID)
-        rel = Release(name, namespace, f"http://127.0.0.1:{port}", storage, helm, cluster)
+        rel = Release(name, namespace, f"http://127.0.0.1:{port}", storage, metrics, helm, cluster)
         # Helm never upgrades crds/: apply the chart's CRD first, as the README says.
         cluster.run("apply", "-f", str(CHART / "crds" / "videojob.yaml"))
         install = rel.helm_run(
@@ -75,6 +78,8 @@ def installed(
             "--set", f"api.port={port}",
             "--set", f"operator.healthPort={free_port()}",
             "--set", f"storage.hostPath={storage}",
+            "--set", f"metrics.port={metrics_ports['api']}",
+            "--set", f"metrics.operatorPort={metrics_ports['operator']}",
             *values,
         )  # fmt: skip
         try:

@@ -194,3 +194,22 @@ def cluster_worker_image(cluster: Cluster, worker_image: str) -> str:
     """The worker image (built by `worker_image`) imported into the cluster's containerd."""
     import_worker_image(cluster, build=False)
     return worker_image
+
+
+@pytest.fixture(scope="session")
+def cluster_postgres_image(cluster: Cluster, docker_host: str) -> str:
+    """The chart's quickstart Postgres image (localhost/atproto-video-postgres:15, from
+    transcoder-image/postgres/), built (layers cached: seconds) and imported into the
+    cluster's containerd like the worker image."""
+    env = dict(os.environ, VIDEO_CLUSTER_STATE=str(Path(cluster.kubeconfig).parent))
+    proc = subprocess.run(
+        ["bash", str(IMAGE_BUILD), "postgres", "--import"],
+        capture_output=True, text=True, timeout=3600, env=env,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        _unavailable(
+            "postgres image",
+            f"transcoder-image/build.sh postgres --import exited {proc.returncode}:\n"
+            f"{_tail(proc.stderr)}",
+        )
+    return proc.stdout.strip().splitlines()[-1]

@@ -24,6 +24,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- .Values.database.existingSecret | default (printf "%s-db" (include "atproto-video.fullname" .)) -}}
 {{- end -}}
 
+{{/* The quickstart Postgres (postgresql.enabled): its StatefulSet, Service and password Secret. */}}
+{{- define "atproto-video.postgresql" -}}
+{{- printf "%s-postgresql" (include "atproto-video.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Where the API and the operator reach it: the node's loopback with hostNetwork, else the
+     headless Service (no kube-proxy needed). */}}
+{{- define "atproto-video.postgresqlHost" -}}
+{{- if .Values.postgresql.hostNetwork -}}127.0.0.1{{- else -}}{{ include "atproto-video.postgresql" . }}.{{ .Release.Namespace }}.svc{{- end -}}
+{{- end -}}
+
 {{- define "atproto-video.tokenSecret" -}}
 {{- .Values.tokenKey.existingSecret | default (printf "%s-token-key" (include "atproto-video.fullname" .)) -}}
 {{- end -}}
@@ -109,5 +120,35 @@ app.kubernetes.io/component: {{ .component }}
 {{- else }}
 - {name: storage, mountPath: /storage}
 - {name: tmp, mountPath: /tmp}
+{{- end }}
+{{- end -}}
+
+{{/* Where helm test pods reach the API: the Service, or with api.hostNetwork the node's
+     loopback (the pod then runs on the host network of a node that has an API pod). */}}
+{{- define "atproto-video.testApiUrl" -}}
+{{- if .Values.api.hostNetwork -}}
+http://127.0.0.1:{{ .Values.api.port }}
+{{- else -}}
+http://{{ include "atproto-video.fullname" . }}:{{ .Values.api.service.port }}
+{{- end -}}
+{{- end -}}
+
+{{- define "atproto-video.testPod" -}}
+restartPolicy: Never
+automountServiceAccountToken: false
+enableServiceLinks: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets: {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext: {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- if .Values.api.hostNetwork }}
+hostNetwork: true
+dnsPolicy: ClusterFirstWithHostNet
+affinity:
+  podAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      - topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels: {{- include "atproto-video.selector" (dict "root" . "component" "api") | nindent 12 }}
 {{- end }}
 {{- end -}}

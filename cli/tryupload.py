@@ -1,0 +1,185 @@
+"""``atproto-video try-upload``: upload a clip to a running service as a throwaway identity.
+
+A smoke test for an install (the chart's ``helm test`` runs it): a fresh P-256 key, a
+``did:web:localhost%3A<port>`` identity whose DID document this process serves on loopback
+while it runs, a service-auth token signed with that key, one ``uploadVideo`` call and
+``getJobStatus`` polls until the job ends. The service resolves the identity over loopback,
+so it must run on the same host with VIDEO_ALLOW_PRIVATE_ENDPOINTS=1 (development and test
+installs only). Without a file, ffmpeg makes a short test clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from atproto_video.api.identity import MULTICODEC_P256, b58encode
+
+UPLOAD = "app.bsky.video.uploadVideo"
+STATUS = "app.bsky.video.getJobStatus"
+TERMINAL = ("JOB_STATE_COMPLETED", "JOB_STATE_FAILED")
+# The order of the P-256 group: signatures are normalised to low-S as atproto requires.
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class Throwaway:
+    """An ES256 did:web identity on 127.0.0.1:<port>, alive while its server runs."""
+
+    def __init__(self) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        doc: dict[str, Any] = {}
+        body = b""
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                found = self.path == "/.well-known/did.json"
+                self.send_response(200 if found else 404)
+                self.send_header("content-type", "application/did+ld+json")
+                self.send_header("content-length", str(len(body) if found else 0))
+                self.end_headers()
+                if found:
+                    self.wfile.write(body)
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.did = f"did:web:localhost%3A{self._httpd.server_address[1]}"
+        point = self.key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
+        )
+        doc.update({
+            "@context": ["https://www.w3.org/ns/did/v1", "https://w3id.org/security/multikey/v1"],
+            "id": self.did,
+            "verificationMethod": [{
+                "id": f"{self.did}#atproto",
+                "type": "Multikey",
+                "controller": self.did,
+                "publicKeyMultibase": "z" + b58encode(MULTICODEC_P256 + point),
+            }],
+        })  # fmt: skip
+        body = json.dumps(doc).encode()
+
+    @contextmanager
+    def serving(self) -> Iterator[Throwaway]:
+        thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+
+    def token(self, aud: str, lxm: str, ttl_s: int = 300) -> str:
+        now = int(time.time())
+        head = {"typ": "JWT", "alg": "ES256"}
+        claims = {"iss": self.did, "aud": aud, "lxm": lxm, "iat": now, "exp": now + ttl_s,
+                  "jti": secrets.token_hex(16)}  # fmt: skip
+        signing_input = (
+            f"{_b64url(json.dumps(head).encode())}.{_b64url(json.dumps(claims).encode())}"
+        )
+        r, s = decode_dss_signature(
+            self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+        )
+        s = min(s, P256_ORDER - s)
+        return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+def make_clip(ffmpeg: str, dest: Path, seconds: int) -> Path:
+    """A small H.264 test pattern with a tone, the kind of file a phone uploads."""
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i",
+         f"testsrc=size=320x240:rate=30:duration={seconds}",
+         "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
+         "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(dest)],
+        check=True, timeout=120,
+    )  # fmt: skip
+    return dest
+
+
+def try_upload(url: str, video: Path, service_did: str, timeout_s: float) -> int:
+    base = url.rstrip("/")
+    with Throwaway().serving() as who, httpx.Client(timeout=60) as client:
+        with video.open("rb") as body:
+            resp = client.post(
+                f"{base}/xrpc/{UPLOAD}",
+                params={"did": who.did, "name": video.name},
+                content=body,
+                headers={"authorization": f"Bearer {who.token(service_did, UPLOAD)}",
+                         "content-type": "video/mp4"},
+            )  # fmt: skip
+        print(resp.status_code, resp.text, flush=True)
+        if resp.status_code != 200:
+            return 1
+        job_id = resp.json()["jobId"]
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while True:
+            status = client.get(f"{base}/xrpc/{STATUS}", params={"jobId": job_id}, timeout=10)
+            state = status.json().get("jobStatus", {}) if status.status_code == 200 else {}
+            line = f"{state.get('state')} {state.get('progress')}"
+            if line != last:
+                print(line, flush=True)
+                last = line
+            if state.get("state") in TERMINAL:
+                print(json.dumps(state, indent=2))
+                return 0 if state["state"] == "JOB_STATE_COMPLETED" else 1
+            if time.monotonic() > deadline:
+                print(f"job {job_id} not finished after {timeout_s:.0f}s", file=sys.stderr)
+                return 1
+            time.sleep(1)
+
+
+def cmd_try_upload(args: argparse.Namespace) -> int:
+    if args.video is not None:
+        return try_upload(args.url, args.video, args.service_did, args.timeout)
+    with tempfile.TemporaryDirectory(prefix="try-upload-") as tmp:
+        clip = make_clip(args.ffmpeg, Path(tmp) / "try-upload.mp4", args.seconds)
+        return try_upload(args.url, clip, args.service_did, args.timeout)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "try-upload",
+        help="upload a clip as a throwaway identity and wait for the job (smoke test)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("url", help="the service's base URL, e.g. http://127.0.0.1:2585")
+    parser.add_argument("video", type=Path, nargs="?", help="a video file (default: a test clip)")
+    parser.add_argument(
+        "--service-did",
+        default="did:web:localhost%3A2585",
+        help="the service's VIDEO_SERVICE_DID (the token's audience)",
+    )
+    parser.add_argument("--seconds", type=int, default=2, help="length of the generated clip")
+    parser.add_argument(
+        "--ffmpeg",
+        default=os.environ.get("VIDEO_FFMPEG_PATH", "ffmpeg"),
+        help="ffmpeg for the generated clip",
+    )
+    parser.add_argument("--timeout", type=float, default=1800,
+                        help="seconds to wait for the job to end")  # fmt: skip
+    parser.set_defaults(func=cmd_try_upload)
