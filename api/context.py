@@ -13,6 +13,7 @@ from atproto_video.api.errors import NotFound
 from atproto_video.core.config import VideoConfig
 from atproto_video.core.jobs import JobStore, Quota
 from atproto_video.core.lexicon import JobStatus, UploadLimits
+from atproto_video.core.quota import QuotaLedger
 from atproto_video.core.storage import Playback, Storage
 from atproto_video.executor import Executor
 
@@ -24,10 +25,12 @@ class AppContext:
     storage: Storage
     verifier: ServiceAuthVerifier
     executor: Executor
+    ledger: QuotaLedger
 
     @property
     def quota(self) -> Quota:
-        return Quota(self.cfg.service.daily_video_limit, self.cfg.service.daily_byte_limit)
+        svc = self.cfg.service
+        return Quota(svc.daily_video_limit, svc.daily_byte_limit, svc.max_open_uploads)
 
     async def job_status(self, job_id: str) -> JobStatus:
         if len(job_id) > 64:

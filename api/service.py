@@ -18,6 +18,7 @@ from atproto_video.core.config import ConfigError, VideoConfig
 from atproto_video.core.db import make_engine
 from atproto_video.core.jobs import JobStore
 from atproto_video.core.migrate import upgrade
+from atproto_video.core.quota import QuotaLedger
 from atproto_video.core.storage import Storage, open_storage
 from atproto_video.executor import Executor
 
@@ -50,7 +51,8 @@ class VideoService:
         verifier = ServiceAuthVerifier(cfg.service.did, resolver)
         executor = _make_executor(cfg, store, storage)
         ctx = AppContext(
-            cfg=cfg, store=store, storage=storage, verifier=verifier, executor=executor
+            cfg=cfg, store=store, storage=storage, verifier=verifier, executor=executor,
+            ledger=QuotaLedger(engine),
         )
         return cls(cfg, ctx, resolver)
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response
 
+from atproto_video.api.auth import Caller
 from atproto_video.api.context import AppContext
 from atproto_video.api.errors import (
     AuthRequired,
@@ -27,20 +28,23 @@ from atproto_video.api.errors import (
 )
 from atproto_video.api.responses import JSON
 from atproto_video.core.config import ConfigError
-from atproto_video.core.jobs import DuplicateUpload, NewJob, QuotaExceeded, new_job_id
+from atproto_video.core.jobs import DuplicateUpload, NewJob, new_job_id, utcnow
 from atproto_video.core.lexicon import (
     ALREADY_EXISTS,
     ALREADY_EXISTS_MESSAGE,
     NSID_UPLOAD_VIDEO,
     QUOTA_BYTES_EXCEEDED,
+    QUOTA_VIDEOS_EXCEEDED,
     JobStatus,
 )
 from atproto_video.core.netguard import UnsafeEndpoint, check_endpoint
+from atproto_video.core.quota import SINGLE, QuotaExceeded, TooManyOpenUploads
 from atproto_video.core.storage import (
     EmptyUpload,
     StorageUnavailable,
     UploadTooLarge,
     remove_job,
+    shielded,
 )
 from atproto_video.core.tokens import TokenCipher, cipher_for
 
@@ -116,17 +120,63 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
         if int(length) == 0:
             raise InvalidRequest("the request body is empty: send the video file")
 
-    limits = await ctx.upload_limits(caller.did)
-    if not limits["canUpload"]:
-        raise _quota_error(limits.get("error") or QUOTA_BYTES_EXCEEDED)
-    if length is not None and int(length) > limits.get("remainingDailyBytes", 0):
-        raise _quota_error(QUOTA_BYTES_EXCEEDED)
-
     job_id = new_job_id()
+    # Held before a byte is stored: the declared size, or what is left as a ceiling.
+    declared = int(length) if length is not None else None
+    ceiling = await reserve_upload(ctx, caller.did, job_id, declared, kind=SINGLE)
+    try:
+        return await _store_and_commit(request, ctx, caller, job_id, ceiling, cipher, pds_url)
+    finally:
+        # Converted when the job was committed; released on every other way out.
+        await shielded(asyncio.to_thread(ctx.ledger.release, job_id))
+
+
+async def reserve_upload(
+    ctx: AppContext, did: str, job_id: str, declared: int | None, *, kind: str
+) -> int:
+    """Reserve one video and the upload's bytes (``declared``, else the remaining bytes up to
+    the per-file cap); returns the bytes held. Raises the XRPC quota errors."""
+    quota = ctx.quota
+    max_bytes = ctx.cfg.service.max_upload_bytes
+    if declared is None:
+        videos, left = await asyncio.to_thread(
+            ctx.ledger.remaining, did, quota, utcnow().date())
+        if videos <= 0:
+            raise _quota_error(QUOTA_VIDEOS_EXCEEDED)
+        declared = min(max_bytes, left)
+        if declared <= 0:
+            raise _quota_error(QUOTA_BYTES_EXCEEDED)
+    ttl = ctx.cfg.service.upload_session_ttl_s
+    try:
+        await asyncio.to_thread(
+            ctx.ledger.reserve, job_id, did, declared, quota, kind=kind,
+            expires_at=utcnow() + dt.timedelta(seconds=ttl))
+    except QuotaExceeded as exc:
+        raise _quota_error(exc.message) from None
+    except TooManyOpenUploads:
+        raise RateLimitExceeded(
+            f"too many uploads in progress: at most {quota.open_uploads} at once",
+            name="TooManyOpenUploads") from None
+    return declared
+
+
+async def _store_and_commit(
+    request: Request,
+    ctx: AppContext,
+    caller: Caller,
+    job_id: str,
+    ceiling: int,
+    cipher: TokenCipher | None,
+    pds_url: str | None,
+) -> Response:
+    extra = {"did": caller.did, "job_id": job_id}
+    max_bytes = ctx.cfg.service.max_upload_bytes
     mime = (request.headers.get("content-type") or "application/octet-stream").split(";")[0].strip()
     try:
-        stored = await ctx.storage.receive(job_id, request.stream(), max_bytes)
+        stored = await ctx.storage.receive(job_id, request.stream(), min(max_bytes, ceiling))
     except UploadTooLarge:
+        if ceiling < max_bytes:  # beyond what was left of the quota, not beyond the cap
+            raise _quota_error(QUOTA_BYTES_EXCEEDED) from None
         raise PayloadTooLarge(f"request entity too large: at most {max_bytes} bytes") from None
     except EmptyUpload:
         raise InvalidRequest("the request body is empty: send the video file") from None
@@ -158,7 +208,7 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
                 )
             )
         try:
-            job = await asyncio.to_thread(ctx.store.create, new, ctx.quota)
+            job = await asyncio.to_thread(ctx.store.create, new, ctx.quota, reservation=job_id)
         except DuplicateUpload:
             # Another replica created the job between our check and insert.
             await remove_job(ctx.storage, job_id)
@@ -178,10 +228,7 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
         except BaseException:
             await remove_job(ctx.storage, job_id)
             raise
-    log.info(
-        "upload accepted",
-        extra={**extra, "job_id": job.id, "bytes": stored.size, "mode": caller.mode},
-    )
+    log.info("upload accepted", extra={**extra, "bytes": stored.size, "mode": caller.mode})
     await ctx.executor.submit(job)
     return JSON(upload_answer(job.status()))
 
