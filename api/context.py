@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import text
@@ -13,7 +13,9 @@ from atproto_video.api.errors import NotFound
 from atproto_video.core.config import VideoConfig
 from atproto_video.core.jobs import JobStore, Quota
 from atproto_video.core.lexicon import JobStatus, UploadLimits
+from atproto_video.core.parthash import OrderedHashes
 from atproto_video.core.quota import QuotaLedger
+from atproto_video.core.sessions import SessionStore
 from atproto_video.core.storage import Playback, Storage
 from atproto_video.executor import Executor
 
@@ -26,6 +28,8 @@ class AppContext:
     verifier: ServiceAuthVerifier
     executor: Executor
     ledger: QuotaLedger
+    sessions: SessionStore
+    hashes: OrderedHashes = field(default_factory=OrderedHashes)
 
     @property
     def quota(self) -> Quota:

@@ -23,6 +23,7 @@ import json
 import mimetypes
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -39,6 +40,8 @@ _OUTPUT_PATH = re.compile(r"^(?:[0-9]{3,4}p/)?[A-Za-z0-9_-][A-Za-z0-9_.-]{0,100}
 _TARGET = re.compile(r"^[a-z0-9]{1,16}$")
 
 SOURCE_NAME = "source"
+#: A multipart upload being received (local backend): renamed to SOURCE_NAME when finished.
+PARTIAL_NAME = "upload.partial"
 OUTPUT_DIR = "out"
 PROGRESS_DIR = "progress"
 #: Where worker pods mount the storage root (local backend).
@@ -142,6 +145,31 @@ class Storage(Protocol):
     def open_source(self, job_id: str) -> contextlib.AbstractContextManager[Path]: ...
 
     def remove_source(self, job_id: str) -> None: ...
+
+    # -- multipart uploads (blocking: run them in a thread) -----------------------------------
+    def start_parts(self, job_id: str, size: int) -> str:
+        """Make room for an upload sent in parts; returns the backend's handle for it."""
+        ...
+
+    def put_part(self, job_id: str, ref: str, number: int, offset: int, body: bytes) -> str:
+        """Store (or store again) one part; returns a tag naming the bytes stored."""
+        ...
+
+    def finish_parts(self, job_id: str, ref: str, parts: dict[int, str]) -> None:
+        """Join the recorded parts (number -> tag) into the job's source; idempotent."""
+        ...
+
+    def abort_parts(self, job_id: str, ref: str) -> None:
+        """Remove every part and anything else of the upload."""
+        ...
+
+    def source_digest(self, job_id: str) -> str:
+        """sha-256 (hex) of the job's source, read in order."""
+        ...
+
+    def source_head(self, job_id: str, size: int) -> bytes:
+        """The first ``size`` bytes of the job's source (to recognise its container)."""
+        ...
 
     # -- transcoding ----------------------------------------------------------------------------
     def stage(self, job_id: str) -> Workspace: ...
@@ -316,6 +344,47 @@ class LocalStorage:
     def remove_source(self, job_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._source(job_id))
+
+    # -- multipart uploads ------------------------------------------------------------------------
+
+    def _partial(self, job_id: str) -> Path:
+        return self._dir(job_id) / PARTIAL_NAME
+
+    def start_parts(self, job_id: str, size: int) -> str:
+        """One file of the declared size: each part is written at its offset, so finishing
+        is a rename, not a copy (a sparse file until the parts arrive)."""
+        directory = self._dir(job_id)
+        directory.mkdir(parents=True, exist_ok=False)
+        with self._partial(job_id).open("wb") as f:
+            f.truncate(size)
+        return ""
+
+    def put_part(self, job_id: str, ref: str, number: int, offset: int, body: bytes) -> str:
+        fd = os.open(self._partial(job_id), os.O_WRONLY)
+        try:
+            view = memoryview(body)
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view, offset = view[written:], offset + written
+        finally:
+            os.close(fd)
+        return secrets.token_hex(8)  # a new tag per write: a re-sent part may differ
+
+    def finish_parts(self, job_id: str, ref: str, parts: dict[int, str]) -> None:
+        partial = self._partial(job_id)
+        if partial.exists() or not self._source(job_id).is_file():
+            os.replace(partial, self._source(job_id))
+
+    def abort_parts(self, job_id: str, ref: str) -> None:
+        self.remove(job_id)
+
+    def source_digest(self, job_id: str) -> str:
+        with self._source(job_id).open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+
+    def source_head(self, job_id: str, size: int) -> bytes:
+        with self._source(job_id).open("rb") as f:
+            return f.read(size)
 
     # -- transcoding ----------------------------------------------------------------------------
 
