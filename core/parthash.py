@@ -30,21 +30,40 @@ class _Cursor:
 class OrderedHashes:
     """Running sha-256 per session; bounded in sessions and in parts held early."""
 
-    def __init__(self, *, held_parts: int = 4, sessions: int = 1000) -> None:
+    def __init__(self, *, held_parts: int = 4, sessions: int = 1000,
+                 held_bytes: int = 256 << 20) -> None:
         self.held_parts = held_parts
         self.sessions = sessions
+        #: Bytes of early parts held across all sessions; beyond it a cursor gives up.
+        self.held_bytes = held_bytes
+        self._held = 0
         self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
         self._lock = threading.Lock()
 
+    def _hold(self, size: int) -> bool:
+        with self._lock:
+            if self._held + size > self.held_bytes:
+                return False
+            self._held += size
+            return True
+
+    def _unhold(self, size: int) -> None:
+        with self._lock:
+            self._held -= size
+
     def _cursor(self, session_id: str) -> _Cursor:
+        evicted: list[_Cursor] = []
         with self._lock:
             cursor = self._cursors.get(session_id)
             if cursor is None:
                 cursor = self._cursors[session_id] = _Cursor()
                 while len(self._cursors) > self.sessions:
-                    self._cursors.popitem(last=False)
+                    evicted.append(self._cursors.popitem(last=False)[1])
             self._cursors.move_to_end(session_id)
-            return cursor
+        for old in evicted:
+            with old.lock:
+                self._break(old)
+        return cursor
 
     def offer(self, session_id: str, number: int, body: bytes, tag: str) -> None:
         """A part stored under ``tag``: hash it now if it is next (blocking: run in a thread)."""
@@ -55,9 +74,11 @@ class OrderedHashes:
             if number < cursor.next:  # re-sent after hashing: digest() compares the tags
                 return
             if number > cursor.next:
-                if len(cursor.early) >= self.held_parts and number not in cursor.early:
-                    cursor.broken = True  # a part is missing here: give up, free the memory
-                    cursor.early.clear()
+                previous = cursor.early.pop(number, None)
+                if previous is not None:
+                    self._unhold(len(previous[0]))
+                if len(cursor.early) >= self.held_parts or not self._hold(len(body)):
+                    self._break(cursor)  # a part is missing here: give up, free the memory
                     return
                 cursor.early[number] = (body, tag)
                 return
@@ -66,9 +87,15 @@ class OrderedHashes:
             cursor.next += 1
             while cursor.next in cursor.early:
                 held, held_tag = cursor.early.pop(cursor.next)
+                self._unhold(len(held))
                 cursor.digest.update(held)
                 cursor.hashed[cursor.next] = held_tag
                 cursor.next += 1
+
+    def _break(self, cursor: _Cursor) -> None:
+        cursor.broken = True
+        self._unhold(sum(len(body) for body, _ in cursor.early.values()))
+        cursor.early.clear()
 
     def digest(self, session_id: str, parts: dict[int, str]) -> str | None:
         """The hex digest if exactly the recorded ``parts`` (number -> tag) were hashed."""
@@ -83,4 +110,7 @@ class OrderedHashes:
 
     def drop(self, session_id: str) -> None:
         with self._lock:
-            self._cursors.pop(session_id, None)
+            cursor = self._cursors.pop(session_id, None)
+        if cursor is not None:
+            with cursor.lock:
+                self._break(cursor)

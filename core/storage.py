@@ -364,7 +364,8 @@ class LocalStorage:
         try:
             view = memoryview(body)
             while view:
-                written = os.pwrite(fd, view, offset)
+                # 1 MiB at a time: one 8 MiB write cost 9x the CPU (bench/multipart.py).
+                written = os.pwrite(fd, view[:_WRITE_BUFFER], offset)
                 view, offset = view[written:], offset + written
         finally:
             os.close(fd)

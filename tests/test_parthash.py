@@ -43,3 +43,18 @@ def test_sessions_are_bounded() -> None:
         hashes.offer(s, 1, PARTS[0], "t1")
     assert hashes.digest("a", {1: "t1"}) is None
     assert hashes.digest("c", {1: "t1"}) is not None
+
+
+def test_early_parts_are_bounded_in_bytes() -> None:
+    hashes = OrderedHashes(held_bytes=2500)
+    hashes.offer("a", 2, PARTS[1], TAGS[2])  # 1001 bytes held
+    hashes.offer("b", 2, PARTS[1], TAGS[2])  # 2002
+    hashes.offer("c", 2, PARTS[1], TAGS[2])  # over the bound: c gives up
+    assert hashes._held == 2002
+    for s in ("a", "b", "c"):
+        hashes.offer(s, 1, PARTS[0], TAGS[1])
+    assert hashes._held == 0
+    whole = hashlib.sha256(PARTS[0] + PARTS[1]).hexdigest()
+    parts = {1: "t1", 2: "t2"}
+    assert hashes.digest("a", parts) == hashes.digest("b", parts) == whole
+    assert hashes.digest("c", parts) is None

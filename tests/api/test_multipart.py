@@ -234,6 +234,20 @@ def test_abort_releases_quota_and_removes_parts(
     up.close()
 
 
+def test_cancel_aborts(service: ServiceProcess, dids: DidServer) -> None:
+    who = user(dids)
+    up = client(service, who, in_flight=1)
+    # The user cancels while part 2 is about to go: no more parts, then abortUpload.
+    up.fault = lambda n, attempt: up.cancelled.set() if n == 2 else None  # type: ignore[func-returns-value]
+    answer = up.upload(fake_video(20 * MiB))
+    assert answer["state"] == "aborted"
+    assert [e[1] for e in up.log if e[0] == "part" and e[3] == 200] == [1]
+    assert not stored(service, answer["jobId"])
+    assert up.status(answer["jobId"])["state"] == "aborted"
+    assert limits(service, who)["remainingDailyVideos"] == 25
+    up.close()
+
+
 def test_deduplication_on_finish(
     service: ServiceProcess, dids: DidServer, big_clip: bytes
 ) -> None:

@@ -7,12 +7,14 @@ the service lacks, ``finishing`` waits, ``failed`` reports ``failureReason``. Ca
 calls abortUpload. Smaller files (or ``multipart=False``) use uploadVideo.
 
 ``fault(part, attempt)`` lets a test break a part on purpose: ``"cut"`` drops the connection
-half-way through the body (a phone losing its network), ``"skip"`` does not send it.
+half-way through the body (a phone losing its network), ``"skip"`` does not send it;
+``cancelled`` plays the user pressing cancel.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -60,6 +62,8 @@ class MultipartClient:
 
     def __post_init__(self) -> None:
         self.http = httpx.Client(timeout=120)
+        #: Set to cancel (the user pressed cancel): no more parts, then abortUpload.
+        self.cancelled = threading.Event()
 
     def close(self) -> None:
         self.http.close()
@@ -120,6 +124,10 @@ class MultipartClient:
         job_id = session["jobId"]
         self.send_parts(job_id, data, session["partSizeBytes"],
                         range(1, session["partCount"] + 1))
+        if self.cancelled.is_set():
+            answer = self._ok(self.abort(job_id))
+            self.log.append(("aborted", job_id, answer["state"]))
+            return {"jobId": job_id, **answer}
         return self.finish_with_recovery(job_id, data, session["partSizeBytes"])
 
     def send_parts(self, job_id: str, data: bytes, part_size: int, numbers: Any) -> None:
@@ -132,6 +140,8 @@ class MultipartClient:
         body = data[(number - 1) * part_size:number * part_size]
         for attempt in range(1, ATTEMPTS + 1):
             action = self.fault(number, attempt) if self.fault else None
+            if self.cancelled.is_set():
+                return
             if action == "skip":
                 self.log.append(("part", number, attempt, "skipped"))
                 return
