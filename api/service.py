@@ -97,6 +97,7 @@ class VideoService:
         await self.ctx.executor.stop()
         await self.resolver.aclose()
         await asyncio.to_thread(self.ctx.storage.close)
+        await asyncio.to_thread(self.ctx.hashes.close)
         self.ctx.store.engine.dispose()
 
     def run(self) -> None:

@@ -91,7 +91,7 @@ def _fallback_cpu(storage: Storage, data: bytes) -> float:
     job_id = f"bench-fallback-{os.getpid()}"
     ref = storage.start_parts(job_id, len(data))
     try:
-        parts = {n: storage.put_part(job_id, ref, n, off, data[off:off + PART_SIZE])
+        parts = {n: storage.put_part(job_id, ref, n, off, [data[off:off + PART_SIZE]])
                  for n, off in enumerate(range(0, len(data), PART_SIZE), start=1)}
         storage.finish_parts(job_id, ref, parts)
         t0 = time.process_time()

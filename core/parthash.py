@@ -10,9 +10,12 @@ parts went to another replica, were re-sent after being hashed, or too many arri
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
+import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +26,7 @@ class _Cursor:
     digest: Any = field(default_factory=hashlib.sha256)
     next: int = 1
     hashed: dict[int, str] = field(default_factory=dict)  # part -> tag of the bytes hashed
-    early: dict[int, tuple[bytes, str]] = field(default_factory=dict)
+    early: dict[int, tuple[Sequence[bytes], str]] = field(default_factory=dict)
     broken: bool = False
 
 
@@ -39,6 +42,33 @@ class OrderedHashes:
         self._held = 0
         self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
         self._lock = threading.Lock()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: dict[str, set[concurrent.futures.Future[None]]] = {}
+
+    def submit(self, session_id: str, number: int, blocks: Sequence[bytes], tag: str) -> None:
+        """:meth:`offer` on a thread of its own, so the part's answer does not wait for the
+        hash; :meth:`digest` waits for what is still pending."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=os.cpu_count() or 1, thread_name_prefix="part-hash")
+            future = self._pool.submit(self.offer, session_id, number, blocks, tag)
+            self._pending.setdefault(session_id, set()).add(future)
+        future.add_done_callback(lambda done: self._settled(session_id, done))
+
+    def _settled(self, session_id: str, future: concurrent.futures.Future[None]) -> None:
+        with self._lock:
+            pending = self._pending.get(session_id)
+            if pending is not None:
+                pending.discard(future)
+                if not pending:
+                    del self._pending[session_id]
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def _hold(self, size: int) -> bool:
         with self._lock:
@@ -65,7 +95,7 @@ class OrderedHashes:
                 self._break(old)
         return cursor
 
-    def offer(self, session_id: str, number: int, body: bytes, tag: str) -> None:
+    def offer(self, session_id: str, number: int, blocks: Sequence[bytes], tag: str) -> None:
         """A part stored under ``tag``: hash it now if it is next (blocking: run in a thread)."""
         cursor = self._cursor(session_id)
         with cursor.lock:
@@ -76,29 +106,35 @@ class OrderedHashes:
             if number > cursor.next:
                 previous = cursor.early.pop(number, None)
                 if previous is not None:
-                    self._unhold(len(previous[0]))
-                if len(cursor.early) >= self.held_parts or not self._hold(len(body)):
+                    self._unhold(_size(previous[0]))
+                if len(cursor.early) >= self.held_parts or not self._hold(_size(blocks)):
                     self._break(cursor)  # a part is missing here: give up, free the memory
                     return
-                cursor.early[number] = (body, tag)
+                cursor.early[number] = (blocks, tag)
                 return
-            cursor.digest.update(body)
+            for block in blocks:
+                cursor.digest.update(block)
             cursor.hashed[number] = tag
             cursor.next += 1
             while cursor.next in cursor.early:
                 held, held_tag = cursor.early.pop(cursor.next)
-                self._unhold(len(held))
-                cursor.digest.update(held)
+                self._unhold(_size(held))
+                for block in held:
+                    cursor.digest.update(block)
                 cursor.hashed[cursor.next] = held_tag
                 cursor.next += 1
 
     def _break(self, cursor: _Cursor) -> None:
         cursor.broken = True
-        self._unhold(sum(len(body) for body, _ in cursor.early.values()))
+        self._unhold(sum(_size(blocks) for blocks, _ in cursor.early.values()))
         cursor.early.clear()
 
     def digest(self, session_id: str, parts: dict[int, str]) -> str | None:
-        """The hex digest if exactly the recorded ``parts`` (number -> tag) were hashed."""
+        """The hex digest if exactly the recorded ``parts`` (number -> tag) were hashed
+        (blocking: waits for parts still being hashed)."""
+        with self._lock:
+            pending = list(self._pending.get(session_id, ()))
+        concurrent.futures.wait(pending)
         with self._lock:
             cursor = self._cursors.get(session_id)
         if cursor is None:
@@ -114,3 +150,7 @@ class OrderedHashes:
         if cursor is not None:
             with cursor.lock:
                 self._break(cursor)
+
+
+def _size(blocks: Sequence[bytes]) -> int:
+    return sum(len(block) for block in blocks)

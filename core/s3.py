@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -326,8 +326,11 @@ class S3Storage:
             Bucket=self.bucket, Key=key, ContentType="application/octet-stream"))
         return str(created["UploadId"])
 
-    def put_part(self, job_id: str, ref: str, number: int, offset: int, body: bytes) -> str:
+    def put_part(
+        self, job_id: str, ref: str, number: int, offset: int, blocks: Sequence[bytes]
+    ) -> str:
         key = self._source(job_id)
+        body = b"".join(blocks)
         answer = self._store_call(lambda: self.client.upload_part(
             Bucket=self.bucket, Key=key, UploadId=ref, PartNumber=number, Body=body))
         return str(answer["ETag"])

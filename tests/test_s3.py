@@ -268,9 +268,9 @@ def test_parts_map_onto_one_multipart_upload(
     data = os.urandom(2 * SESSION_PART_SIZE + 777)
     ref = storage.start_parts(JOB, len(data))
     chunks = [data[i:i + SESSION_PART_SIZE] for i in range(0, len(data), SESSION_PART_SIZE)]
-    tags = {n: storage.put_part(JOB, ref, n, (n - 1) * SESSION_PART_SIZE, chunks[n - 1])
+    tags = {n: storage.put_part(JOB, ref, n, (n - 1) * SESSION_PART_SIZE, [chunks[n - 1]])
             for n in (3, 1, 2)}
-    assert tags[1] == storage.put_part(JOB, ref, 1, 0, chunks[0])  # same bytes, same tag
+    assert tags[1] == storage.put_part(JOB, ref, 1, 0, [chunks[0]])  # same bytes, same tag
     assert not storage.has_source(JOB)
     storage.finish_parts(JOB, ref, tags)
     storage.finish_parts(JOB, ref, tags)  # a retried finish
@@ -279,7 +279,7 @@ def test_parts_map_onto_one_multipart_upload(
     assert storage.source_head(JOB, 16) == data[:16]
     other = "job-00000002"
     ref = storage.start_parts(other, len(data))
-    storage.put_part(other, ref, 1, 0, chunks[0])
+    storage.put_part(other, ref, 1, 0, [chunks[0]])
     storage.abort_parts(other, ref)
     assert s3_server.multipart_uploads(s3_bucket) == []
     assert all(other not in key for key in s3_server.keys(s3_bucket))

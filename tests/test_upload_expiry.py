@@ -32,7 +32,7 @@ def _open(sessions: SessionStore, ledger: QuotaLedger, storage: LocalStorage,
                       part_size=PART_SIZE, part_count=part_count(100), expires_at=expires)
     ledger.reserve(s.id, DID, 100, QUOTA, kind=MULTIPART, expires_at=expires)
     storage.start_parts(s.id, 100)
-    storage.put_part(s.id, "", 1, 0, b"x" * 100)
+    storage.put_part(s.id, "", 1, 0, [b"x" * 100])
     sessions.create(s)
     return s
 
