@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from atproto_video.api import multipart
 from atproto_video.api.context import AppContext
 from atproto_video.api.errors import (
     InternalServerError,
@@ -25,8 +26,13 @@ from atproto_video.api.responses import JSON
 from atproto_video.api.upload import handle_upload
 from atproto_video.core import __version__
 from atproto_video.core.lexicon import (
+    NSID_ABORT_UPLOAD,
+    NSID_FINISH_UPLOAD,
     NSID_GET_JOB_STATUS,
     NSID_GET_UPLOAD_LIMITS,
+    NSID_GET_UPLOAD_STATUS,
+    NSID_START_UPLOAD,
+    NSID_UPLOAD_PART,
     NSID_UPLOAD_VIDEO,
 )
 from atproto_video.core.storage import StorageUnavailable
@@ -58,6 +64,11 @@ ROUTES: dict[str, tuple[str, Handler]] = {
     NSID_GET_JOB_STATUS: ("GET", get_job_status),
     NSID_GET_UPLOAD_LIMITS: ("GET", get_upload_limits),
     NSID_UPLOAD_VIDEO: ("POST", handle_upload),
+    NSID_START_UPLOAD: ("POST", multipart.start_upload),
+    NSID_UPLOAD_PART: ("POST", multipart.upload_part),
+    NSID_FINISH_UPLOAD: ("POST", multipart.finish_upload),
+    NSID_GET_UPLOAD_STATUS: ("GET", multipart.get_upload_status),
+    NSID_ABORT_UPLOAD: ("POST", multipart.abort_upload),
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import text
@@ -13,6 +13,9 @@ from atproto_video.api.errors import NotFound
 from atproto_video.core.config import VideoConfig
 from atproto_video.core.jobs import JobStore, Quota
 from atproto_video.core.lexicon import JobStatus, UploadLimits
+from atproto_video.core.parthash import OrderedHashes
+from atproto_video.core.quota import QuotaLedger
+from atproto_video.core.sessions import SessionStore
 from atproto_video.core.storage import Playback, Storage
 from atproto_video.executor import Executor
 
@@ -24,10 +27,14 @@ class AppContext:
     storage: Storage
     verifier: ServiceAuthVerifier
     executor: Executor
+    ledger: QuotaLedger
+    sessions: SessionStore
+    hashes: OrderedHashes = field(default_factory=OrderedHashes)
 
     @property
     def quota(self) -> Quota:
-        return Quota(self.cfg.service.daily_video_limit, self.cfg.service.daily_byte_limit)
+        svc = self.cfg.service
+        return Quota(svc.daily_video_limit, svc.daily_byte_limit, svc.max_open_uploads)
 
     async def job_status(self, job_id: str) -> JobStatus:
         if len(job_id) > 64:

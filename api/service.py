@@ -19,7 +19,10 @@ from atproto_video.core.config import ConfigError, VideoConfig
 from atproto_video.core.db import make_engine
 from atproto_video.core.jobs import JobStore
 from atproto_video.core.migrate import upgrade
+from atproto_video.core.quota import QuotaLedger
+from atproto_video.core.sessions import SessionStore
 from atproto_video.core.storage import Storage, open_storage
+from atproto_video.core.upload_expiry import UploadSweeper
 from atproto_video.executor import Executor
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,12 @@ class VideoService:
         self.app = build_app(ctx)
         self._server: uvicorn.Server | None = None
         self.metrics = metrics.MetricsServer(cfg.metrics.host, cfg.metrics.port)
+        # Embedded mode sweeps abandoned uploads itself; in cluster mode the operator does.
+        self.sweeper: UploadSweeper | None = None
+        if cfg.service.executor == "local":
+            self.sweeper = UploadSweeper(ctx.sessions, ctx.ledger, ctx.store, ctx.storage)
+        self._sweep_stop = asyncio.Event()
+        self._sweep: asyncio.Task[None] | None = None
 
     @classmethod
     def create(cls, cfg: VideoConfig) -> VideoService:
@@ -52,7 +61,8 @@ class VideoService:
         verifier = ServiceAuthVerifier(cfg.service.did, resolver)
         executor = _make_executor(cfg, store, storage)
         ctx = AppContext(
-            cfg=cfg, store=store, storage=storage, verifier=verifier, executor=executor
+            cfg=cfg, store=store, storage=storage, verifier=verifier, executor=executor,
+            ledger=QuotaLedger(engine), sessions=SessionStore(engine),
         )
         return cls(cfg, ctx, resolver)
 
@@ -63,6 +73,9 @@ class VideoService:
             metrics.watch_jobs(self.ctx.store.engine)
         self.metrics.start()
         await self.ctx.executor.start()
+        if self.sweeper is not None:
+            self._sweep = asyncio.create_task(self.sweeper.run(
+                self.cfg.service.upload_sweep_interval_s, self._sweep_stop), name="upload-sweep")
         config = uvicorn.Config(
             self.app,
             host=self.cfg.service.host,
@@ -85,11 +98,15 @@ class VideoService:
         """Stop accepting requests, let in-flight ones finish, then stop the executor."""
         if self._server is not None:
             self._server.should_exit = True
+        self._sweep_stop.set()
+        if self._sweep is not None:
+            await self._sweep
         await self.ctx.executor.stop()
         self.metrics.stop()
         metrics.unwatch_jobs(self.ctx.store.engine)
         await self.resolver.aclose()
         await asyncio.to_thread(self.ctx.storage.close)
+        await asyncio.to_thread(self.ctx.hashes.close)
         self.ctx.store.engine.dispose()
 
     def run(self) -> None:

@@ -13,10 +13,12 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from atproto_video.api.auth import Caller
 from atproto_video.api.context import AppContext
 from atproto_video.api.errors import (
     AuthRequired,
@@ -29,20 +31,24 @@ from atproto_video.api.errors import (
 from atproto_video.api.responses import JSON
 from atproto_video.core import metrics
 from atproto_video.core.config import ConfigError
-from atproto_video.core.jobs import DuplicateUpload, NewJob, QuotaExceeded, new_job_id
+from atproto_video.core.jobs import DuplicateUpload, Job, NewJob, new_job_id, utcnow
 from atproto_video.core.lexicon import (
     ALREADY_EXISTS,
     ALREADY_EXISTS_MESSAGE,
     NSID_UPLOAD_VIDEO,
     QUOTA_BYTES_EXCEEDED,
+    QUOTA_VIDEOS_EXCEEDED,
     JobStatus,
 )
 from atproto_video.core.netguard import UnsafeEndpoint, check_endpoint
+from atproto_video.core.quota import SINGLE, QuotaExceeded, TooManyOpenUploads
 from atproto_video.core.storage import (
     EmptyUpload,
     StorageUnavailable,
+    StoredUpload,
     UploadTooLarge,
     remove_job,
+    shielded,
 )
 from atproto_video.core.tokens import TokenCipher, cipher_for
 
@@ -107,25 +113,7 @@ async def _upload(request: Request, ctx: AppContext) -> tuple[Response, str, int
     did_param = request.query_params.get("did")
     if did_param is not None and did_param != caller.did:
         raise AuthRequired("the did parameter does not match the token issuer", name="BadJwtIss")
-    extra = {"did": caller.did}
-
-    cipher: TokenCipher | None = None
-    pds_url: str | None = None
-    if caller.mode == "pds":
-        pds_url = caller.document.pds_endpoint
-        assert pds_url is not None  # the verifier checked the audience against it
-        try:
-            await check_endpoint(pds_url, allow_private=ctx.cfg.service.allow_private_endpoints)
-        except UnsafeEndpoint as exc:
-            log.info("refused PDS endpoint", extra={**extra, "reason": str(exc)})
-            raise InvalidRequest(
-                f"the PDS in your DID document cannot be used for video uploads: {exc}"
-            ) from None
-        try:
-            cipher = cipher_for(ctx.cfg)
-        except ConfigError as exc:
-            log.error("cannot keep upload tokens: %s", exc, extra=extra)
-            raise NotEnoughResources("uploads for Bluesky are not configured") from None
+    delivery = await delivery_for(ctx, caller)
 
     max_bytes = ctx.cfg.service.max_upload_bytes
     length = request.headers.get("content-length")
@@ -137,17 +125,62 @@ async def _upload(request: Request, ctx: AppContext) -> tuple[Response, str, int
         if int(length) == 0:
             raise InvalidRequest("the request body is empty: send the video file")
 
-    limits = await ctx.upload_limits(caller.did)
-    if not limits["canUpload"]:
-        raise _quota_error(limits.get("error") or QUOTA_BYTES_EXCEEDED)
-    if length is not None and int(length) > limits.get("remainingDailyBytes", 0):
-        raise _quota_error(QUOTA_BYTES_EXCEEDED)
-
     job_id = new_job_id()
+    # Held before a byte is stored: the declared size, or what is left as a ceiling.
+    declared = int(length) if length is not None else None
+    ceiling = await reserve_upload(ctx, caller.did, job_id, declared, kind=SINGLE)
+    try:
+        return await _store_and_commit(request, ctx, caller, job_id, ceiling, delivery)
+    finally:
+        # Converted when the job was committed; released on every other way out.
+        await shielded(asyncio.to_thread(ctx.ledger.release, job_id))
+
+
+async def reserve_upload(
+    ctx: AppContext, did: str, job_id: str, declared: int | None, *, kind: str
+) -> int:
+    """Reserve one video and the upload's bytes (``declared``, else the remaining bytes up to
+    the per-file cap); returns the bytes held. Raises the XRPC quota errors."""
+    quota = ctx.quota
+    max_bytes = ctx.cfg.service.max_upload_bytes
+    if declared is None:
+        videos, left = await asyncio.to_thread(
+            ctx.ledger.remaining, did, quota, utcnow().date())
+        if videos <= 0:
+            raise _quota_error(QUOTA_VIDEOS_EXCEEDED)
+        declared = min(max_bytes, left)
+        if declared <= 0:
+            raise _quota_error(QUOTA_BYTES_EXCEEDED)
+    ttl = ctx.cfg.service.upload_session_ttl_s
+    try:
+        await asyncio.to_thread(
+            ctx.ledger.reserve, job_id, did, declared, quota, kind=kind,
+            expires_at=utcnow() + dt.timedelta(seconds=ttl))
+    except QuotaExceeded as exc:
+        raise _quota_error(exc.message) from None
+    except TooManyOpenUploads:
+        raise RateLimitExceeded(
+            f"too many uploads in progress: at most {quota.open_uploads} at once",
+            name="TooManyOpenUploads") from None
+    return declared
+
+
+async def _store_and_commit(
+    request: Request,
+    ctx: AppContext,
+    caller: Caller,
+    job_id: str,
+    ceiling: int,
+    delivery: Delivery,
+) -> tuple[Response, str, int]:
+    extra = {"did": caller.did, "job_id": job_id}
+    max_bytes = ctx.cfg.service.max_upload_bytes
     mime = (request.headers.get("content-type") or "application/octet-stream").split(";")[0].strip()
     try:
-        stored = await ctx.storage.receive(job_id, request.stream(), max_bytes)
+        stored = await ctx.storage.receive(job_id, request.stream(), min(max_bytes, ceiling))
     except UploadTooLarge:
+        if ceiling < max_bytes:  # beyond what was left of the quota, not beyond the cap
+            raise _quota_error(QUOTA_BYTES_EXCEEDED) from None
         raise PayloadTooLarge(f"request entity too large: at most {max_bytes} bytes") from None
     except EmptyUpload:
         raise InvalidRequest("the request body is empty: send the video file") from None
@@ -156,15 +189,71 @@ async def _upload(request: Request, ctx: AppContext) -> tuple[Response, str, int
         raise NotEnoughResources("video storage is unavailable; try again shortly",
                                  headers={"retry-after": "5"}) from None
 
+    job, duplicate = await commit_job(
+        ctx, caller, job_id, stored, mime=mime, name=request.query_params.get("name"),
+        delivery=delivery)
+    if duplicate:
+        return JSON(upload_answer(job.status(), error=ALREADY_EXISTS,
+                                  message=ALREADY_EXISTS_MESSAGE)), ALREADY_EXISTS, 0
+    log.info("upload accepted", extra={**extra, "bytes": stored.size, "mode": caller.mode})
+    await ctx.executor.submit(job)
+    return JSON(upload_answer(job.status())), "accepted", stored.size
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where the processed MP4 goes in Bluesky mode (the user's PDS) and how the token is
+    kept; both None in seed mode."""
+
+    pds_url: str | None = None
+    cipher: TokenCipher | None = None
+
+
+async def delivery_for(ctx: AppContext, caller: Caller) -> Delivery:
+    """Check, before anything is stored, that a Bluesky-mode caller's PDS may be used."""
+    if caller.mode != "pds":
+        return Delivery()
+    extra = {"did": caller.did}
+    pds_url = caller.document.pds_endpoint
+    assert pds_url is not None  # the verifier checked the audience against it
+    try:
+        await check_endpoint(pds_url, allow_private=ctx.cfg.service.allow_private_endpoints)
+    except UnsafeEndpoint as exc:
+        log.info("refused PDS endpoint", extra={**extra, "reason": str(exc)})
+        raise InvalidRequest(
+            f"the PDS in your DID document cannot be used for video uploads: {exc}"
+        ) from None
+    try:
+        cipher = cipher_for(ctx.cfg)
+    except ConfigError as exc:
+        log.error("cannot keep upload tokens: %s", exc, extra=extra)
+        raise NotEnoughResources("uploads for Bluesky are not configured") from None
+    return Delivery(pds_url, cipher)
+
+
+async def commit_job(
+    ctx: AppContext,
+    caller: Caller,
+    job_id: str,
+    stored: StoredUpload,
+    *,
+    mime: str,
+    name: str | None,
+    delivery: Delivery,
+) -> tuple[Job, bool]:
+    """Create the job for stored bytes (converting the reservation ``job_id``), or find the
+    DID's live job for the same bytes: (that job, True), the stored copy removed. The token
+    kept for delivery is the caller's. A refusal removes what was stored."""
+    cipher = delivery.cipher
     new = NewJob(
         id=job_id,
         did=caller.did,
         source_size=stored.size,
         content_hash=stored.sha256_hex,
         mime_type=mime[:255],
-        upload_name=(request.query_params.get("name") or "")[:255] or None,
+        upload_name=(name or "")[:255] or None,
         executor=ctx.cfg.service.executor,
-        pds_url=pds_url,
+        pds_url=delivery.pds_url,
         upload_token=cipher.encrypt(caller.token, job_id=job_id) if cipher else None,
         token_expires_at=dt.datetime.fromtimestamp(caller.exp, dt.UTC) if cipher else None,
     )
@@ -172,14 +261,10 @@ async def _upload(request: Request, ctx: AppContext) -> tuple[Response, str, int
         duplicate = await asyncio.to_thread(ctx.store.find_duplicate, caller.did, stored.sha256_hex)
         if duplicate is not None:
             await remove_job(ctx.storage, job_id)
-            log.info("duplicate upload", extra={**extra, "job_id": duplicate.id})
-            return JSON(
-                upload_answer(
-                    duplicate.status(), error=ALREADY_EXISTS, message=ALREADY_EXISTS_MESSAGE
-                )
-            ), ALREADY_EXISTS, 0
+            log.info("duplicate upload", extra={"did": caller.did, "job_id": duplicate.id})
+            return duplicate, True
         try:
-            job = await asyncio.to_thread(ctx.store.create, new, ctx.quota)
+            job = await asyncio.to_thread(ctx.store.create, new, ctx.quota, reservation=job_id)
         except DuplicateUpload:
             # Another replica created the job between our check and insert.
             await remove_job(ctx.storage, job_id)
@@ -188,23 +273,14 @@ async def _upload(request: Request, ctx: AppContext) -> tuple[Response, str, int
             )
             if duplicate is None:  # it failed in between: rare; let the client retry
                 raise NotEnoughResources("a concurrent upload of this video failed") from None
-            return JSON(
-                upload_answer(
-                    duplicate.status(), error=ALREADY_EXISTS, message=ALREADY_EXISTS_MESSAGE
-                )
-            ), ALREADY_EXISTS, 0
+            return duplicate, True
         except QuotaExceeded as exc:
             await remove_job(ctx.storage, job_id)
             raise _quota_error(exc.message) from None
         except BaseException:
             await remove_job(ctx.storage, job_id)
             raise
-    log.info(
-        "upload accepted",
-        extra={**extra, "job_id": job.id, "bytes": stored.size, "mode": caller.mode},
-    )
-    await ctx.executor.submit(job)
-    return JSON(upload_answer(job.status())), "accepted", stored.size
+    return job, False
 
 
 def _quota_error(message: str) -> RateLimitExceeded:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, s3_upload, status, upload
+from bench import e2e, multipart, s3_upload, status, upload
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -30,6 +30,9 @@ TARGETS = {
     "s3_upload_throughput_ratio": (">=", 0.8),
     "s3_upload_peak_rss_mb": ("<=", 64),
     "status_rps_ratio": (">=", 0.6),
+    "multipart_throughput_ratio": (">=", 0.9),
+    "s3_multipart_throughput_ratio": (">=", 0.9),
+    "multipart_finish_cpu_s": ("<", 1.0),
     "operator_dispatch_p99_s": ("<", 2.0),
     "operator_status_p99_s": ("<", 2.0),
 }
@@ -40,6 +43,7 @@ def _benchmarks() -> dict[str, Callable[[Path], dict[str, Any]]]:
         "e2e": e2e.run,
         "upload": upload.run,
         "s3_upload": s3_upload.run,
+        "multipart": multipart.run,
         "status": status.run,
     }
     try:

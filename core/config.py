@@ -262,6 +262,14 @@ class ServiceSettings(_Section):
     daily_video_limit: int = setting("VIDEO_DAILY_VIDEO_LIMIT", _int_range(0, 1 << 31), 25)
     daily_byte_limit: int = setting(
         "VIDEO_DAILY_BYTE_LIMIT", _int_range(0, 1 << 50), 10_000_000_000)
+    #: Uploads of one DID in progress at once: streaming uploadVideo plus open sessions.
+    max_open_uploads: int = setting("VIDEO_MAX_OPEN_UPLOADS", _int_range(1, 10_000), 10)
+    #: How long a multipart session may stay open (its expiresAt).
+    upload_session_ttl_s: int = setting(
+        "VIDEO_UPLOAD_SESSION_TTL_S", _int_range(10, 7 * 86_400), 7200)
+    #: How often expired sessions and reservations are swept.
+    upload_sweep_interval_s: float = setting(
+        "VIDEO_UPLOAD_SWEEP_INTERVAL_S", _float_range(0.1, 3600), 60.0)
     log_level: str = setting(
         "VIDEO_LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info")
     # PDS endpoints and did:web hosts come from user documents (SSRF): development only.

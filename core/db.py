@@ -76,6 +76,64 @@ video_upload_limit = Table(
     Column("day", Date, primary_key=True),
     Column("videos", Integer, nullable=False, default=0),
     Column("bytes", BigInteger, nullable=False, default=0),
+    # Held by uploads still streaming or multipart sessions still open (core/quota.py).
+    Column("reserved_videos", Integer, nullable=False, default=0, server_default="0"),
+    Column("reserved_bytes", BigInteger, nullable=False, default=0, server_default="0"),
+)
+
+#: One row per upload in progress: what it holds of its DID's quota, until converted or released.
+video_upload_reservation = Table(
+    "video_upload_reservation",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("did", String(255), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_video_upload_reservation_expires", "expires_at"),
+)
+
+#: Uploads in progress per DID, so the cap on open uploads is one conditional UPDATE.
+video_open_uploads = Table(
+    "video_open_uploads",
+    metadata,
+    Column("did", String(255), primary_key=True),
+    Column("open", Integer, nullable=False, default=0),
+)
+
+#: A multipart upload (startUpload .. finishUpload); terminal sessions stay readable.
+video_upload_session = Table(
+    "video_upload_session",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("did", String(255), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("part_size", BigInteger, nullable=False),
+    Column("part_count", Integer, nullable=False),
+    Column("mime_type", String(255)),
+    Column("upload_name", String(256)),
+    # The backend's handle (an S3 multipart UploadId); never shown to clients.
+    Column("storage_ref", String(1024)),
+    Column("failure_reason", String(1024)),
+    Column("completed_job_id", String(64)),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("ix_video_upload_session_state_expires", "state", "expires_at"),
+)
+
+#: Parts received; ``tag`` identifies the stored bytes (an S3 ETag, or a per-write nonce).
+video_upload_part = Table(
+    "video_upload_part",
+    metadata,
+    Column("session_id", String(64), primary_key=True),
+    Column("part_number", Integer, primary_key=True),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("tag", String(256), nullable=False),
 )
 
 

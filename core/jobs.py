@@ -32,6 +32,9 @@ from atproto_video.core.lexicon import (
     JobStatus,
     UploadLimits,
 )
+from atproto_video.core.quota import Quota, QuotaExceeded, convert
+
+__all__ = ["DuplicateUpload", "Job", "JobStore", "NewJob", "Quota", "QuotaExceeded"]
 
 TERMINAL = (JobState.COMPLETED.value, JobState.FAILED.value)
 
@@ -45,20 +48,8 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-@dataclass(frozen=True)
-class Quota:
-    daily_videos: int
-    daily_bytes: int
-
-
 class DuplicateUpload(Exception):
     """The DID already has a live job for these bytes (the unique index said so)."""
-
-
-class QuotaExceeded(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -203,28 +194,34 @@ class JobStore:
 
     # -- creation under quota -------------------------------------------------------------
 
-    def create(self, job: NewJob, quota: Quota | None, *, day: dt.date | None = None) -> Job:
+    def create(self, job: NewJob, quota: Quota | None, *, day: dt.date | None = None,
+               reservation: str | None = None) -> Job:
         """Insert the job and count it against the DID's daily quota in one transaction.
 
-        The quota update is a single conditional UPDATE, so concurrent uploads serialise on
-        the quota row and can never overshoot the limits. Raises :class:`QuotaExceeded`, or
-        :class:`DuplicateUpload` (nothing counted) when the DID has a live job for the bytes.
+        With ``reservation`` (core/quota.py) the quota held since the upload began is
+        converted; without one (or if it expired) the quota update is a single conditional
+        UPDATE, so concurrent uploads serialise on the quota row and can never overshoot the
+        limits. Raises :class:`QuotaExceeded`, or :class:`DuplicateUpload` (nothing counted,
+        the reservation untouched) when the DID has a live job for the bytes.
         """
         try:
-            return self._create(job, quota, day=day)
+            return self._create(job, quota, day=day, reservation=reservation)
         except IntegrityError as exc:
             if "uq_video_job_live_upload" in str(exc) or "content_hash" in str(exc):
                 raise DuplicateUpload(job.content_hash) from None
             raise
 
-    def _create(self, job: NewJob, quota: Quota | None, *, day: dt.date | None) -> Job:
+    def _create(self, job: NewJob, quota: Quota | None, *, day: dt.date | None,
+                reservation: str | None) -> Job:
         now = utcnow()
         day = day or now.date()
         with self.engine.begin() as conn:
-            if quota is not None:
+            converted = reservation is not None and convert(conn, reservation, job.source_size)
+            if quota is not None and not converted:
                 conn.execute(
                     self._insert(video_upload_limit)
-                    .values(did=job.did, day=day, videos=0, bytes=0)
+                    .values(did=job.did, day=day, videos=0, bytes=0, reserved_videos=0,
+                            reserved_bytes=0)
                     .on_conflict_do_nothing()
                 )
                 lim = video_upload_limit.c
@@ -233,16 +230,17 @@ class JobStore:
                     .where(
                         lim.did == job.did,
                         lim.day == day,
-                        lim.videos + 1 <= quota.daily_videos,
-                        lim.bytes + job.source_size <= quota.daily_bytes,
+                        lim.videos + lim.reserved_videos + 1 <= quota.daily_videos,
+                        lim.bytes + lim.reserved_bytes + job.source_size <= quota.daily_bytes,
                     )
                     .values(videos=lim.videos + 1, bytes=lim.bytes + job.source_size)
                 )
                 if res.rowcount != 1:
                     used = conn.execute(
-                        select(lim.videos, lim.bytes).where(lim.did == job.did, lim.day == day)
+                        select(lim.videos, lim.reserved_videos)
+                        .where(lim.did == job.did, lim.day == day)
                     ).one()
-                    if used.videos + 1 > quota.daily_videos:
+                    if used.videos + used.reserved_videos + 1 > quota.daily_videos:
                         raise QuotaExceeded(QUOTA_VIDEOS_EXCEEDED)
                     raise QuotaExceeded(QUOTA_BYTES_EXCEEDED)
             conn.execute(
@@ -275,9 +273,11 @@ class JobStore:
         lim = video_upload_limit.c
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(lim.videos, lim.bytes).where(lim.did == did, lim.day == day)
+                select(lim.videos + lim.reserved_videos, lim.bytes + lim.reserved_bytes)
+                .where(lim.did == did, lim.day == day)
             ).first()
-        used_videos, used_bytes = (row.videos, row.bytes) if row else (0, 0)
+        # Uploads in progress hold their part (core/quota.py): it is not available.
+        used_videos, used_bytes = (int(row[0]), int(row[1])) if row else (0, 0)
         videos = max(0, quota.daily_videos - used_videos)
         nbytes = max(0, quota.daily_bytes - used_bytes)
         out: UploadLimits = {

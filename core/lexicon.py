@@ -13,6 +13,11 @@ NSID_UPLOAD_VIDEO = "app.bsky.video.uploadVideo"
 NSID_GET_JOB_STATUS = "app.bsky.video.getJobStatus"
 NSID_GET_UPLOAD_LIMITS = "app.bsky.video.getUploadLimits"
 NSID_UPLOAD_BLOB = "com.atproto.repo.uploadBlob"
+NSID_START_UPLOAD = "app.bsky.video.startUpload"
+NSID_UPLOAD_PART = "app.bsky.video.uploadPart"
+NSID_FINISH_UPLOAD = "app.bsky.video.finishUpload"
+NSID_GET_UPLOAD_STATUS = "app.bsky.video.getUploadStatus"
+NSID_ABORT_UPLOAD = "app.bsky.video.abortUpload"
 
 
 class JobState(StrEnum):

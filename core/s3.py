@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -308,6 +308,66 @@ class S3Storage:
             await shielded(asyncio.to_thread(self._abort, key, upload_id))
             raise
         return StoredUpload(size=size, sha256_hex=digest.hexdigest())
+
+    # -- multipart uploads (the client's parts are the store's parts) ---------------------------
+
+    def _store_call(self, fn: Callable[[], T]) -> T:
+        """A client is waiting: no retries, an unavailable store is StorageUnavailable."""
+        try:
+            return fn()
+        except (ClientError, BotoCoreError) as exc:
+            if unavailable(exc):
+                raise StorageUnavailable("object storage unavailable") from exc
+            raise
+
+    def start_parts(self, job_id: str, size: int) -> str:
+        key = self._source(job_id)
+        created = self._store_call(lambda: self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=key, ContentType="application/octet-stream"))
+        return str(created["UploadId"])
+
+    def put_part(
+        self, job_id: str, ref: str, number: int, offset: int, blocks: Sequence[bytes]
+    ) -> str:
+        key = self._source(job_id)
+        body = b"".join(blocks)
+        answer = self._store_call(lambda: self.client.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=ref, PartNumber=number, Body=body))
+        return str(answer["ETag"])
+
+    def finish_parts(self, job_id: str, ref: str, parts: dict[int, str]) -> None:
+        key = self._source(job_id)
+        listed = [{"PartNumber": n, "ETag": tag} for n, tag in sorted(parts.items())]
+        try:
+            self._store_call(lambda: self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=ref, MultipartUpload={"Parts": listed}))
+        except ClientError as exc:
+            # Completed already (a retried finish): the object is there, the upload is gone.
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code != "NoSuchUpload" or not self._exists(key):
+                raise
+
+    def abort_parts(self, job_id: str, ref: str) -> None:
+        if ref:
+            self._abort(self._source(job_id), ref)
+        self.remove(job_id)
+
+    def source_digest(self, job_id: str) -> str:
+        """A streaming read of the object: nothing is written to disk."""
+        key = self._source(job_id)
+        digest = hashlib.sha256()
+        body = self._store_call(lambda: self.client.get_object(Bucket=self.bucket, Key=key))["Body"]
+        with contextlib.closing(body):
+            for chunk in body.iter_chunks(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def source_head(self, job_id: str, size: int) -> bytes:
+        key = self._source(job_id)
+        body = self._store_call(lambda: self.client.get_object(
+            Bucket=self.bucket, Key=key, Range=f"bytes=0-{size - 1}"))["Body"]
+        with contextlib.closing(body):
+            return bytes(body.read())
 
     def _abort(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload; if the store is down, keep trying in the background."""

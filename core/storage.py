@@ -23,9 +23,11 @@ import json
 import mimetypes
 import os
 import re
+import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
@@ -39,6 +41,8 @@ _OUTPUT_PATH = re.compile(r"^(?:[0-9]{3,4}p/)?[A-Za-z0-9_-][A-Za-z0-9_.-]{0,100}
 _TARGET = re.compile(r"^[a-z0-9]{1,16}$")
 
 SOURCE_NAME = "source"
+#: A multipart upload being received (local backend): renamed to SOURCE_NAME when finished.
+PARTIAL_NAME = "upload.partial"
 OUTPUT_DIR = "out"
 PROGRESS_DIR = "progress"
 #: Where worker pods mount the storage root (local backend).
@@ -143,6 +147,34 @@ class Storage(Protocol):
 
     def remove_source(self, job_id: str) -> None: ...
 
+    # -- multipart uploads (blocking: run them in a thread) -----------------------------------
+    def start_parts(self, job_id: str, size: int) -> str:
+        """Make room for an upload sent in parts; returns the backend's handle for it."""
+        ...
+
+    def put_part(
+        self, job_id: str, ref: str, number: int, offset: int, blocks: Sequence[bytes]
+    ) -> str:
+        """Store (or store again) one part, given as its blocks in order; returns a tag naming
+        the bytes stored."""
+        ...
+
+    def finish_parts(self, job_id: str, ref: str, parts: dict[int, str]) -> None:
+        """Join the recorded parts (number -> tag) into the job's source; idempotent."""
+        ...
+
+    def abort_parts(self, job_id: str, ref: str) -> None:
+        """Remove every part and anything else of the upload."""
+        ...
+
+    def source_digest(self, job_id: str) -> str:
+        """sha-256 (hex) of the job's source, read in order."""
+        ...
+
+    def source_head(self, job_id: str, size: int) -> bytes:
+        """The first ``size`` bytes of the job's source (to recognise its container)."""
+        ...
+
     # -- transcoding ----------------------------------------------------------------------------
     def stage(self, job_id: str) -> Workspace: ...
 
@@ -211,6 +243,7 @@ class LocalStorage:
         self._jobs = self._root / "jobs"
         self._pod_volume = pod_volume
         self._sink_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._write_locks = _ThreadLocks()
 
     def prepare(self) -> None:
         self._jobs.mkdir(parents=True, exist_ok=True)
@@ -317,6 +350,54 @@ class LocalStorage:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._source(job_id))
 
+    # -- multipart uploads ------------------------------------------------------------------------
+
+    def _partial(self, job_id: str) -> Path:
+        return self._dir(job_id) / PARTIAL_NAME
+
+    def start_parts(self, job_id: str, size: int) -> str:
+        """One file of the declared size: each part is written at its offset, so finishing
+        is a rename, not a copy (a sparse file until the parts arrive)."""
+        directory = self._dir(job_id)
+        directory.mkdir(parents=True, exist_ok=False)
+        with self._partial(job_id).open("wb") as f:
+            f.truncate(size)
+        return ""
+
+    def put_part(
+        self, job_id: str, ref: str, number: int, offset: int, blocks: Sequence[bytes]
+    ) -> str:
+        fd = os.open(self._partial(job_id), os.O_WRONLY)
+        try:
+            # One writer per file at a time: concurrent parts spun on the inode's lock in the
+            # kernel. About 1 MiB per call: one 8 MiB write cost 9x the CPU
+            # (bench/multipart.py).
+            with self._write_locks.hold(job_id):
+                for block in blocks:
+                    view = memoryview(block)
+                    while view:
+                        written = os.pwrite(fd, view[:_WRITE_BUFFER], offset)
+                        view, offset = view[written:], offset + written
+        finally:
+            os.close(fd)
+        return secrets.token_hex(8)  # a new tag per write: a re-sent part may differ
+
+    def finish_parts(self, job_id: str, ref: str, parts: dict[int, str]) -> None:
+        partial = self._partial(job_id)
+        if partial.exists() or not self._source(job_id).is_file():
+            os.replace(partial, self._source(job_id))
+
+    def abort_parts(self, job_id: str, ref: str) -> None:
+        self.remove(job_id)
+
+    def source_digest(self, job_id: str) -> str:
+        with self._source(job_id).open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+
+    def source_head(self, job_id: str, size: int) -> bytes:
+        with self._source(job_id).open("rb") as f:
+            return f.read(size)
+
     # -- transcoding ----------------------------------------------------------------------------
 
     def stage(self, job_id: str) -> Workspace:
@@ -422,6 +503,30 @@ class LocalStorage:
         if not self._jobs.is_dir():
             return []
         return [p.name for p in self._jobs.iterdir() if p.is_dir()]
+
+
+class _ThreadLocks:
+    """One thread lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users <= 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
 
 
 def open_storage(cfg: VideoConfig) -> Storage:

@@ -22,9 +22,13 @@ from atproto_video.core.db import make_engine
 from atproto_video.core.jobs import JobStore
 from atproto_video.core.kube import Kube
 from atproto_video.core.migrate import upgrade
+from atproto_video.core.quota import QuotaLedger
+from atproto_video.core.sessions import SessionStore
 from atproto_video.core.storage import Storage, open_storage
+from atproto_video.core.upload_expiry import UploadSweeper
 from atproto_video.operator.expiry import VideoJobExpiry
 from atproto_video.operator.handlers import build_registry
+from atproto_video.operator.periodic import every
 from atproto_video.operator.reconcile import VideoJobCreator, VideoJobReconciler
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,9 @@ class OperatorService:
         self.reconciler = VideoJobReconciler(cfg, store, storage, kube)
         self.creator = VideoJobCreator(cfg, store, storage, kube)
         self.expiry = VideoJobExpiry(cfg, kube)
+        # Cluster mode: abandoned multipart sessions and stale reservations end here.
+        self.uploads = UploadSweeper(SessionStore(store.engine), QuotaLedger(store.engine),
+                                     store, storage)
         self.registry = build_registry(cfg, self.reconciler)
         self.metrics = metrics.MetricsServer(cfg.metrics.host, cfg.metrics.port)
         self._stop = asyncio.Event()
@@ -70,6 +77,9 @@ class OperatorService:
         self.metrics.start()
         creator = asyncio.create_task(self.creator.run(self._stop), name="videojob-creator")
         expiry = asyncio.create_task(self.expiry.run(self._stop), name="videojob-expiry")
+        uploads = asyncio.create_task(
+            every(self.cfg.service.upload_sweep_interval_s, self._stop, self.uploads.once,
+                  "could not sweep expired uploads"), name="upload-sweep")
         try:
             await kopf.operator(
                 registry=self.registry,
@@ -83,6 +93,7 @@ class OperatorService:
             with contextlib.suppress(asyncio.CancelledError):
                 await creator
                 await expiry
+                await uploads
 
     async def stop(self) -> None:
         self._stop.set()
@@ -92,3 +103,4 @@ class OperatorService:
         self.kube.close()
         self.storage.close()
         self.store.engine.dispose()
+

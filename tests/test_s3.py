@@ -17,6 +17,7 @@ import pytest
 
 from atproto_video.core.config import ConfigError, StorageSettings
 from atproto_video.core.s3 import PART_SIZE, S3Storage, WorkerFiles, client_for, parse_uri
+from atproto_video.core.sessions import PART_SIZE as SESSION_PART_SIZE
 from atproto_video.core.storage import (
     EmptyUpload,
     StorageUnavailable,
@@ -259,3 +260,26 @@ async def test_an_unreachable_store(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert not (tmp_path / JOB).exists(), "a failed stage leaves no scratch directory"
     assert s.read_progress(JOB, "720p") is None, "no news, never an error, for the poll"
     s.close()
+
+
+def test_parts_map_onto_one_multipart_upload(
+    storage: S3Storage, s3_server: S3Server, s3_bucket: str
+) -> None:
+    data = os.urandom(2 * SESSION_PART_SIZE + 777)
+    ref = storage.start_parts(JOB, len(data))
+    chunks = [data[i:i + SESSION_PART_SIZE] for i in range(0, len(data), SESSION_PART_SIZE)]
+    tags = {n: storage.put_part(JOB, ref, n, (n - 1) * SESSION_PART_SIZE, [chunks[n - 1]])
+            for n in (3, 1, 2)}
+    assert tags[1] == storage.put_part(JOB, ref, 1, 0, [chunks[0]])  # same bytes, same tag
+    assert not storage.has_source(JOB)
+    storage.finish_parts(JOB, ref, tags)
+    storage.finish_parts(JOB, ref, tags)  # a retried finish
+    assert s3_server.multipart_uploads(s3_bucket) == []
+    assert storage.source_digest(JOB) == hashlib.sha256(data).hexdigest()
+    assert storage.source_head(JOB, 16) == data[:16]
+    other = "job-00000002"
+    ref = storage.start_parts(other, len(data))
+    storage.put_part(other, ref, 1, 0, [chunks[0]])
+    storage.abort_parts(other, ref)
+    assert s3_server.multipart_uploads(s3_bucket) == []
+    assert all(other not in key for key in s3_server.keys(s3_bucket))

@@ -219,3 +219,21 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path) ->
         atomic_write_text(target, "new \udcff")  # not encodable as UTF-8: fails mid-write
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["playlist.m3u8"]
+
+
+def test_parts_are_written_at_their_offsets(storage: LocalStorage) -> None:
+    data = os.urandom(3 * 1000 + 17)
+    ref = storage.start_parts(JOB, len(data))
+    tags = {}
+    for n in (4, 2, 1, 3, 2):  # out of order, part 2 twice
+        start, end = (n - 1) * 1000, n * 1000
+        tags[n] = storage.put_part(JOB, ref, n, start, [data[start:end - 300], data[end - 300:end]])
+    assert not storage.has_source(JOB)
+    storage.finish_parts(JOB, ref, tags)
+    storage.finish_parts(JOB, ref, tags)  # a retried finish
+    with storage.open_source(JOB) as source:
+        assert source.read_bytes() == data
+    assert storage.source_digest(JOB) == hashlib.sha256(data).hexdigest()
+    assert storage.source_head(JOB, 10) == data[:10]
+    storage.abort_parts(JOB, ref)
+    assert storage.job_ids() == []

@@ -354,6 +354,18 @@ def test_over_quota(small: ServiceProcess, dids: DidServer) -> None:
     assert resp.json()["error"] == "User has exceeded daily upload bytes limit"
     assert job_count(small, bytes_user.did) == 1
 
+    def chunked() -> Iterator[bytes]:  # no Content-Length: 600 000 bytes left as the ceiling
+        for _ in range(7):
+            yield b"c" * 100_000
+
+    stored_before = stored_jobs(small)
+    resp = httpx.post(
+        f"{small.url}/xrpc/{UPLOAD}", params={"did": bytes_user.did}, content=chunked(),
+        headers={"authorization": f"Bearer {bytes_user.token(SERVICE_DID, UPLOAD)}"})
+    assert resp.status_code == 429
+    assert resp.json()["error"] == "User has exceeded daily upload bytes limit"
+    assert stored_jobs(small) == stored_before and job_count(small, bytes_user.did) == 1
+
 
 def _ffmpeg_on(path: Path) -> list[int]:
     pids = []

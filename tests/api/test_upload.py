@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -12,6 +19,7 @@ from atproto_video.api.service import VideoService
 from atproto_video.core.config import VideoConfig
 from tests.support.blocking import no_blocking_rmtree
 from tests.support.didserver import DidServer
+from tests.support.service import ServiceProcess
 from tests.support.xrpc import SERVICE_DID, UPLOAD, user
 
 
@@ -51,3 +59,84 @@ def test_refused_uploads_are_removed_off_the_event_loop(
     assert len(removed) == 1 and duplicate.json()["jobId"] not in removed[0]
     kept = sorted(service.ctx.storage.job_ids())
     assert kept == sorted([first.json()["jobId"], second.json()["jobId"]])
+
+
+def _stored_bytes(root: Path) -> int:
+    """Bytes in every job directory under a local storage root (sources being written)."""
+    total = 0
+    try:
+        jobs = list(os.scandir(root))
+    except FileNotFoundError:
+        return 0
+    for job in jobs:
+        for dirpath, _dirs, files in os.walk(job.path):
+            for name in files:
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.stat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_concurrent_uploads_never_store_more_than_the_quota(
+    tmp_path: Path, dids: DidServer, declared: bool
+) -> None:
+    """50 uploads of 4 MiB at once from one DID with room for 3: the storage directory never
+    holds more than the quota allows, and the refusals come before the bytes."""
+    size, videos = 4 << 20, 3
+    quota_bytes = videos * size + 1000
+    svc = ServiceProcess(tmp_path / "svc", {
+        "VIDEO_DID_PLC_URL": dids.url, "VIDEO_DAILY_VIDEO_LIMIT": str(videos),
+        "VIDEO_DAILY_BYTE_LIMIT": str(quota_bytes), "VIDEO_MAX_OPEN_UPLOADS": "50",
+        "VIDEO_PROCESSING_CONCURRENCY": "1",
+    }).start()
+    root = svc.data_dir / "storage" / "jobs"
+    who = user(dids)
+    token = who.token(SERVICE_DID, UPLOAD)
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _stored_bytes(root))
+            time.sleep(0.002)
+
+    def body(i: int) -> Iterator[bytes]:
+        block = i.to_bytes(4, "big") * (64 << 8)  # 64 KiB, distinct per upload
+        for _ in range(size // len(block)):
+            yield block
+            time.sleep(0.001)  # slow enough that the uploads overlap
+
+    barrier = threading.Barrier(50)
+
+    def send(i: int) -> httpx.Response:
+        headers = {"authorization": f"Bearer {token}", "content-type": "video/mp4"}
+        if declared:
+            headers["content-length"] = str(size)
+        barrier.wait()
+        return httpx.post(f"{svc.url}/xrpc/{UPLOAD}", params={"did": who.did},
+                          content=body(i), headers=headers, timeout=120)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(50) as pool:
+            answers = list(pool.map(send, range(50)))
+    finally:
+        stop.set()
+        sampler.join()
+        svc.stop()
+    accepted = [a for a in answers if a.status_code == 200]
+    refused = [a for a in answers if a.status_code == 429]
+    assert len(accepted) + len(refused) == 50, [a.text for a in answers if a not in accepted]
+    assert {a.json()["error"] for a in refused} <= {
+        "User has exceeded daily upload videos limit", "User has exceeded daily upload bytes limit"}
+    assert 1 <= len(accepted) <= videos
+    assert 0 < peak <= quota_bytes, f"{peak} bytes stored at once, quota {quota_bytes}"
+    with sqlite3.connect(svc.data_dir / "video.sqlite3") as conn:
+        used = conn.execute("SELECT videos, bytes, reserved_videos, reserved_bytes "
+                            "FROM video_upload_limit WHERE did = ?", (who.did,)).fetchone()
+        held = conn.execute("SELECT count(*) FROM video_upload_reservation").fetchone()[0]
+    assert used == (len(accepted), len(accepted) * size, 0, 0) and held == 0
+    if declared:
+        assert len(accepted) == videos

@@ -4,6 +4,7 @@ deployed API reaching COMPLETED, and ``kubectl get videojobs`` showing it."""
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from tests.support.cluster import Cluster
 from tests.support.didserver import DidServer
 from tests.support.media import make_clip, play_hls
 from tests.support.metrics import sample, scrape
+from tests.support.multipart import MultipartClient
 from tests.support.postgres import PostgresServer
 from tests.support.waiting import wait_for
 from tests.support.xrpc import SERVICE_DID, upload_as, user, wait_for_job
@@ -63,6 +65,26 @@ def test_an_upload_through_the_deployed_api_completes(
     assert (release.storage / "jobs" / job_id / "out" / "video.mp4").is_file()
     wait_for(lambda: not (release.storage / "jobs" / job_id / "source").exists(), timeout=30,
              what="the upload removed once the job completed")
+
+
+def test_a_multipart_upload_through_the_deployed_api_completes(
+    release: Release, dids: DidServer, tmp_path: Path
+) -> None:
+    """The app's algorithm (8 MiB parts, three in flight) against the API pod; finishUpload
+    hands the job to the operator as uploadVideo does."""
+    clip = make_clip(tmp_path / "mp.mp4", seconds=2, size="640x360").read_bytes()
+    pad = (20 << 20) - len(clip)  # three parts; an MP4 `free` box keeps the file valid
+    data = clip + struct.pack(">I", pad) + b"free" + b"\x00" * (pad - 8)
+    who = user(dids)
+    up = MultipartClient(release.url, who.did, lambda nsid: who.token(SERVICE_DID, nsid))
+    try:
+        answer = up.upload(data)
+    finally:
+        up.close()
+    job_id = answer["completedJobId"]
+    st, _ = wait_for_job(release, job_id, timeout=400, logs=release.diagnostics)
+    assert st["state"] == "JOB_STATE_COMPLETED", (st, release.diagnostics())
+    assert release.kubectl("get", "videojob", job_id, "-o", "name").stdout.strip()
 
 
 def test_an_upgrade_that_rolls_both_deployments_mid_job_still_completes(

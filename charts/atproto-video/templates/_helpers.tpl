@@ -87,6 +87,8 @@ app.kubernetes.io/component: {{ .component }}
 - {name: VIDEO_MAX_FPS, value: {{ .Values.limits.maxFps | quote }}}
 - {name: VIDEO_DAILY_VIDEO_LIMIT, value: {{ .Values.limits.dailyVideoLimit | quote }}}
 - {name: VIDEO_DAILY_BYTE_LIMIT, value: {{ .Values.limits.dailyByteLimit | int64 | quote }}}
+- {name: VIDEO_MAX_OPEN_UPLOADS, value: {{ .Values.limits.maxOpenUploads | quote }}}
+- {name: VIDEO_UPLOAD_SESSION_TTL_S, value: {{ .Values.limits.uploadSessionTtlSeconds | quote }}}
 {{- with .Values.kubernetesServiceOverride }}
 {{- if .host }}
 - {name: KUBERNETES_SERVICE_HOST, value: {{ .host | quote }}}
