@@ -7,6 +7,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,6 +20,8 @@ from atproto_video.api.identity import (
     DidResolver,
     ResolverUnavailable,
 )
+from atproto_video.api.service import VideoService
+from atproto_video.core.config import VideoConfig
 from tests.support.didserver import DidServer, HostileDidHost
 from tests.support.identity import Identity, new_plc_did
 from tests.support.waiting import wait_for
@@ -162,3 +165,15 @@ async def test_upstream_status_is_logged_not_told(
     assert str(status) not in err.value.message
     logged = [r for r in caplog.records if getattr(r, "did", None) == who.did]
     assert [getattr(r, "status", None) for r in logged] == [status]
+
+
+async def test_the_service_resolves_with_the_configured_interval(tmp_path: Path) -> None:
+    cfg = VideoConfig.from_env({
+        "VIDEO_SERVICE_DID": SERVICE, "VIDEO_DATA_DIR": str(tmp_path),
+        "VIDEO_DID_REFRESH_INTERVAL_S": "7.5"})  # fmt: skip
+    svc = VideoService.create(cfg)
+    try:
+        assert svc.resolver.refresh_interval == 7.5
+        assert svc.ctx.verifier.resolver is svc.resolver
+    finally:
+        await svc.stop()

@@ -165,3 +165,8 @@ class Identity:
 def new_plc_did() -> str:
     alphabet = "abcdefghijklmnopqrstuvwxyz234567"
     return "did:plc:" + "".join(secrets.choice(alphabet) for _ in range(24))
+
+
+def fragments(token: str, size: int = 24) -> list[str]:
+    """Overlapping pieces of a token: a leak check that finds any part of it, not just all."""
+    return [token[i : i + size] for i in range(0, max(1, len(token) - size + 1), size // 2)]
