@@ -7,31 +7,21 @@ Bluesky app sends to uploadVideo and that the service later forwards to the PDS.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from atproto_video.api.errors import AuthRequired, NotEnoughResources
 from atproto_video.api.identity import DidDocument, DidError, DidResolver, ResolverUnavailable
+from atproto_video.core import servicetoken
 from atproto_video.core.lexicon import NSID_UPLOAD_BLOB
+from atproto_video.core.servicetoken import MalformedToken, ServiceToken
 
 # Longest lifetime we accept: the PDS issues at most one hour; allow a little clock skew.
 MAX_LIFETIME_S = 3600 + 300
-_REFUSED_TYP = ("at+jwt", "refresh+jwt", "dpop+jwt")
-
-
-def _b64url(part: str) -> bytes:
-    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
 
 def _fail(name: str, message: str) -> AuthRequired:
@@ -78,13 +68,17 @@ class ServiceAuthVerifier:
         allow_pds_audience: bool = False,
     ) -> Caller:
         token = _bearer(authorization)
-        header, payload, signing_input, sig = _split(token)
+        try:
+            parsed = servicetoken.parse(token)
+        except MalformedToken as exc:
+            raise _fail(exc.name, exc.message) from None
+        payload = parsed.claims
         now = self.clock()
 
         iss, aud, exp = payload.get("iss"), payload.get("aud"), payload.get("exp")
         if not isinstance(iss, str) or not isinstance(aud, str):
             raise _fail("BadJwt", "poorly formatted jwt")
-        if isinstance(exp, bool) or not isinstance(exp, int | float):
+        if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
             raise _fail("BadJwt", "poorly formatted jwt")
         if now > exp:
             raise _fail("JwtExpired", "jwt expired")
@@ -129,9 +123,10 @@ class ServiceAuthVerifier:
         if doc is None:
             _require_did(iss_did)
             doc = await self._resolve(iss_did, force=False)
-        if not _signature_ok(doc, header, signing_input, sig):
+        if not _signature_ok(doc, parsed):
+            # Key rotation: look the DID up again once (the resolver limits how often).
             doc = await self._resolve(iss_did, force=True)
-            if not _signature_ok(doc, header, signing_input, sig):
+            if not _signature_ok(doc, parsed):
                 raise _fail("BadJwtSignature", "jwt signature does not match jwt issuer")
         return Caller(
             did=iss_did,
@@ -166,35 +161,6 @@ def _bearer(authorization: str | None) -> str:
     return token.strip()
 
 
-def _split(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise _fail("BadJwt", "poorly formatted jwt")
-    try:
-        header = json.loads(_b64url(parts[0]))
-        payload = json.loads(_b64url(parts[1]))
-        sig = _b64url(parts[2])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise _fail("BadJwt", "poorly formatted jwt") from None
-    if not isinstance(header, dict) or not isinstance(header.get("alg"), str):
-        raise _fail("BadJwt", "poorly formatted jwt")
-    if header.get("typ") in _REFUSED_TYP:
-        raise _fail("BadJwtType", "Invalid jwt type")
-    if not isinstance(payload, dict):
-        raise _fail("BadJwt", "poorly formatted jwt")
-    return header, payload, f"{parts[0]}.{parts[1]}".encode(), sig
-
-
-def _signature_ok(
-    doc: DidDocument, header: dict[str, Any], signing_input: bytes, sig: bytes
-) -> bool:
+def _signature_ok(doc: DidDocument, token: ServiceToken) -> bool:
     key = doc.signing_key
-    if key is None or header.get("alg") != key.alg or len(sig) != 64:
-        return False
-    r = int.from_bytes(sig[:32], "big")
-    s = int.from_bytes(sig[32:], "big")
-    try:
-        key.key.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        return False
-    return True
+    return key is not None and servicetoken.signature_valid(token, key.alg, key.key)

@@ -1,13 +1,19 @@
 """DID resolution (did:plc through a PLC directory, did:web) and the keys in DID documents.
 
-Results are cached; ``force=True`` bypasses the cache (key rotation, SPEC section 3). An
-unreachable resolver raises :class:`ResolverUnavailable` (a 503), never an auth failure.
+Results are cached; ``force=True`` bypasses the cache (key rotation, SPEC section 3), at most
+once per DID per ``refresh_interval``. An unreachable resolver raises
+:class:`ResolverUnavailable` (a 503), never an auth failure. Error messages reach clients, so
+they never carry what an upstream answered (status codes, addresses): that goes to the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
@@ -15,7 +21,21 @@ from urllib.parse import quote, unquote
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from atproto_video.core.netguard import UnsafeEndpoint, check_endpoint
+from atproto_video.core.netguard import (
+    PinnedUrl,
+    Resolver,
+    UnsafeEndpoint,
+    pin_endpoint,
+    system_resolve,
+)
+
+log = logging.getLogger(__name__)
+
+# Largest DID document read (real ones are a few KiB); a hostile host gets no further.
+MAX_DOCUMENT_BYTES = 64 * 1024
+# Shortest time between two fetches of one DID when a bad signature forces a re-resolution.
+DEFAULT_REFRESH_INTERVAL_S = 60.0
+_MAX_ENTRIES = 50_000
 
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {c: i for i, c in enumerate(_B58)}
@@ -141,75 +161,152 @@ def did_web_url(did: str) -> str:
 
 
 class DidResolver:
+    """Resolves DIDs to documents, bounded in every way a hostile DID could push on.
+
+    One lookup per DID at a time, shared by every request that waits for it (a waiter that is
+    cancelled stops waiting; the lookup carries on for the others). ``force=True`` (a signature
+    that did not verify: key rotation) fetches again only when the DID was last fetched at least
+    ``refresh_interval`` seconds ago; otherwise it is answered like a normal lookup, so bad
+    signatures cannot buy an upstream fetch per request. A document is read up to
+    :data:`MAX_DOCUMENT_BYTES` within ``timeout`` seconds in all, and a did:web request goes to
+    the address that passed the SSRF check (:func:`~atproto_video.core.netguard.pin_endpoint`).
+    """
+
     def __init__(
         self,
         plc_url: str,
         *,
         timeout: float = 3.0,
         cache_ttl: float = 600.0,
+        refresh_interval: float = DEFAULT_REFRESH_INTERVAL_S,
         allow_private: bool = False,
         client: httpx.AsyncClient | None = None,
+        resolve: Resolver = system_resolve,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.plc_url = plc_url.rstrip("/")
+        self.timeout = timeout
         self.cache_ttl = cache_ttl
+        self.refresh_interval = refresh_interval
         self.allow_private = allow_private
         self._client = client or httpx.AsyncClient(
             timeout=timeout, follow_redirects=False, trust_env=False
         )
+        self._resolve_host = resolve
+        self._clock = clock
+        # did -> (when its fetch started, document)
         self._cache: dict[str, tuple[float, DidDocument]] = {}
-        self._inflight: dict[str, asyncio.Future[DidDocument]] = {}
+        # did -> when a fetch of it last started, successful or not (oldest first)
+        self._last_fetch: dict[str, float] = {}
+        self._inflight: dict[str, asyncio.Task[DidDocument]] = {}
 
     async def aclose(self) -> None:
+        for task in list(self._inflight.values()):
+            task.cancel()
         await self._client.aclose()
 
     async def resolve(self, did: str, *, force: bool = False) -> DidDocument:
-        now = time.monotonic()
-        if not force:
+        now = self._clock()
+        if force and now - self._last_fetch.get(did, -math.inf) < self.refresh_interval:
+            force = False  # fetched moments ago: a bad signature does not buy another fetch
+        if force:
+            task = self._start(did)
+        else:
             hit = self._cache.get(did)
             if hit and now - hit[0] < self.cache_ttl:
                 return hit[1]
-            pending = self._inflight.get(did)
-            if pending is not None:
-                return await asyncio.shield(pending)
-        fut: asyncio.Future[DidDocument] = asyncio.get_running_loop().create_future()
-        self._inflight[did] = fut
-        try:
-            doc = await self._fetch(did)
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        finally:
-            self._inflight.pop(did, None)
-        fut.set_result(doc)
-        self._cache[did] = (time.monotonic(), doc)
-        if len(self._cache) > 50_000:
-            self._cache.pop(next(iter(self._cache)))
+            task = self._inflight.get(did) or self._start(did)
+        # Cancelling this caller cancels its wait, never the lookup other callers share.
+        return await asyncio.shield(task)
+
+    def _start(self, did: str) -> asyncio.Task[DidDocument]:
+        started = self._clock()
+        self._last_fetch.pop(did, None)
+        self._last_fetch[did] = started
+        if len(self._last_fetch) > _MAX_ENTRIES:
+            self._last_fetch.pop(next(iter(self._last_fetch)))
+        task = asyncio.get_running_loop().create_task(self._fetch_and_keep(did, started))
+        self._inflight[did] = task
+        task.add_done_callback(lambda done: self._finished(did, done))
+        return task
+
+    def _finished(self, did: str, task: asyncio.Task[DidDocument]) -> None:
+        if self._inflight.get(did) is task:
+            del self._inflight[did]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter re-raises it itself
+
+    async def _fetch_and_keep(self, did: str, started: float) -> DidDocument:
+        doc = await self._fetch(did)
+        hit = self._cache.get(did)
+        if hit is None or hit[0] <= started:  # an older lookup never replaces a newer one
+            self._cache.pop(did, None)
+            self._cache[did] = (started, doc)
+            if len(self._cache) > _MAX_ENTRIES:
+                self._cache.pop(next(iter(self._cache)))
         return doc
 
     async def _fetch(self, did: str) -> DidDocument:
+        try:
+            async with asyncio.timeout(self.timeout):
+                body = await self._fetch_body(did)
+        except TimeoutError:
+            log.warning("DID resolution timed out", extra={"did": did})
+            raise ResolverUnavailable("the DID resolver did not answer in time") from None
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError):
+            raise DidError("DID document is not JSON") from None
+        return parse_document(did, doc)
+
+    async def _fetch_body(self, did: str) -> bytes:
         if did.startswith("did:plc:"):
-            url = f"{self.plc_url}/{quote(did, safe=':')}"
+            target = PinnedUrl(f"{self.plc_url}/{quote(did, safe=':')}", None, None)
         elif did.startswith("did:web:"):
-            url = did_web_url(did)
             try:
-                await check_endpoint(url, allow_private=self.allow_private)
+                target = await pin_endpoint(
+                    did_web_url(did), allow_private=self.allow_private, resolve=self._resolve_host
+                )
             except UnsafeEndpoint as exc:
-                raise DidError(str(exc)) from None
+                log.info("did:web host refused: %s", exc, extra={"did": did})
+                raise DidError("the did:web host is not allowed") from None
         else:
             raise DidError("unsupported DID method")
+        # identity: the cap below counts the bytes on the wire, not what they inflate to.
+        headers = {"accept": "application/json", "accept-encoding": "identity"}
         try:
-            resp = await self._client.get(url, headers={"accept": "application/json"})
+            async with self._client.stream(
+                "GET", target.url, headers={**headers, **target.headers()},
+                extensions=target.extensions(),
+            ) as resp:
+                status = resp.status_code
+                if status == 200:
+                    return await _read_document(resp, did)
         except httpx.HTTPError as exc:
-            raise ResolverUnavailable(f"DID resolution failed: {type(exc).__name__}") from None
-        if resp.status_code == 404 or resp.status_code == 410:
+            log.warning("DID resolver unreachable: %s", type(exc).__name__, extra={"did": did})
+            raise ResolverUnavailable("the DID resolver could not be reached") from None
+        if status in (404, 410):
             raise DidError("DID not found")
-        if resp.status_code >= 500:
-            raise ResolverUnavailable(f"DID resolver answered {resp.status_code}")
-        if resp.status_code != 200:
-            raise DidError(f"DID resolver answered {resp.status_code}")
-        try:
-            body = resp.json()
-        except ValueError:
-            raise DidError("DID document is not JSON") from None
-        return parse_document(did, body)
+        # The upstream status goes to the log, not to the client.
+        if status >= 500:
+            log.warning("DID resolver failed", extra={"did": did, "status": status})
+            raise ResolverUnavailable("the DID resolver is unavailable")
+        log.info("DID resolver refused", extra={"did": did, "status": status})
+        raise DidError("the DID document could not be fetched")
+
+
+async def _read_document(resp: httpx.Response, did: str) -> bytes:
+    """At most MAX_DOCUMENT_BYTES of an unencoded body; a hostile host gets no further."""
+    encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        log.info("DID document compressed (%s)", encoding[:40], extra={"did": did})
+        raise DidError("the DID document must not be compressed")
+    declared = resp.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES:
+        raise DidError("the DID document is too large")
+    body = bytearray()
+    async for chunk in resp.aiter_bytes():  # identity only (above): the bytes as sent
+        body += chunk
+        if len(body) > MAX_DOCUMENT_BYTES:
+            raise DidError("the DID document is too large")
+    return bytes(body)

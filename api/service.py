@@ -56,7 +56,9 @@ class VideoService:
         storage = open_storage(cfg)
         storage.prepare()
         resolver = DidResolver(
-            cfg.service.did_plc_url, allow_private=cfg.service.allow_private_endpoints
+            cfg.service.did_plc_url,
+            allow_private=cfg.service.allow_private_endpoints,
+            refresh_interval=cfg.service.did_refresh_interval_s,
         )
         verifier = ServiceAuthVerifier(cfg.service.did, resolver)
         executor = _make_executor(cfg, store, storage)

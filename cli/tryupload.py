@@ -11,7 +11,6 @@ installs only). Without a file, ffmpeg makes a short test clip.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import secrets
@@ -27,21 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives import hashes, serialization
+import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from atproto_video.api.identity import MULTICODEC_P256, b58encode
 
 UPLOAD = "app.bsky.video.uploadVideo"
 STATUS = "app.bsky.video.getJobStatus"
 TERMINAL = ("JOB_STATE_COMPLETED", "JOB_STATE_FAILED")
-# The order of the P-256 group: signatures are normalised to low-S as atproto requires.
-P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 class Throwaway:
@@ -93,18 +86,11 @@ class Throwaway:
             self._httpd.server_close()
 
     def token(self, aud: str, lxm: str, ttl_s: int = 300) -> str:
+        """A service-auth JWT for this identity (the service accepts either S form)."""
         now = int(time.time())
-        head = {"typ": "JWT", "alg": "ES256"}
         claims = {"iss": self.did, "aud": aud, "lxm": lxm, "iat": now, "exp": now + ttl_s,
                   "jti": secrets.token_hex(16)}  # fmt: skip
-        signing_input = (
-            f"{_b64url(json.dumps(head).encode())}.{_b64url(json.dumps(claims).encode())}"
-        )
-        r, s = decode_dss_signature(
-            self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
-        )
-        s = min(s, P256_ORDER - s)
-        return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        return jwt.encode(claims, self.key, algorithm="ES256", headers={"typ": "JWT"})
 
 
 def make_clip(ffmpeg: str, dest: Path, seconds: int) -> Path:

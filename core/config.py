@@ -251,6 +251,10 @@ class ServiceSettings(_Section):
 
     did: str = setting("VIDEO_SERVICE_DID", _did, "")
     did_plc_url: str = setting("VIDEO_DID_PLC_URL", _http_url, "https://plc.directory")
+    #: Shortest time between two fetches of one DID's document when a token's signature does
+    #: not verify (key rotation): bad signatures cannot buy an upstream fetch per request.
+    did_refresh_interval_s: float = setting(
+        "VIDEO_DID_REFRESH_INTERVAL_S", _float_range(0, 3600), 60.0)
     host: str = setting("VIDEO_HOST", str, "127.0.0.1")
     port: int = setting("VIDEO_PORT", _int_range(0, 65535), 2585)
     public_url: str = setting("VIDEO_PUBLIC_URL", _http_url, "")

@@ -12,16 +12,14 @@ seed-mode job ends with the locally computed ref.
 from __future__ import annotations
 
 import asyncio
-import base64
 import importlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
-from atproto_video.core import metrics
+from atproto_video.core import metrics, servicetoken
 from atproto_video.core.blob import blob_cid, blob_for_file
 from atproto_video.core.config import ConfigError, VideoConfig
 from atproto_video.core.jobs import Job, JobStore
@@ -136,7 +134,10 @@ async def _upload_to_pds(
     except TokenDecryptError as exc:
         await fail(FailureCode.PDS_UPLOAD, str(exc))
         return None
-    deadline = job.token_expires_at.timestamp() if job.token_expires_at else _jwt_exp(token)
+    if job.token_expires_at:
+        deadline = job.token_expires_at.timestamp()
+    else:  # rows written without token_expires_at: the token's own exp (0: already over)
+        deadline = servicetoken.expiry(token) or 0.0
     policy = retry or RetryPolicy(timeout_s=cfg.pds.timeout_s, max_s=cfg.pds.retry_max_s)
 
     await asyncio.to_thread(store.advance, job.id, JobState.UPLOADING, 0)
@@ -180,13 +181,3 @@ async def _upload_to_pds(
     await asyncio.to_thread(store.advance, job.id, JobState.UPLOADING, 100)
     log.info("uploaded to the PDS", extra={**extra, "cid": cid, "size": blob.get("size")})
     return blob
-
-
-def _jwt_exp(token: str) -> float:
-    """The token's ``exp`` (for rows written without token_expires_at); 0 when unreadable."""
-    try:
-        part = token.split(".")[1]
-        payload = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-        return float(payload["exp"])
-    except (IndexError, KeyError, TypeError, ValueError):
-        return 0.0

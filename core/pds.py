@@ -11,9 +11,7 @@ exponential backoff until the token's ``exp``; the token itself never appears in
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -24,14 +22,20 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from atproto_video.core.lexicon import NSID_UPLOAD_BLOB, FailureCode
-from atproto_video.core.netguard import UnsafeEndpoint, check_endpoint, is_public
+from atproto_video.core.netguard import (
+    PinnedUrl,
+    Resolver,
+    Unresolved,
+    UnsafeEndpoint,
+    pin_endpoint,
+    system_resolve,
+)
 
 CHUNK = 1 << 20
 MAX_ANSWER_BYTES = 64 * 1024
 
 # (bytes sent, total bytes): called as the body streams out.
 Progress = Callable[[int, int], Awaitable[None]]
-Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
 class PdsUploadError(Exception):
@@ -48,10 +52,6 @@ class PdsBlobTooLarge(PdsUploadError):
     failure_code = FailureCode.PDS_UPLOAD_SIZE
 
 
-class _Unresolved(UnsafeEndpoint):
-    """The PDS hostname did not resolve (now): worth another try."""
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     timeout_s: float = 60.0
@@ -61,46 +61,13 @@ class RetryPolicy:
     min_remaining_s: float = 1.0
 
 
-@dataclass(frozen=True)
-class _Target:
-    url: str
-    host_header: str | None
-    sni: str | None
-
-
-async def system_resolve(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
-
-
 async def resolve_target(
     pds_url: str, *, allow_private: bool, resolve: Resolver = system_resolve
-) -> _Target:
+) -> PinnedUrl:
     """Check the endpoint and pin the request to a checked address. Raises UnsafeEndpoint."""
-    await check_endpoint(pds_url, allow_private=True)  # scheme, host, no credentials
     parts = urlsplit(pds_url.rstrip("/"))
-    path = f"{parts.path}/xrpc/{NSID_UPLOAD_BLOB}"
-    if allow_private:
-        return _Target(urlunsplit((parts.scheme, parts.netloc, path, "", "")), None, None)
-    if parts.scheme != "https":
-        raise UnsafeEndpoint(f"endpoint must use https: {pds_url!r}")
-    host = parts.hostname or ""
-    port = parts.port or 443
-    try:
-        addrs = await resolve(host, port)
-    except OSError as exc:
-        raise _Unresolved(f"cannot resolve {host!r}: {exc}") from None
-    if not addrs:
-        raise _Unresolved(f"cannot resolve {host!r}")
-    ips = [ipaddress.ip_address(a.split("%", 1)[0]) for a in addrs]
-    for ip in ips:
-        if not is_public(ip):
-            raise UnsafeEndpoint(f"{host!r} resolves to a non-public address ({ip})")
-    ip = ips[0]
-    literal = f"[{ip}]" if ip.version == 6 else str(ip)
-    netloc = f"{literal}:{port}"
-    host_header = host if parts.port in (None, 443) else f"{host}:{port}"
-    return _Target(urlunsplit(("https", netloc, path, "", "")), host_header, host)
+    url = urlunsplit((parts.scheme, parts.netloc, f"{parts.path}/xrpc/{NSID_UPLOAD_BLOB}", "", ""))
+    return await pin_endpoint(url, allow_private=allow_private, resolve=resolve)
 
 
 async def _file_body(path: Path, size: int, on_progress: Progress | None) -> AsyncIterator[bytes]:
@@ -177,7 +144,7 @@ class _Transient:
 
 async def _attempt(
     client: httpx.AsyncClient,
-    target: _Target,
+    target: PinnedUrl,
     token: str,
     path: Path,
     size: int,
@@ -192,8 +159,7 @@ async def _attempt(
         "content-length": str(size),
         "accept": "application/json",
     }
-    if target.host_header:
-        headers["host"] = target.host_header
+    headers.update(target.headers())
     try:
         async with client.stream(
             "POST",
@@ -201,7 +167,7 @@ async def _attempt(
             content=_file_body(path, size, on_progress),
             headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
-            extensions={"sni_hostname": target.sni} if target.sni else None,
+            extensions=target.extensions(),
         ) as resp:
             body = await _read_limited(resp)
     except httpx.TransportError as exc:
@@ -254,7 +220,7 @@ async def upload_blob(
                 break
             try:
                 target = await resolve_target(pds_url, allow_private=allow_private, resolve=resolve)
-            except _Unresolved as exc:
+            except Unresolved as exc:
                 outcome: dict[str, Any] | _Transient = _Transient(str(exc))
             except UnsafeEndpoint as exc:
                 raise PdsUploadError(f"refusing to upload to the PDS: {exc}") from None

@@ -26,6 +26,7 @@ def test_defaults() -> None:
     cfg = VideoConfig.from_env(BASE)
     assert cfg.service.host == "127.0.0.1" and cfg.service.port == 2585
     assert cfg.service.did_plc_url == "https://plc.directory"
+    assert cfg.service.did_refresh_interval_s == 60
     assert cfg.service.data_dir == Path(".data")
     assert cfg.storage_dir == Path(".data/storage")
     assert cfg.service.max_upload_bytes == 300_000_000
@@ -118,6 +119,8 @@ def test_the_worker_reads_the_transcode_section_alone() -> None:
         ({**BASE, "VIDEO_MAX_UPLOAD_BYTES": "-1"}, "VIDEO_MAX_UPLOAD_BYTES"),
         ({**BASE, "VIDEO_DB_URL": "mysql://x"}, "VIDEO_DB_URL"),
         ({**BASE, "VIDEO_DID_PLC_URL": "plc.directory"}, "VIDEO_DID_PLC_URL"),
+        ({**BASE, "VIDEO_DID_REFRESH_INTERVAL_S": "-1"}, "VIDEO_DID_REFRESH_INTERVAL_S"),
+        ({**BASE, "VIDEO_DID_REFRESH_INTERVAL_S": "never"}, "VIDEO_DID_REFRESH_INTERVAL_S"),
         ({**BASE, "VIDEO_EXECUTOR": "lambda"}, "VIDEO_EXECUTOR"),
         ({"VIDEO_SERVICE_DID": "video.example.com"}, "VIDEO_SERVICE_DID"),
         ({**BASE, "VIDEO_TOKEN_KEY": "c2hvcnQ="}, "VIDEO_TOKEN_KEY"),

@@ -8,7 +8,9 @@ import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from atproto_video.core.config import ConfigError, ServiceSettings, VideoConfig
 from atproto_video.core.tokens import (
@@ -18,7 +20,11 @@ from atproto_video.core.tokens import (
     token_key,
 )
 
-TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJFUzI1NksifQ.eyJpc3MiOiJkaWQ6cGxjOmFiYyJ9.c2ln"
+TOKEN = jwt.encode(
+    {"iss": "did:plc:abc", "aud": "did:web:localhost", "exp": 2_000_000_000},
+    ec.generate_private_key(ec.SECP256K1()),
+    algorithm="ES256K",
+)
 
 
 def test_round_trip_and_nothing_readable_at_rest() -> None:

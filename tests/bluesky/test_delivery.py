@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -21,9 +22,11 @@ from atproto_video.core.metrics import REGISTRY
 from atproto_video.core.pds import RetryPolicy
 from atproto_video.core.tokens import TokenCipher
 from tests.bluesky.scripted import Answer, ScriptedPDS
+from tests.support.identity import Identity
 
 pytestmark = pytest.mark.anyio
-TOKEN = "eyJhbGciOiJFUzI1NksifQ.eyJleHAiOjF9.c2lnbmF0dXJl"
+UPLOADER = Identity("did:plc:deliverytest", pds_endpoint="http://localhost:2583")
+TOKEN = UPLOADER.token("did:web:localhost", "com.atproto.repo.uploadBlob", exp=time.time() + 1800)
 FAST = RetryPolicy(timeout_s=5, initial_s=0.01, max_s=0.05, min_remaining_s=0.5)
 KEY = os.urandom(32)
 
@@ -75,11 +78,13 @@ def encoded_job(
     pds_url: str | None,
     *,
     key: bytes = KEY,
-    expires_in: float = 1800,
+    expires_in: float | None = 1800,
     token: bytes | None = None,
+    token_text: str = TOKEN,
 ) -> Job:
+    """``expires_in=None``: a row written without token_expires_at (the token's exp counts)."""
     job_id = new_job_id()
-    sealed = TokenCipher(key).encrypt(TOKEN, job_id=job_id) if pds_url else None
+    sealed = TokenCipher(key).encrypt(token_text, job_id=job_id) if pds_url else None
     job = store.create(
         NewJob(
             id=job_id,
@@ -89,7 +94,7 @@ def encoded_job(
             pds_url=pds_url,
             upload_token=token if token is not None else sealed,
             token_expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=expires_in)
-            if pds_url
+            if pds_url and expires_in is not None
             else None,
         ),
         None,
@@ -189,6 +194,27 @@ async def test_token_expired_during_encoding(
     assert done is not None and done.failure_code == "pds_upload_failure"
     assert done.error == "the upload token expired before the video was ready to upload to the PDS"
     assert scripted.seen == []
+
+
+async def test_without_a_stored_expiry_the_token_exp_is_the_deadline(
+    store: RecordingStore, cfg: VideoConfig, mp4: Path, scripted: ScriptedPDS
+) -> None:
+    scripted.answers = [Answer(200, {"blob": blob_for_file(mp4)})]
+    job = encoded_job(store, scripted.url, expires_in=None)
+    assert job.token_expires_at is None
+    assert await deliver(store, job, mp4, cfg=cfg, retry=FAST) is True
+    assert len(scripted.seen) == 1
+    lxm = "com.atproto.repo.uploadBlob"
+    for token_text in (
+        UPLOADER.token("did:web:localhost", lxm, exp=time.time() - 5),  # over
+        UPLOADER.token("did:web:localhost", lxm, extra={"exp": "later"}),  # no usable exp
+        "not-a-jwt",
+    ):
+        job = encoded_job(store, scripted.url, expires_in=None, token_text=token_text)
+        assert await deliver(store, job, mp4, cfg=cfg, retry=FAST) is False
+        done = store.get(job.id)
+        assert done is not None and done.error is not None and "expired" in done.error
+    assert len(scripted.seen) == 1  # nothing sent with those
 
 
 async def test_a_changed_key_fails_cleanly(

@@ -1,29 +1,73 @@
-"""Test identities: real EC keys, DID documents in every key form, and signed service JWTs."""
+"""Test identities: real EC keys, DID documents in every key form, and signed service JWTs.
+
+Tokens are signed by PyJWT. The reference signer (@atproto/crypto) always emits low-S
+signatures, OpenSSL emits either; :class:`SForm` pins the form so a test can sign low-S like
+the reference or high-S (which verifiers must accept) on purpose, or a DER signature (which
+they must refuse). Its algorithms do not check the key's curve, so a test can also sign with
+a header ``alg`` that does not match the key.
+"""
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import jwt
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from jwt.algorithms import ECAlgorithm
 
 from atproto_video.api.identity import MULTICODEC_P256, MULTICODEC_SECP256K1, b58encode
 
 Alg = Literal["ES256K", "ES256"]
-_N = {
-    "ES256K": 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141,
-    "ES256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+Form = Literal["low", "high", "der"]
+# Group orders: s and n - s are both valid ECDSA signatures of the same message.
+CURVE_ORDER = {
+    "secp256k1": 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141,
+    "secp256r1": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
 }
 
 
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+class SForm(ECAlgorithm):
+    """ECDSA over SHA-256 whose signatures come out in one chosen form."""
+
+    def __init__(self, form: Form) -> None:
+        super().__init__(ECAlgorithm.SHA256)
+        self.form = form
+
+    def sign(self, msg: bytes, key: ec.EllipticCurvePrivateKey) -> bytes:
+        if self.form == "der":
+            return key.sign(msg, ec.ECDSA(hashes.SHA256()))
+        raw = super().sign(msg, key)
+        n = CURVE_ORDER[key.curve.name]
+        s = int.from_bytes(raw[32:], "big")
+        s = min(s, n - s) if self.form == "low" else max(s, n - s)
+        return raw[:32] + s.to_bytes(32, "big")
+
+
+def signer(form: Form) -> jwt.PyJWS:
+    jws = jwt.PyJWS(algorithms=[])
+    for alg in ("ES256K", "ES256"):
+        jws.register_algorithm(alg, SForm(form))
+    return jws
+
+
+_SIGNERS = {form: signer(form) for form in ("low", "high", "der")}
+
+
+def signature_s(token: str) -> int:
+    """The s half of a token's raw r||s signature (to show which form a test used)."""
+    sig = jwt.PyJWS().decode_complete(token, options={"verify_signature": False})["signature"]
+    assert len(sig) == 64
+    return int.from_bytes(sig[32:], "big")
+
+
+def is_high_s(token: str, alg: Alg) -> bool:
+    n = CURVE_ORDER["secp256k1" if alg == "ES256K" else "secp256r1"]
+    return signature_s(token) > n // 2
 
 
 @dataclass
@@ -97,6 +141,7 @@ class Identity:
         iss: str | None = None,
         header: dict[str, Any] | None = None,
         high_s: bool = False,
+        der: bool = False,
         extra: dict[str, Any] | None = None,
     ) -> str:
         now = int(time.time())
@@ -111,19 +156,17 @@ class Identity:
             payload["lxm"] = lxm
         payload.update(extra or {})
         head = header or {"typ": "JWT", "alg": self.alg}
-        signing_input = (
-            b64url(json.dumps(head).encode()) + "." + b64url(json.dumps(payload).encode())
+        form: Form = "der" if der else "high" if high_s else "low"
+        return _SIGNERS[form].encode(
+            json.dumps(payload).encode(), self.key, algorithm=self.alg, headers=head
         )
-        der = self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
-        r, s = decode_dss_signature(der)
-        n = _N[self.alg]
-        s = min(s, n - s)  # low-S, like the reference signer
-        if high_s:
-            s = n - s
-        sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-        return signing_input + "." + b64url(sig)
 
 
 def new_plc_did() -> str:
     alphabet = "abcdefghijklmnopqrstuvwxyz234567"
     return "did:plc:" + "".join(secrets.choice(alphabet) for _ in range(24))
+
+
+def fragments(token: str, size: int = 24) -> list[str]:
+    """Overlapping pieces of a token: a leak check that finds any part of it, not just all."""
+    return [token[i : i + size] for i in range(0, max(1, len(token) - size + 1), size // 2)]
