@@ -22,7 +22,7 @@ from atproto_video.core.migrate import upgrade
 from atproto_video.core.quota import QuotaLedger
 from atproto_video.core.sessions import SessionStore
 from atproto_video.core.storage import Storage, open_storage
-from atproto_video.core.upload_expiry import UploadSweeper
+from atproto_video.core.upload_expiry import SweepResult, UploadSweeper
 from atproto_video.executor import Executor
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,14 @@ class VideoService:
             # their counts once, instead of every API replica repeating them.
             metrics.watch_jobs(self.ctx.store.engine)
         self.metrics.start()
+        if self.sweeper is not None:
+            # Embedded: this is the only uploading process, so whatever a killed predecessor
+            # left in flight is orphaned; end it before serving (jobs resume below).
+            swept = await asyncio.to_thread(self.sweeper.after_crash)
+            if swept != SweepResult():
+                log.info("swept uploads left by the previous process", extra={
+                    "released": swept.released, "interrupted": swept.interrupted,
+                    "orphans": swept.orphans})
         await self.ctx.executor.start()
         if self.sweeper is not None:
             self._sweep = asyncio.create_task(self.sweeper.run(
