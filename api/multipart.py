@@ -323,14 +323,24 @@ async def finish_upload(request: Request, ctx: AppContext) -> Response:
         raise
     except BaseException as exc:
         reason = exc.message if isinstance(exc, XrpcError) else "the upload could not be finished"
-        # Stored bytes go first: with the database down the transition below fails too, and
-        # the session is then ended by the upload sweep (a finish that stopped moving).
+        # Stored bytes go first: with the database down the transition below fails too; it
+        # is then written (and the quota released) as soon as the database is back.
         ctx.hashes.drop(job_id)
         await remove_job(ctx.storage, job_id)
-        await shielded(asyncio.to_thread(
-            ctx.sessions.transition, job_id, [SessionState.FINISHING], SessionState.FAILED,
-            release_quota=True, failure_reason=reason[:1024]))
-        if not isinstance(exc, XrpcError):
+
+        def failed() -> None:
+            ctx.sessions.transition(job_id, [SessionState.FINISHING], SessionState.FAILED,
+                                    release_quota=True, failure_reason=reason[:1024])
+
+        try:
+            await shielded(asyncio.to_thread(failed))
+        except Exception as unwritten:
+            if not db_unavailable(unwritten):
+                raise
+            write_when_back(failed, what="failing an upload session", extra=extra)
+        if isinstance(exc, Exception) and db_unavailable(exc):
+            log.warning("finishUpload failed: the database is unavailable", extra=extra)
+        elif not isinstance(exc, XrpcError):
             log.exception("finishUpload failed", extra=extra)
         raise
     ctx.hashes.drop(job_id)
