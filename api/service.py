@@ -67,11 +67,6 @@ class VideoService:
         return cls(cfg, ctx, resolver)
 
     async def start(self) -> None:
-        if self.cfg.service.executor == "local":
-            # Embedded: this process owns the jobs. In cluster mode the operator exports
-            # their counts once, instead of every API replica repeating them.
-            metrics.watch_jobs(self.ctx.store.engine)
-        self.metrics.start()
         if self.sweeper is not None:
             # Embedded: this is the only uploading process, so whatever a killed predecessor
             # left in flight is orphaned; end it before serving (jobs resume below).
@@ -80,6 +75,11 @@ class VideoService:
                 log.info("swept uploads left by the previous process", extra={
                     "released": swept.released, "interrupted": swept.interrupted,
                     "orphans": swept.orphans})
+        if self.cfg.service.executor == "local":
+            # Embedded: this process owns the jobs. In cluster mode the operator exports
+            # their counts once, instead of every API replica repeating them.
+            metrics.watch_jobs(self.ctx.store.engine)
+        self.metrics.start()
         await self.ctx.executor.start()
         if self.sweeper is not None:
             self._sweep = asyncio.create_task(self.sweeper.run(
