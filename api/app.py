@@ -16,10 +16,10 @@ from starlette.routing import Route
 from atproto_video.api import multipart
 from atproto_video.api.context import AppContext
 from atproto_video.api.errors import (
-    InternalServerError,
     InvalidRequest,
     MethodNotImplemented,
     XrpcError,
+    from_unexpected,
 )
 from atproto_video.api.playback import respond
 from atproto_video.api.responses import JSON
@@ -87,9 +87,13 @@ def build_app(ctx: AppContext) -> Starlette:
             return xrpc_error(exc)
         except ClientDisconnect:
             return Response(status_code=499)
-        except Exception:
-            log.exception("unhandled error", extra={"nsid": nsid})
-            return xrpc_error(InternalServerError("Internal Server Error"))
+        except Exception as exc:
+            error = from_unexpected(exc)
+            if error.status == 503:
+                log.warning("database unavailable", extra={"nsid": nsid})
+            else:
+                log.exception("unhandled error", extra={"nsid": nsid})
+            return xrpc_error(error)
 
     async def health(_request: Request) -> Response:
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from atproto_video.core.dbfaults import db_unavailable
+
 
 class XrpcError(Exception):
     status = 400
@@ -67,3 +69,20 @@ class UpstreamFailure(XrpcError):
 
 class NotEnoughResources(XrpcError):
     status, name = 503, "NotEnoughResources"
+
+
+#: Seconds a client is told to wait before retrying after a temporary outage.
+RETRY_AFTER_S = 5
+
+
+def from_unexpected(exc: BaseException) -> XrpcError:
+    """The XRPC answer for an exception no handler expected.
+
+    A database that cannot be reached is temporary: 503 ``NotEnoughResources`` with
+    ``retry-after``, so clients retry instead of giving up. Anything else is a bug: 500, with
+    no internals in the message.
+    """
+    if db_unavailable(exc):
+        return NotEnoughResources("the service database is unavailable; try again shortly",
+                                  headers={"retry-after": str(RETRY_AFTER_S)})
+    return InternalServerError("Internal Server Error")

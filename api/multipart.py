@@ -23,7 +23,14 @@ from atproto_video.api.auth import Caller
 from atproto_video.api.context import AppContext
 from atproto_video.api.errors import InvalidRequest, XrpcError
 from atproto_video.api.responses import JSON
-from atproto_video.api.upload import Delivery, commit_job, delivery_for
+from atproto_video.api.upload import (
+    Delivery,
+    commit_job,
+    delivery_for,
+    release_reservation,
+    write_when_back,
+)
+from atproto_video.core.dbfaults import db_unavailable
 from atproto_video.core.jobs import Job, new_job_id, utcnow
 from atproto_video.core.lexicon import (
     NSID_ABORT_UPLOAD,
@@ -196,7 +203,7 @@ async def start_upload(request: Request, ctx: AppContext) -> Response:
             await shielded(asyncio.to_thread(ctx.storage.abort_parts, job_id, ref))
             raise
     except BaseException as exc:
-        await shielded(asyncio.to_thread(ctx.ledger.release, job_id))
+        await shielded(release_reservation(ctx, job_id, caller.did))
         if isinstance(exc, StorageUnavailable):
             log.warning("storage unavailable at startUpload", extra=extra)
             raise _overloaded() from None
@@ -316,24 +323,46 @@ async def finish_upload(request: Request, ctx: AppContext) -> Response:
         raise
     except BaseException as exc:
         reason = exc.message if isinstance(exc, XrpcError) else "the upload could not be finished"
-        await shielded(asyncio.to_thread(
-            ctx.sessions.transition, job_id, [SessionState.FINISHING], SessionState.FAILED,
-            release_quota=True, failure_reason=reason[:1024]))
+        # Stored bytes go first: with the database down the transition below fails too; it
+        # is then written (and the quota released) as soon as the database is back.
         ctx.hashes.drop(job_id)
         await remove_job(ctx.storage, job_id)
-        if not isinstance(exc, XrpcError):
+
+        def failed() -> None:
+            ctx.sessions.transition(job_id, [SessionState.FINISHING], SessionState.FAILED,
+                                    release_quota=True, failure_reason=reason[:1024])
+
+        try:
+            await shielded(asyncio.to_thread(failed))
+        except Exception as unwritten:
+            if not db_unavailable(unwritten):
+                raise
+            write_when_back(failed, what="failing an upload session", extra=extra)
+        if isinstance(exc, Exception) and db_unavailable(exc):
+            log.warning("finishUpload failed: the database is unavailable", extra=extra)
+        elif not isinstance(exc, XrpcError):
             log.exception("finishUpload failed", extra=extra)
         raise
-    await asyncio.to_thread(ctx.sessions.transition, job_id, [SessionState.FINISHING],
-                            SessionState.COMPLETED, completed_job_id=job.id)
     ctx.hashes.drop(job_id)
     if duplicate:
-        await asyncio.to_thread(ctx.ledger.release, job_id)  # no quota spent on a duplicate
+        await release_reservation(ctx, job_id, caller.did)  # no quota spent on a duplicate
         log.info("duplicate upload", extra={**extra, "completed_job_id": job.id})
     else:
         log.info("upload accepted", extra={**extra, "bytes": session.size_bytes,
                                            "mode": caller.mode, "protocol": "multipart"})
-        await ctx.executor.submit(job)
+        await ctx.executor.submit(job)  # committed: it runs whatever happens to the session
+
+    def completed() -> None:
+        ctx.sessions.transition(job_id, [SessionState.FINISHING], SessionState.COMPLETED,
+                                completed_job_id=job.id)
+
+    try:
+        await asyncio.to_thread(completed)
+    except Exception as exc:
+        if not db_unavailable(exc):
+            raise
+        write_when_back(completed, what="completing an upload session", extra=extra)
+        raise  # 503: a retried finish answers completed once the session is written
     return JSON({"completedJobId": job.id, "jobStatus": await ctx.job_status(job.id)})
 
 

@@ -22,7 +22,7 @@ from atproto_video.core.migrate import upgrade
 from atproto_video.core.quota import QuotaLedger
 from atproto_video.core.sessions import SessionStore
 from atproto_video.core.storage import Storage, open_storage
-from atproto_video.core.upload_expiry import UploadSweeper
+from atproto_video.core.upload_expiry import SweepResult, UploadSweeper
 from atproto_video.executor import Executor
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,14 @@ class VideoService:
         return cls(cfg, ctx, resolver)
 
     async def start(self) -> None:
+        if self.sweeper is not None:
+            # Embedded: this is the only uploading process, so whatever a killed predecessor
+            # left in flight is orphaned; end it before serving (jobs resume below).
+            swept = await asyncio.to_thread(self.sweeper.after_crash)
+            if swept != SweepResult():
+                log.info("swept uploads left by the previous process", extra={
+                    "released": swept.released, "interrupted": swept.interrupted,
+                    "orphans": swept.orphans})
         if self.cfg.service.executor == "local":
             # Embedded: this process owns the jobs. In cluster mode the operator exports
             # their counts once, instead of every API replica repeating them.

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from starlette.requests import ClientDisconnect, Request
@@ -27,10 +27,12 @@ from atproto_video.api.errors import (
     PayloadTooLarge,
     RateLimitExceeded,
     XrpcError,
+    from_unexpected,
 )
 from atproto_video.api.responses import JSON
 from atproto_video.core import metrics
 from atproto_video.core.config import ConfigError
+from atproto_video.core.dbfaults import db_unavailable, retry_while_unavailable
 from atproto_video.core.jobs import DuplicateUpload, Job, NewJob, new_job_id, utcnow
 from atproto_video.core.lexicon import (
     ALREADY_EXISTS,
@@ -97,8 +99,8 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
     except ClientDisconnect:
         metrics.UPLOADS.labels(result="ClientDisconnect").inc()
         raise
-    except Exception:
-        metrics.UPLOADS.labels(result="InternalServerError").inc()
+    except Exception as exc:
+        metrics.UPLOADS.labels(result=from_unexpected(exc).name).inc()
         raise
     metrics.UPLOADS.labels(result=result).inc()
     metrics.UPLOAD_BYTES.inc(size)
@@ -133,7 +135,37 @@ async def _upload(request: Request, ctx: AppContext) -> tuple[Response, str, int
         return await _store_and_commit(request, ctx, caller, job_id, ceiling, delivery)
     finally:
         # Converted when the job was committed; released on every other way out.
-        await shielded(asyncio.to_thread(ctx.ledger.release, job_id))
+        await shielded(release_reservation(ctx, job_id, caller.did))
+
+
+#: Writes waiting for the database to come back; held so the tasks are not collected.
+_pending_writes: set[asyncio.Task[None]] = set()
+
+
+def write_when_back(fn: Callable[[], object], *, what: str, extra: dict[str, str]) -> None:
+    """Retry a small write (a release, a session transition) in the background until the
+    database is back; the caller's answer does not wait for the outage to end."""
+    log.warning("database unavailable while %s; retrying in the background", what, extra=extra)
+
+    async def write() -> None:
+        await retry_while_unavailable(fn, what=what, extra=extra)
+
+    task = asyncio.create_task(write(), name=f"db-write-{extra.get('job_id', '')}")
+    _pending_writes.add(task)
+    task.add_done_callback(_pending_writes.discard)
+
+
+async def release_reservation(ctx: AppContext, reservation_id: str, did: str) -> None:
+    """Give a reservation back now, or, with the database down, as soon as it is back (if the
+    process dies first, the reservation expires and the upload sweep releases it)."""
+    try:
+        await asyncio.to_thread(ctx.ledger.release, reservation_id)
+    except Exception as exc:
+        if not db_unavailable(exc):
+            raise
+        write_when_back(lambda: ctx.ledger.release(reservation_id),
+                        what="releasing an upload reservation",
+                        extra={"job_id": reservation_id, "did": did})
 
 
 async def reserve_upload(
@@ -258,7 +290,12 @@ async def commit_job(
         token_expires_at=dt.datetime.fromtimestamp(caller.exp, dt.UTC) if cipher else None,
     )
     async with _dedup_locks.hold((caller.did, stored.sha256_hex)):
-        duplicate = await asyncio.to_thread(ctx.store.find_duplicate, caller.did, stored.sha256_hex)
+        try:
+            duplicate = await asyncio.to_thread(
+                ctx.store.find_duplicate, caller.did, stored.sha256_hex)
+        except BaseException:  # the database went away after the bytes were stored
+            await remove_job(ctx.storage, job_id)
+            raise
         if duplicate is not None:
             await remove_job(ctx.storage, job_id)
             log.info("duplicate upload", extra={"did": caller.did, "job_id": duplicate.id})

@@ -137,6 +137,10 @@ video_upload_part = Table(
 )
 
 
+#: Seconds a new Postgres connection may take before it counts as the database being down.
+_CONNECT_TIMEOUT_S = 5
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine tuned for the dialect: WAL and a busy timeout for SQLite, pre-ping for Postgres."""
     if url.startswith("sqlite"):
@@ -149,6 +153,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    # A server that drops packets (host down, partition) must fail a connect in seconds, not
+    # after the kernel's SYN retries (minutes): callers answer 503 or retry (core/dbfaults.py).
+    kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", _CONNECT_TIMEOUT_S)
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
 
 

@@ -593,6 +593,11 @@ class S3Storage:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=root, Delimiter="/"):
             for common in page.get("CommonPrefixes", []):
                 found.add(str(common["Prefix"])[len(root):].rstrip("/"))
+        # Multipart uploads not completed (an upload cut off, a session open) are no objects.
+        uploads = self.client.get_paginator("list_multipart_uploads")
+        for page in uploads.paginate(Bucket=self.bucket, Prefix=root):
+            for upload in page.get("Uploads", []):
+                found.add(str(upload["Key"])[len(root):].split("/", 1)[0])
         return sorted(found)
 
 

@@ -31,6 +31,7 @@ class SweepResult:
     interrupted: int = 0
     released: int = 0
     forgotten: int = 0
+    orphans: int = 0
 
 
 class UploadSweeper:
@@ -41,11 +42,13 @@ class UploadSweeper:
         self.jobs = jobs
         self.storage = storage
 
-    def once(self, now: dt.datetime | None = None) -> SweepResult:
-        """One pass (blocking)."""
+    def once(self, now: dt.datetime | None = None, *, after_crash: bool = False) -> SweepResult:
+        """One pass (blocking). ``after_crash``: every finish and streaming upload in progress
+        is orphaned (see :meth:`after_crash`), not only the stale or expired ones."""
         now = now or dt.datetime.now(dt.UTC)
+        later = now + dt.timedelta(days=3650)
         expired = interrupted = released = 0
-        for session in self.sessions.due(now, now - STALE_FINISH):
+        for session in self.sessions.due(now, later if after_crash else now - STALE_FINISH):
             extra = {"job_id": session.id, "did": session.did}
             if session.state is SessionState.CREATED:
                 if self.sessions.transition(session.id, [SessionState.CREATED],
@@ -58,13 +61,22 @@ class UploadSweeper:
                 self.sessions.transition(session.id, [SessionState.FINISHING],
                                          SessionState.COMPLETED, completed_job_id=session.id)
                 continue
+            if after_crash:
+                # Assembling is idempotent (a rename, or S3's completion that tolerates a
+                # second call) and the parts are kept: the client may simply finish again.
+                if self.sessions.transition(session.id, [SessionState.FINISHING],
+                                            SessionState.CREATED):
+                    interrupted += 1
+                    log.warning("interrupted finish reopened", extra=extra)
+                continue
             if self.sessions.transition(session.id, [SessionState.FINISHING],
                                         SessionState.FAILED, release_quota=True,
                                         failure_reason="finishing the upload was interrupted"):
+                # abort_parts removes the assembled source too, if the finish got that far.
                 self.storage.abort_parts(session.id, session.storage_ref or "")
                 interrupted += 1
                 log.warning("interrupted finish failed", extra=extra)
-        for held in self.ledger.expired(SINGLE, now):
+        for held in self.ledger.expired(SINGLE, later if after_crash else now):
             if self.ledger.release(held.id) is not None:
                 released += 1
                 if self.jobs.get(held.id) is None:
@@ -73,6 +85,26 @@ class UploadSweeper:
                          extra={"job_id": held.id, "did": held.did})
         forgotten = self.sessions.forget_before(now - RETENTION)
         return SweepResult(expired, interrupted, released, forgotten)
+
+    def after_crash(self) -> SweepResult:
+        """At the start of the only process that uploads (embedded mode): what was in flight
+        when the previous process died (SIGKILL, power loss) is orphaned now, so it is ended
+        at once instead of when it expires: streaming uploads' reservations and partial
+        files or objects, finishes cut off half-way. Open multipart sessions keep their parts
+        (the client may go on). Never run while another process may be uploading."""
+        result = self.once(after_crash=True)
+        orphans = 0
+        for job_id in self.storage.job_ids():
+            if self.jobs.get(job_id) is not None:
+                continue  # a job's files: the executor resumes or cleans it
+            session = self.sessions.get(job_id)
+            if session is not None and session.state is SessionState.CREATED:
+                continue
+            self.storage.remove(job_id)
+            orphans += 1
+            log.warning("removed an orphaned upload", extra={"job_id": job_id})
+        return SweepResult(result.expired, result.interrupted, result.released,
+                           result.forgotten, orphans)
 
     async def run(self, interval_s: float, stop: asyncio.Event) -> None:
         """Sweep every ``interval_s`` until ``stop``; a failed pass is retried next time."""

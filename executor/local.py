@@ -2,6 +2,8 @@
 
 Jobs are taken from the database, not only from memory, so a restart resumes whatever was in
 progress (or fails it cleanly after too many interrupted attempts): no job stays in progress.
+A database outage is waited out: encoders keep running (progress is best effort), each state
+change is retried with bounded backoff and written once the database is back.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from atproto_video.core import metrics
 from atproto_video.core.config import VideoConfig
+from atproto_video.core.dbfaults import (
+    backoff_delays,
+    db_unavailable,
+    retry_while_unavailable,
+)
 from atproto_video.core.delivery import deliver
 from atproto_video.core.details import JobDetails, Outcome, RenditionStatus
 from atproto_video.core.jobs import Job, JobStore
@@ -63,6 +70,7 @@ class ProgressReporter:
         self._last_pct = -1
         self._last_at = 0.0
         self._lock = threading.Lock()
+        self._db_down = False
 
     def __call__(self, fraction: float) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -73,7 +81,18 @@ class ProgressReporter:
             if pct <= self._last_pct or now - self._last_at < _PROGRESS_INTERVAL_S:
                 return
             self._last_pct, self._last_at = pct, now
-        self.store.advance(self.job_id, self.state, pct)
+        try:
+            self.store.advance(self.job_id, self.state, pct)
+        except Exception as exc:
+            # Progress is best effort: an encode must not die because the database did.
+            if not db_unavailable(exc):
+                raise
+            if not self._db_down:
+                log.warning("database unavailable; progress not recorded",
+                            extra={"job_id": self.job_id})
+            self._db_down = True
+        else:
+            self._db_down = False
 
 
 class LocalExecutor:
@@ -117,15 +136,23 @@ class LocalExecutor:
             self._queued.add(job_id)
             self._queue.put_nowait(job_id)
 
+    async def _db(self, fn: Callable[..., T], *args: Any, job: Job | None = None,
+                  what: str = "updating a job", **kwargs: Any) -> T:
+        """A job store call that waits out a database outage (cancelled at shutdown)."""
+        extra = {"job_id": job.id, "did": job.did} if job is not None else {}
+        return await retry_while_unavailable(lambda: fn(*args, **kwargs), what=what,
+                                             extra=extra)
+
     async def _resume(self, job: Job) -> None:
         extra = {"job_id": job.id, "did": job.did}
         if job.attempts >= MAX_ATTEMPTS:
             log.warning("job interrupted too many times; failing it", extra=extra)
-            await asyncio.to_thread(
+            await self._db(
                 self.store.fail,
                 job.id,
                 FailureCode.GENERIC,
                 f"processing was interrupted {job.attempts} times",
+                job=job,
             )
             await asyncio.to_thread(self._clean_up, job.id, completed=False)
             return
@@ -142,19 +169,21 @@ class LocalExecutor:
                 raise
             except Exception:
                 log.exception("unexpected executor error", extra={"job_id": job_id})
-                await asyncio.to_thread(
-                    self.store.fail, job_id, FailureCode.GENERIC, "internal error while processing"
-                )
+                try:
+                    await self._db(self.store.fail, job_id, FailureCode.GENERIC,
+                                   "internal error while processing")
+                except Exception:  # the worker must outlive any one job
+                    log.exception("could not fail the job", extra={"job_id": job_id})
             finally:
                 self._queued.discard(job_id)
                 self._queue.task_done()
 
     async def _process(self, job_id: str) -> None:
-        job = await asyncio.to_thread(self.store.get, job_id)
+        job = await self._db(self.store.get, job_id, what="reading a job")
         if job is None or job.state.terminal:
             return
         extra = {"job_id": job.id, "did": job.did}
-        attempt = await asyncio.to_thread(self.store.start_attempt, job.id)
+        attempt = await self._db(self.store.start_attempt, job.id, job=job)
         log.info("processing job", extra={**extra, "attempt": attempt})
         encoded = STATE_ORDER.index(job.state) >= STATE_ORDER.index(JobState.ENCODED)
         if encoded and await asyncio.to_thread(self.storage.has_output, job.id, encoding.MP4):
@@ -162,8 +191,9 @@ class LocalExecutor:
             self._start_delivery(job, time.monotonic())
             return
         if not await asyncio.to_thread(self.storage.has_source, job.id):
-            await asyncio.to_thread(
-                self.store.fail, job.id, FailureCode.GENERIC, "the uploaded file is missing"
+            await self._db(
+                self.store.fail, job.id, FailureCode.GENERIC, "the uploaded file is missing",
+                job=job,
             )
             return
         try:
@@ -171,7 +201,7 @@ class LocalExecutor:
         except StorageUnavailable as exc:
             await self._storage_failed(job, exc)
             return
-        await asyncio.to_thread(self.store.advance, job.id, JobState.ENCODING, 0)
+        await self._db(self.store.advance, job.id, JobState.ENCODING, 0, job=job)
         started = time.monotonic()
         try:
             result = await _run_cancellable(self._transcode, job, workspace)
@@ -180,8 +210,8 @@ class LocalExecutor:
                 "job failed",
                 extra={**extra, "failure_code": exc.failure_code, "error": exc.message},
             )
-            await asyncio.to_thread(
-                self.store.fail, job.id, FailureCode(exc.failure_code), exc.message
+            await self._db(
+                self.store.fail, job.id, FailureCode(exc.failure_code), exc.message, job=job
             )
             await asyncio.to_thread(self.storage.discard, workspace)
             await asyncio.to_thread(self.storage.remove_source, job.id)
@@ -193,15 +223,15 @@ class LocalExecutor:
         except StorageUnavailable as exc:
             await self._storage_failed(job, exc)
             return
-        await asyncio.to_thread(self.store.update_details, job.id,
-                                lambda details: _with_result(details, result))
+        await self._db(self.store.update_details, job.id,
+                       lambda details: _with_result(details, result), job=job)
         self._start_delivery(job, started)
 
     async def _storage_failed(self, job: Job, exc: StorageUnavailable) -> None:
         """The store stayed down for the whole retry budget: end the job, tidy what we can."""
         log.warning("job failed: %s", exc, extra={"job_id": job.id, "did": job.did})
-        await asyncio.to_thread(self.store.fail, job.id, FailureCode.GENERIC,
-                                "video storage was unavailable; please upload again")
+        await self._db(self.store.fail, job.id, FailureCode.GENERIC,
+                       "video storage was unavailable; please upload again", job=job)
         with contextlib.suppress(StorageUnavailable):
             await asyncio.to_thread(self._clean_up, job.id, completed=False)
             await asyncio.to_thread(self.storage.remove_scratch, job.id)
@@ -215,17 +245,32 @@ class LocalExecutor:
 
     async def _deliver(self, job: Job, started: float) -> None:
         extra = {"job_id": job.id, "did": job.did}
-        try:
-            async with local_output(self.storage, job.id, encoding.MP4) as mp4:
-                completed = await deliver(self.store, job, mp4, cfg=self.cfg)
-        except asyncio.CancelledError:
-            raise  # shutting down: the job resumes (from its outputs) at the next start
-        except Exception:
-            log.exception("unexpected delivery error", extra=extra)
-            await asyncio.to_thread(
-                self.store.fail, job.id, FailureCode.GENERIC, "internal error while delivering"
-            )
-            completed = False
+        delays = backoff_delays()
+        while True:
+            try:
+                async with local_output(self.storage, job.id, encoding.MP4) as mp4:
+                    completed = await deliver(self.store, job, mp4, cfg=self.cfg)
+                break
+            except asyncio.CancelledError:
+                raise  # shutting down: the job resumes (from its outputs) at the next start
+            except Exception as exc:
+                if not db_unavailable(exc):
+                    log.exception("unexpected delivery error", extra=extra)
+                    await self._db(self.store.fail, job.id, FailureCode.GENERIC,
+                                   "internal error while delivering", job=job)
+                    completed = False
+                    break
+                # Wait for the database, then deliver again from the job's recorded state
+                # (each step is idempotent; the blob is computed from the same MP4).
+                log.warning("database unavailable while delivering; waiting", extra=extra)
+                await asyncio.sleep(delays())
+                current = await self._db(self.store.get, job.id, job=job, what="delivering")
+                if current is None:
+                    return
+                if current.state.terminal:  # the last write landed before the connection died
+                    completed = current.state is JobState.COMPLETED
+                    break
+                job = current
         await asyncio.to_thread(self._clean_up, job.id, completed=completed)
         log.info(
             "job finished",

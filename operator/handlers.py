@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from atproto_video.core.config import VideoConfig
+from atproto_video.core.dbfaults import db_unavailable
 from atproto_video.core.jobs import TERMINAL
 from atproto_video.core.kube import GROUP, LABEL_INSTANCE, PLURAL, VERSION, videojob_name
 from atproto_video.operator.crd import FINALIZER
@@ -73,7 +74,13 @@ def build_registry(cfg: VideoConfig, reconciler: VideoJobReconciler) -> kopf.Ope
         jobs: kopf.Index[str, dict[str, Any]] = kwargs["worker_jobs"]
         key = videojob_name(str(spec.get("jobId") or ""))
         observed = Observed(list(jobs.get(key, ())))
-        new = await reconciler.step(body, observed)
+        try:
+            new = await reconciler.step(body, observed)
+        except Exception as exc:
+            if not db_unavailable(exc):
+                raise
+            # An outage, not a bug: retried at the next tick without a traceback per tick.
+            raise kopf.TemporaryError("the database is unavailable", delay=2.0) from exc
         for name, value in changed(new, status).items():
             patch.status[name] = value
         for event in events_for(status, new):

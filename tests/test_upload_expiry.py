@@ -19,7 +19,7 @@ from atproto_video.core.sessions import (
     part_count,
 )
 from atproto_video.core.storage import LocalStorage
-from atproto_video.core.upload_expiry import STALE_FINISH, UploadSweeper
+from atproto_video.core.upload_expiry import STALE_FINISH, SweepResult, UploadSweeper
 
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 QUOTA = Quota(10, 10**9)
@@ -65,4 +65,33 @@ def test_the_sweep_ends_what_was_abandoned(engine: Engine, tmp_path: Path) -> No
     today = dt.datetime.now(dt.UTC).date()
     assert ledger.remaining(DID, QUOTA, today) == (8, 10**9 - 200)
     assert sweeper.once() == type(result)()  # nothing left to do
+    storage.close()
+
+
+def test_after_a_crash_what_was_in_flight_ends_at_once(engine: Engine, tmp_path: Path) -> None:
+    """The embedded service's startup sweep: nothing has expired yet, but the process that
+    held these is gone (it was the only one uploading)."""
+    sessions, ledger, jobs = SessionStore(engine), QuotaLedger(engine), JobStore(engine)
+    storage = LocalStorage(tmp_path / "storage")
+    storage.prepare()
+    sweeper = UploadSweeper(sessions, ledger, jobs, storage)
+    live = _open(sessions, ledger, storage, ttl=3600)
+    cut_finish = _open(sessions, ledger, storage, ttl=3600)
+    sessions.transition(cut_finish.id, [SessionState.CREATED], SessionState.FINISHING)
+    streaming = new_job_id()  # reserved an hour ago, not expired, bytes half written
+    ledger.reserve(streaming, DID, 500, QUOTA, kind=SINGLE,
+                   expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    (tmp_path / "storage" / "jobs" / streaming).mkdir()
+    stray = new_job_id()  # bytes with no reservation, session or job at all
+    (tmp_path / "storage" / "jobs" / stray).mkdir()
+
+    assert sweeper.once() == SweepResult()  # the periodic sweep waits for expiry
+    result = sweeper.after_crash()
+    assert (result.released, result.interrupted, result.orphans) == (1, 1, 1)
+    assert sessions.get(live.id).state is SessionState.CREATED  # type: ignore[union-attr]
+    # A finish cut off is open again, its parts kept: the client finishes again.
+    assert sessions.get(cut_finish.id).state is SessionState.CREATED  # type: ignore[union-attr]
+    assert set(storage.job_ids()) == {live.id, cut_finish.id}
+    today = dt.datetime.now(dt.UTC).date()
+    assert ledger.remaining(DID, QUOTA, today) == (8, 10**9 - 200)  # two sessions hold quota
     storage.close()

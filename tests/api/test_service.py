@@ -19,6 +19,7 @@ from atproto_video.api.service import VideoService
 from atproto_video.core.blob import cid_for_bytes
 from atproto_video.core.config import VideoConfig
 from tests.support.didserver import DidServer
+from tests.support.figures import record_figure
 from tests.support.identity import Identity
 from tests.support.media import make_clip, play_hls
 from tests.support.metrics import scrape
@@ -416,11 +417,14 @@ def test_restart_resumes_jobs(tmp_path: Path, dids: DidServer) -> None:
         svc.kill()  # SIGKILL in the middle of encoding: ffmpeg survives it (own session)...
         orphans = _ffmpeg_on(source)
         assert orphans
+        t0 = time.monotonic()
         svc.start()  # healthy only after the executor resumed jobs and killed their orphans
+        record_figure("sigkill_while_encoding", "restart_to_healthy", time.monotonic() - t0)
         time.sleep(0.2)
         assert not set(orphans) & set(_ffmpeg_on(source))
         status, _ = wait_for_job(svc, job_id, timeout=240)
         assert status["state"] == "JOB_STATE_COMPLETED", status
+        record_figure("sigkill_while_encoding", "restart_to_completed", time.monotonic() - t0)
         with sqlite3.connect(svc.data_dir / "video.sqlite3") as conn:
             attempts = conn.execute("SELECT attempts FROM video_job WHERE id = ?", (job_id,))
             assert attempts.fetchone()[0] == 3  # two interrupted attempts, then the last one

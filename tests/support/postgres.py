@@ -242,6 +242,36 @@ class PostgresServer:
         self._port = None
         atexit.unregister(self.stop)
 
+    def halt(self) -> None:
+        """Stop the postmaster (fast shutdown: sessions are cut) but keep its data and port:
+        a database outage, ended by :meth:`resume`."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            raise PostgresError("server not running")
+        assert self._bindir is not None and self._dir is not None
+        self._run([str(self._bindir / "pg_ctl"), "stop", "-D", str(self._dir / "data"),
+                   "-m", "fast", "-w", "-t", "30"], timeout=40)
+        proc.wait(timeout=30)
+        self._proc = None
+
+    def resume(self) -> None:
+        """Start the halted server again, on the same port with the same data."""
+        if self._proc is not None or self._port is None or self._bindir is None:
+            raise PostgresError("server not halted")
+        assert self._dir is not None and self._log is not None
+        proc = subprocess.Popen(
+            self._as_service_user([str(self._bindir / "postgres"), "-D",
+                                   str(self._dir / "data")], pdeathsig=True),
+            env=self._env(), cwd=self._dir, stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        if not self._wait_ready(proc):
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+            raise PostgresError(f"postgres did not restart:\n{self.log_path.read_text()[-2000:]}")
+        self._proc = proc
+
     def __enter__(self) -> PostgresServer:
         return self.start()
 

@@ -1,0 +1,68 @@
+"""Which database errors count as "unavailable" (503, retried) and which are bugs (500)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, exc, text
+
+from atproto_video.api.errors import from_unexpected
+from atproto_video.core.dbfaults import db_unavailable
+from tests.support.postgres import PostgresServer
+from tests.support.waiting import free_port
+
+
+def caught(url: str, sql: str) -> BaseException:
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(sql))
+    except Exception as error:
+        return error
+    finally:
+        engine.dispose()
+    raise AssertionError("no error")
+
+
+def test_nobody_listening_is_unavailable() -> None:
+    error = caught(f"postgresql+psycopg://u:p@127.0.0.1:{free_port()}/db", "SELECT 1")
+    assert isinstance(error, exc.OperationalError) and db_unavailable(error)
+    answer = from_unexpected(error)
+    assert (answer.status, answer.name) == (503, "NotEnoughResources")
+    assert int(answer.headers["retry-after"]) > 0
+    # Wrapped by other code, it is still recognised through the cause chain.
+    try:
+        raise RuntimeError("while committing") from error
+    except RuntimeError as wrapped:
+        assert db_unavailable(wrapped)
+
+
+def test_pool_timeout_is_unavailable() -> None:
+    assert db_unavailable(exc.TimeoutError("QueuePool limit of size 10 overflow 20 reached"))
+
+
+@pytest.mark.postgres
+def test_server_shutting_down_is_unavailable_but_bad_sql_is_not(
+    postgres: PostgresServer,
+) -> None:
+    url = postgres.create_database()
+    bad = caught(url, "SELECT * FROM no_such_table")
+    assert isinstance(bad, exc.ProgrammingError) and not db_unavailable(bad)
+    assert from_unexpected(bad).status == 500
+    division = caught(url, "SELECT 1 / 0")
+    assert not db_unavailable(division)
+    # What a backend gets when the server stops under it: 57P01 admin_shutdown.
+    killed = caught(url, "SELECT pg_terminate_backend(pg_backend_pid())")
+    assert isinstance(killed, exc.OperationalError) and db_unavailable(killed)
+
+
+def test_sqlite_and_other_errors_are_bugs(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
+    # SQLite reports a missing table as an OperationalError too: a bug, not an outage.
+    missing = caught(url, "SELECT * FROM no_such_table")
+    assert isinstance(missing, exc.OperationalError) and not db_unavailable(missing)
+    assert not db_unavailable(ValueError("x"))
+    answer = from_unexpected(ValueError("secret internals"))
+    assert (answer.status, answer.name, answer.message) == (
+        500, "InternalServerError", "Internal Server Error")
