@@ -1,29 +1,53 @@
-"""The Starlette application: XRPC routes, playback files, CORS, errors as XRPC JSON."""
+"""The FastAPI application: one route per XRPC method, validated and described by the lexicon
+models (api/models.py), plus playback files, health, CORS, and errors as XRPC JSON.
 
-from __future__ import annotations
+Order as in the reference server: query parameters, then the token, then the JSON body.
+``/openapi.json`` lists every method with its parameters and its lexicon's errors; ``/docs``
+(Swagger UI) and ``/redoc`` serve their scripts from the fastapi-offline package, not a CDN.
+"""
+
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from http import HTTPStatus
+from typing import Annotated, Any
 from urllib.parse import unquote
 
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
+from fastapi import Depends, FastAPI, Query
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from atproto_video.api import multipart
+from atproto_video.api.auth import Caller
 from atproto_video.api.context import AppContext
 from atproto_video.api.errors import (
-    InternalServerError,
     InvalidRequest,
     MethodNotImplemented,
     XrpcError,
+    from_unexpected,
+)
+from atproto_video.api.models import (
+    METHODS,
+    AbortUploadInput,
+    FinishUploadInput,
+    GetJobStatusParams,
+    GetUploadStatusParams,
+    Method,
+    StartUploadInput,
+    UploadPartParams,
+    UploadVideoParams,
+    XrpcErrorBody,
 )
 from atproto_video.api.playback import respond
 from atproto_video.api.responses import JSON
 from atproto_video.api.upload import handle_upload
+from atproto_video.api.validation import invalid_request
 from atproto_video.core import __version__
 from atproto_video.core.lexicon import (
     NSID_ABORT_UPLOAD,
@@ -39,59 +63,182 @@ from atproto_video.core.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
+Endpoint = Callable[..., Awaitable[Any]]
 
-Handler = Callable[[Request, AppContext], Awaitable[Response]]
+#: Errors any method may answer besides its lexicon's (SPEC section 7).
+_COMMON: dict[int, str] = {
+    400: "`InvalidRequest`: parameters or body do not match the lexicon",
+    500: "`InternalServerError`: an unexpected failure (nothing internal is shown)",
+}
+_AUTH: dict[int, str] = {
+    401: "The reference verifier's names: `AuthMissing`, `BadJwt`, `BadJwtType`, "
+         "`JwtExpired`, `BadJwtAudience`, `BadJwtLexiconMethod`, `BadJwtIss`, "
+         "`BadJwtSignature`",
+    503: "`NotEnoughResources`: the issuer's DID resolver is unreachable",
+}
+_EXTRA: dict[str, dict[int, str]] = {
+    NSID_GET_JOB_STATUS: {404: "`NotFound`: no such job"},
+    NSID_UPLOAD_VIDEO: {
+        413: "`PayloadTooLarge`: beyond the per-file cap",
+        429: "The quota sentences social-app matches (`User has exceeded daily upload bytes "
+             "limit`, `User has exceeded daily upload videos limit`) and `TooManyOpenUploads`",
+        503: "`NotEnoughResources`: storage or the DID resolver is unavailable",
+    },
+}
 
 
 def xrpc_error(exc: XrpcError) -> Response:
     return JSON(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
-async def get_job_status(request: Request, ctx: AppContext) -> Response:
-    job_id = request.query_params.get("jobId", "")
-    if not job_id:
-        raise InvalidRequest('Error: Params must have the property "jobId"')
-    status = await ctx.job_status(job_id)
-    return JSON({"jobStatus": status})
+def http_error(exc: HTTPException) -> Response:
+    """Starlette's and FastAPI's HTTP errors as XRPC bodies (400 is ``InvalidRequest``)."""
+    phrase = HTTPStatus(exc.status_code).phrase
+    name = "InvalidRequest" if exc.status_code == 400 else phrase.replace(" ", "")
+    message = exc.detail if isinstance(exc.detail, str) and exc.detail else phrase
+    return JSON({"error": name, "message": message}, status_code=exc.status_code,
+                headers=exc.headers)
 
 
-async def get_upload_limits(request: Request, ctx: AppContext) -> Response:
-    caller = await ctx.verifier.verify(request.headers.get("authorization"), NSID_GET_UPLOAD_LIMITS)
-    return JSON(await ctx.upload_limits(caller.did))
+class XrpcRoute(APIRoute):
+    """Every failure inside a route becomes an XRPC error body: validation (400, reference
+    wording), XrpcError, a client gone (499) and, through ``from_unexpected``, the rest."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except XrpcError as exc:
+                return xrpc_error(exc)
+            except RequestValidationError as exc:
+                ctype = request.headers.get("content-type")
+                return xrpc_error(invalid_request(exc.errors(), ctype))
+            except HTTPException as exc:  # FastAPI's own: a JSON body it could not decode
+                return http_error(exc)
+            except ClientDisconnect:
+                return Response(status_code=499)
+            except Exception as exc:
+                log.exception("unhandled error", extra={"path": request.url.path})
+                return xrpc_error(from_unexpected(exc))
+
+        return guarded
 
 
-ROUTES: dict[str, tuple[str, Handler]] = {
-    NSID_GET_JOB_STATUS: ("GET", get_job_status),
-    NSID_GET_UPLOAD_LIMITS: ("GET", get_upload_limits),
-    NSID_UPLOAD_VIDEO: ("POST", handle_upload),
-    NSID_START_UPLOAD: ("POST", multipart.start_upload),
-    NSID_UPLOAD_PART: ("POST", multipart.upload_part),
-    NSID_FINISH_UPLOAD: ("POST", multipart.finish_upload),
-    NSID_GET_UPLOAD_STATUS: ("GET", multipart.get_upload_status),
-    NSID_ABORT_UPLOAD: ("POST", multipart.abort_upload),
-}
+def _responses(method: Method, authenticated: bool) -> dict[int | str, dict[str, Any]]:
+    """The lexicon's errors (and the service's own) as OpenAPI responses, grouped by status."""
+    lines: dict[int, list[str]] = {}
+    for status, text in {**_COMMON, **(_AUTH if authenticated else {})}.items():
+        lines.setdefault(status, []).append(text)
+    for status, text in _EXTRA.get(method.nsid, {}).items():
+        lines.setdefault(status, []).append(text)
+    for err in method.errors:
+        lines.setdefault(err.status, []).append(f"`{err.name}`: {err.description}")
+    return {
+        status: {"model": XrpcErrorBody,
+                 "description": f"{HTTPStatus(status).phrase}:\n\n"
+                                + "\n".join(f"- {t}" for t in texts)}
+        for status, texts in sorted(lines.items())
+    }
 
 
-def build_app(ctx: AppContext) -> Starlette:
-    async def xrpc(request: Request) -> Response:
-        nsid = request.path_params["nsid"]
-        route = ROUTES.get(nsid)
-        try:
-            if route is None:
-                raise MethodNotImplemented("Method Not Implemented")
-            method, handler = route
-            if request.method != method and not (method == "GET" and request.method == "HEAD"):
-                raise InvalidRequest(f"Incorrect HTTP method ({request.method}) expected {method}")
-            return await handler(request, ctx)
-        except XrpcError as exc:
-            return xrpc_error(exc)
-        except ClientDisconnect:
-            return Response(status_code=499)
-        except Exception:
-            log.exception("unhandled error", extra={"nsid": nsid})
-            return xrpc_error(InternalServerError("Internal Server Error"))
+def _binary_body(method: Method) -> dict[str, Any]:
+    assert method.input_encoding is not None
+    return {"requestBody": {"required": True, "content": {
+        method.input_encoding: {"schema": {"type": "string", "format": "binary"}}}}}
 
-    async def health(_request: Request) -> Response:
+
+def build_app(ctx: AppContext) -> FastAPI:
+    app = FastAPIOffline(
+        title="atproto-video",
+        version=__version__,
+        description="The app.bsky.video XRPC methods (lexicons `app.bsky.video.*`). Errors are "
+                    '`{"error": Name, "message": text}`.',
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url="/redoc",
+        static_url="/docs/assets",
+        default_response_class=JSON,
+    )
+    app.router.route_class = XrpcRoute
+
+    def xrpc(nsid: str, *, authenticated: bool = True, binary_body: bool = False,
+             ) -> Callable[[Endpoint], Endpoint]:
+        method = METHODS[nsid]
+
+        def add(endpoint: Endpoint) -> Endpoint:
+            path = f"/xrpc/{nsid}"
+            extra: dict[str, Any] = _binary_body(method) if binary_body else {}
+            if authenticated:
+                extra["security"] = [{"serviceAuth": []}]
+            app.add_api_route(
+                path, endpoint, methods=[method.http], response_model=method.output,
+                response_model_exclude_none=True, responses=_responses(method, authenticated),
+                summary=nsid, description=method.description, operation_id=nsid,
+                openapi_extra=extra or None, tags=["app.bsky.video"],
+            )
+            if method.http == "GET":  # HEAD answers as GET does, as before
+                app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False,
+                                  response_model=method.output, response_model_exclude_none=True)
+            return endpoint
+
+        return add
+
+    def caller(nsid: str) -> Callable[[Request], Awaitable[Caller]]:
+        """The token check of a method with a JSON body: a dependency, so it runs before the
+        body's validation errors are reported (reference order)."""
+
+        async def verify(request: Request) -> Caller:
+            return await ctx.verifier.verify(
+                request.headers.get("authorization"), nsid, allow_pds_audience=True)
+
+        return verify
+
+    @xrpc(NSID_GET_JOB_STATUS, authenticated=False)
+    async def get_job_status(params: Annotated[GetJobStatusParams, Query()]) -> Response:
+        # Hot path (polled every 1.5 s by every uploading client): the status dict, already
+        # lexicon-shaped (core/lexicon.py JobStatus), goes out as JSON without a model round
+        # trip; the response model above is its schema (bench/status.py).
+        return JSON({"jobStatus": await ctx.job_status(params.jobId)})
+
+    @xrpc(NSID_GET_UPLOAD_LIMITS)
+    async def get_upload_limits(request: Request) -> Any:
+        who = await ctx.verifier.verify(
+            request.headers.get("authorization"), NSID_GET_UPLOAD_LIMITS)
+        return await ctx.upload_limits(who.did)
+
+    @xrpc(NSID_UPLOAD_VIDEO, binary_body=True)
+    async def upload_video(request: Request,
+                           params: Annotated[UploadVideoParams, Query()]) -> Response:
+        return await handle_upload(request, ctx, params)
+
+    @xrpc(NSID_START_UPLOAD)
+    async def start_upload(who: Annotated[Caller, Depends(caller(NSID_START_UPLOAD))],
+                           body: StartUploadInput) -> Any:
+        return await multipart.start_upload(ctx, who, body)
+
+    @xrpc(NSID_UPLOAD_PART, binary_body=True)
+    async def upload_part(request: Request,
+                          params: Annotated[UploadPartParams, Query()]) -> Any:
+        return await multipart.upload_part(request, ctx, params)
+
+    @xrpc(NSID_FINISH_UPLOAD)
+    async def finish_upload(who: Annotated[Caller, Depends(caller(NSID_FINISH_UPLOAD))],
+                            body: FinishUploadInput) -> Any:
+        return await multipart.finish_upload(ctx, who, body)
+
+    @xrpc(NSID_GET_UPLOAD_STATUS)
+    async def get_upload_status(request: Request,
+                                params: Annotated[GetUploadStatusParams, Query()]) -> Any:
+        return await multipart.get_upload_status(request, ctx, params)
+
+    @xrpc(NSID_ABORT_UPLOAD)
+    async def abort_upload(who: Annotated[Caller, Depends(caller(NSID_ABORT_UPLOAD))],
+                           body: AbortUploadInput) -> Any:
+        return await multipart.abort_upload(ctx, who, body)
+
+    async def health(request: Request) -> Response:
         try:
             await ctx.check_database()
         except Exception:
@@ -99,12 +246,12 @@ def build_app(ctx: AppContext) -> Starlette:
             return JSON({"version": __version__, "error": "Service Unavailable"}, status_code=503)
         return JSON({"version": __version__})
 
-    async def live(_request: Request) -> Response:
+    async def live(request: Request) -> Response:
         """Liveness: the process answers. Never the database, so a Postgres failover does
         not restart every API pod mid-upload (readiness, /xrpc/_health, covers that)."""
         return JSON({"version": __version__})
 
-    async def did_json(_request: Request) -> Response:
+    async def did_json(request: Request) -> Response:
         doc = ctx.did_document()
         if doc is None:
             return JSON({"error": "NotFound", "message": "not a did:web service"}, status_code=404)
@@ -123,20 +270,59 @@ def build_app(ctx: AppContext) -> Starlette:
             return JSON({"error": "NotFound", "message": "not found"}, status_code=404)
         return respond(request, found, rel)
 
-    routes = [
-        Route("/xrpc/_health", health, methods=["GET", "HEAD"]),
-        Route("/livez", live, methods=["GET", "HEAD"]),
-        Route("/xrpc/{nsid}", xrpc, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]),
-        Route("/.well-known/did.json", did_json, methods=["GET"]),
-        Route("/watch/{did}/{cid}/{path:path}", watch, methods=["GET", "HEAD"]),
-    ]
-    middleware = [
-        Middleware(
-            CORSMiddleware,
-            allow_origins=["*"],
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["authorization", "content-type"],
-            max_age=86400,
-        )
-    ]
-    return Starlette(routes=routes, middleware=middleware)
+    async def other_method(request: Request) -> Response:
+        """Known methods called with the wrong HTTP verb, and unknown methods."""
+        method = METHODS.get(request.path_params["nsid"])
+        if method is None:
+            raise MethodNotImplemented("Method Not Implemented")
+        raise InvalidRequest(f"Incorrect HTTP method ({request.method}) expected {method.http}")
+
+    for path, endpoint, verbs in (
+        ("/xrpc/_health", health, ["GET", "HEAD"]),
+        ("/livez", live, ["GET", "HEAD"]),
+        ("/xrpc/{nsid}", other_method,
+         ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]),
+        ("/.well-known/did.json", did_json, ["GET"]),
+        ("/watch/{did}/{cid}/{path:path}", watch, ["GET", "HEAD"]),
+    ):
+        app.add_api_route(path, endpoint, methods=verbs, include_in_schema=False)
+
+    async def router_error(request: Request, exc: Exception) -> Response:
+        """Router answers (no such path, wrong verb) as XRPC bodies too."""
+        assert isinstance(exc, HTTPException)
+        return http_error(exc)
+
+    app.add_exception_handler(HTTPException, router_error)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["authorization", "content-type"],
+        max_age=86400,
+    )
+    _describe_auth(app)
+    return app
+
+
+def _describe_auth(app: FastAPI) -> None:
+    """The schema once, with the service-auth bearer token the methods marked ``security``
+    take (seed mode: ``lxm`` = the method; Bluesky mode: the PDS ``uploadBlob`` token), and
+    without FastAPI's 422 answers, which this service never gives."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            for item in schema["paths"].values():  # validation fails with 400, never 422
+                for operation in item.values():
+                    operation["responses"].pop("422", None)
+            components = schema.setdefault("components", {})
+            for unused in ("HTTPValidationError", "ValidationError"):
+                components.get("schemas", {}).pop(unused, None)
+            components["securitySchemes"] = {"serviceAuth": {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "AT Protocol service-auth JWT (SPEC section 3)"}}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -67,3 +67,9 @@ class UpstreamFailure(XrpcError):
 
 class NotEnoughResources(XrpcError):
     status, name = 503, "NotEnoughResources"
+
+
+def from_unexpected(exc: BaseException) -> XrpcError:
+    """The answer to an exception no handler expected: one place to map failure kinds (the
+    handler has logged it; nothing internal is shown)."""
+    return InternalServerError("Internal Server Error")
