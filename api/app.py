@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Message
 
 from atproto_video.api import multipart
 from atproto_video.api.auth import Caller
@@ -89,6 +90,10 @@ _EXTRA: dict[str, dict[int, str]] = {
 }
 
 
+#: The largest JSON body taken (lexicon inputs are a few hundred bytes): 413 beyond, unread.
+JSON_BODY_LIMIT = 64 * 1024
+
+
 def xrpc_error(exc: XrpcError) -> Response:
     return JSON(exc.body(), status_code=exc.status, headers=exc.headers)
 
@@ -96,7 +101,8 @@ def xrpc_error(exc: XrpcError) -> Response:
 def http_error(exc: HTTPException) -> Response:
     """Starlette's and FastAPI's HTTP errors as XRPC bodies (400 is ``InvalidRequest``)."""
     phrase = HTTPStatus(exc.status_code).phrase
-    name = "InvalidRequest" if exc.status_code == 400 else phrase.replace(" ", "")
+    names = {400: "InvalidRequest", 413: "PayloadTooLarge"}
+    name = names.get(exc.status_code, phrase.replace(" ", ""))
     message = exc.detail if isinstance(exc.detail, str) and exc.detail else phrase
     return JSON({"error": name, "message": message}, status_code=exc.status_code,
                 headers=exc.headers)
@@ -108,9 +114,13 @@ class XrpcRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        # FastAPI reads a declared body whole, before the token dependency runs: bounded.
+        limited = self.body_field is not None
 
         async def guarded(request: Request) -> Response:
             try:
+                if limited:
+                    request = _bounded(request, JSON_BODY_LIMIT)
                 return await handler(request)
             except XrpcError as exc:
                 return xrpc_error(exc)
@@ -128,6 +138,28 @@ class XrpcRoute(APIRoute):
         return guarded
 
 
+def _bounded(request: Request, limit: int) -> Request:
+    """The request with a body of at most ``limit`` bytes (413 ``PayloadTooLarge`` beyond,
+    by ``Content-Length`` before reading or while reading)."""
+    # An HTTPException: FastAPI passes those through its body parsing (http_error: 413 is
+    # PayloadTooLarge); anything else raised there becomes its 400.
+    too_large = HTTPException(413, f"request entity too large: at most {limit} bytes")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise too_large
+    seen = 0
+
+    async def receive() -> Message:
+        nonlocal seen
+        message = await request.receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise too_large
+        return message
+
+    return Request(request.scope, receive)
+
+
 def _responses(method: Method, authenticated: bool) -> dict[int | str, dict[str, Any]]:
     """The lexicon's errors (and the service's own) as OpenAPI responses, grouped by status."""
     lines: dict[int, list[str]] = {}
@@ -135,6 +167,9 @@ def _responses(method: Method, authenticated: bool) -> dict[int | str, dict[str,
         lines.setdefault(status, []).append(text)
     for status, text in _EXTRA.get(method.nsid, {}).items():
         lines.setdefault(status, []).append(text)
+    if method.input is not None:
+        lines.setdefault(413, []).append(
+            f"`PayloadTooLarge`: a JSON body beyond {JSON_BODY_LIMIT // 1024} KiB")
     for err in method.errors:
         lines.setdefault(err.status, []).append(f"`{err.name}`: {err.description}")
     return {

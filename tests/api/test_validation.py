@@ -4,6 +4,7 @@ body, against a real service process."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -109,3 +110,17 @@ def test_unknown_input_properties_are_ignored(service: ServiceProcess, who: Iden
                       headers={"authorization": f"Bearer {who.token(SERVICE_DID, START)}"})
     assert resp.status_code == 200, resp.text
     assert set(resp.json()) == {"jobId", "partSizeBytes", "partCount", "expiresAt"}
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("signed", [False, True], ids=["no-token", "token"])
+def test_json_bodies_are_bounded_before_the_token(service: ServiceProcess, who: Identity,
+                                                  signed: bool, chunked: bool) -> None:
+    """FastAPI reads a JSON body before the token check: a large one is refused."""
+    headers = {"authorization": f"Bearer {who.token(SERVICE_DID, START)}"} if signed else {}
+    body = json.dumps({**GOOD, "name": "n" * 100_000}).encode()
+    content: bytes | Iterator[bytes] = iter([body[:50_000], body[50_000:]]) if chunked else body
+    resp = httpx.post(f"{service.url}/xrpc/{START}", content=content,
+                      headers={**headers, "content-type": "application/json"})
+    assert resp.status_code == 413
+    assert resp.json()["error"] == "PayloadTooLarge" and resp.json()["message"]
