@@ -1,19 +1,32 @@
-"""The Starlette application: XRPC routes, playback files, CORS, errors as XRPC JSON."""
+"""The FastAPI application: one route per XRPC method, validated and described by the lexicon
+models (api/models.py), plus playback files, health, CORS, and errors as XRPC JSON.
 
-from __future__ import annotations
+Order as in the reference server: query parameters, then the token, then the JSON body.
+``/openapi.json`` lists every method with its parameters and its lexicon's errors; ``/docs``
+(Swagger UI) and ``/redoc`` serve their scripts from the fastapi-offline package, not a CDN.
+"""
+
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from http import HTTPStatus
+from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote
 
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
+from fastapi import Depends, FastAPI, Query
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.types import Message
 
 from atproto_video.api import multipart
+from atproto_video.api.auth import Caller
 from atproto_video.api.context import AppContext
 from atproto_video.api.errors import (
     InvalidRequest,
@@ -21,10 +34,24 @@ from atproto_video.api.errors import (
     XrpcError,
     from_unexpected,
 )
+from atproto_video.api.models import (
+    METHODS,
+    AbortUploadInput,
+    FinishUploadInput,
+    GetJobStatusParams,
+    GetUploadStatusParams,
+    Method,
+    StartUploadInput,
+    UploadPartParams,
+    UploadVideoParams,
+    XrpcErrorBody,
+)
 from atproto_video.api.playback import respond
 from atproto_video.api.responses import JSON
 from atproto_video.api.upload import handle_upload
+from atproto_video.api.validation import invalid_request
 from atproto_video.core import __version__
+from atproto_video.core.dbfaults import db_unavailable
 from atproto_video.core.lexicon import (
     NSID_ABORT_UPLOAD,
     NSID_FINISH_UPLOAD,
@@ -39,76 +66,259 @@ from atproto_video.core.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
+Endpoint = Callable[..., Awaitable[Any]]
+P = TypeVar("P", bound=BaseModel)
 
-Handler = Callable[[Request, AppContext], Awaitable[Response]]
+#: Errors any method may answer besides its lexicon's (SPEC section 7).
+_COMMON: dict[int, str] = {
+    400: "`InvalidRequest`: parameters or body do not match the lexicon",
+    500: "`InternalServerError`: an unexpected failure (nothing internal is shown)",
+}
+_AUTH: dict[int, str] = {
+    401: "The reference verifier's names: `AuthMissing`, `BadJwt`, `BadJwtType`, "
+         "`JwtExpired`, `BadJwtAudience`, `BadJwtLexiconMethod`, `BadJwtIss`, "
+         "`BadJwtSignature`",
+    503: "`NotEnoughResources`: the issuer's DID resolver is unreachable",
+}
+_EXTRA: dict[str, dict[int, str]] = {
+    NSID_GET_JOB_STATUS: {404: "`NotFound`: no such job"},
+    NSID_UPLOAD_VIDEO: {
+        413: "`PayloadTooLarge`: beyond the per-file cap",
+        429: "The quota sentences social-app matches (`User has exceeded daily upload bytes "
+             "limit`, `User has exceeded daily upload videos limit`) and `TooManyOpenUploads`",
+        503: "`NotEnoughResources`: storage or the DID resolver is unavailable",
+    },
+}
+
+
+#: The largest JSON body taken (lexicon inputs are a few hundred bytes): 413 beyond, unread.
+JSON_BODY_LIMIT = 64 * 1024
 
 
 def xrpc_error(exc: XrpcError) -> Response:
     return JSON(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
-async def get_job_status(request: Request, ctx: AppContext) -> Response:
-    job_id = request.query_params.get("jobId", "")
-    if not job_id:
-        raise InvalidRequest('Error: Params must have the property "jobId"')
-    status = await ctx.job_status(job_id)
-    return JSON({"jobStatus": status})
+def http_error(exc: HTTPException) -> Response:
+    """Starlette's and FastAPI's HTTP errors as XRPC bodies (400 is ``InvalidRequest``)."""
+    phrase = HTTPStatus(exc.status_code).phrase
+    names = {400: "InvalidRequest", 413: "PayloadTooLarge"}
+    name = names.get(exc.status_code, phrase.replace(" ", ""))
+    message = exc.detail if isinstance(exc.detail, str) and exc.detail else phrase
+    return JSON({"error": name, "message": message}, status_code=exc.status_code,
+                headers=exc.headers)
 
 
-async def get_upload_limits(request: Request, ctx: AppContext) -> Response:
-    caller = await ctx.verifier.verify(request.headers.get("authorization"), NSID_GET_UPLOAD_LIMITS)
-    return JSON(await ctx.upload_limits(caller.did))
+class XrpcRoute(APIRoute):
+    """Every failure inside a route becomes an XRPC error body: validation (400, reference
+    wording), XrpcError, a client gone (499) and, through ``from_unexpected``, the rest."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        # FastAPI reads a declared body whole, before the token dependency runs: bounded.
+        limited = self.body_field is not None
+
+        async def guarded(request: Request) -> Response:
+            try:
+                if limited:
+                    request = _bounded(request, JSON_BODY_LIMIT)
+                return await handler(request)
+            except XrpcError as exc:
+                return xrpc_error(exc)
+            except RequestValidationError as exc:
+                ctype = request.headers.get("content-type")
+                return xrpc_error(invalid_request(exc.errors(), ctype))
+            except HTTPException as exc:  # FastAPI's own: a JSON body it could not decode
+                return http_error(exc)
+            except ClientDisconnect:
+                return Response(status_code=499)
+            except Exception as exc:
+                error = from_unexpected(exc)
+                if error.status == 503:  # an outage, not a bug: no traceback per request
+                    log.warning("database unavailable", extra={"path": request.url.path})
+                else:
+                    log.exception("unhandled error", extra={"path": request.url.path})
+                return xrpc_error(error)
+
+        return guarded
 
 
-ROUTES: dict[str, tuple[str, Handler]] = {
-    NSID_GET_JOB_STATUS: ("GET", get_job_status),
-    NSID_GET_UPLOAD_LIMITS: ("GET", get_upload_limits),
-    NSID_UPLOAD_VIDEO: ("POST", handle_upload),
-    NSID_START_UPLOAD: ("POST", multipart.start_upload),
-    NSID_UPLOAD_PART: ("POST", multipart.upload_part),
-    NSID_FINISH_UPLOAD: ("POST", multipart.finish_upload),
-    NSID_GET_UPLOAD_STATUS: ("GET", multipart.get_upload_status),
-    NSID_ABORT_UPLOAD: ("POST", multipart.abort_upload),
-}
+def _bounded(request: Request, limit: int) -> Request:
+    """The request with a body of at most ``limit`` bytes (413 ``PayloadTooLarge`` beyond,
+    by ``Content-Length`` before reading or while reading)."""
+    # An HTTPException: FastAPI passes those through its body parsing (http_error: 413 is
+    # PayloadTooLarge); anything else raised there becomes its 400.
+    too_large = HTTPException(413, f"request entity too large: at most {limit} bytes")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise too_large
+    seen = 0
+
+    async def receive() -> Message:
+        nonlocal seen
+        message = await request.receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise too_large
+        return message
+
+    return Request(request.scope, receive)
 
 
-def build_app(ctx: AppContext) -> Starlette:
-    async def xrpc(request: Request) -> Response:
-        nsid = request.path_params["nsid"]
-        route = ROUTES.get(nsid)
-        try:
-            if route is None:
-                raise MethodNotImplemented("Method Not Implemented")
-            method, handler = route
-            if request.method != method and not (method == "GET" and request.method == "HEAD"):
-                raise InvalidRequest(f"Incorrect HTTP method ({request.method}) expected {method}")
-            return await handler(request, ctx)
-        except XrpcError as exc:
-            return xrpc_error(exc)
-        except ClientDisconnect:
-            return Response(status_code=499)
-        except Exception as exc:
-            error = from_unexpected(exc)
-            if error.status == 503:
-                log.warning("database unavailable", extra={"nsid": nsid})
-            else:
-                log.exception("unhandled error", extra={"nsid": nsid})
-            return xrpc_error(error)
+def _responses(method: Method, authenticated: bool) -> dict[int | str, dict[str, Any]]:
+    """The lexicon's errors (and the service's own) as OpenAPI responses, grouped by status."""
+    lines: dict[int, list[str]] = {}
+    for status, text in {**_COMMON, **(_AUTH if authenticated else {})}.items():
+        lines.setdefault(status, []).append(text)
+    for status, text in _EXTRA.get(method.nsid, {}).items():
+        lines.setdefault(status, []).append(text)
+    if method.input is not None:
+        lines.setdefault(413, []).append(
+            f"`PayloadTooLarge`: a JSON body beyond {JSON_BODY_LIMIT // 1024} KiB")
+    for err in method.errors:
+        lines.setdefault(err.status, []).append(f"`{err.name}`: {err.description}")
+    return {
+        status: {"model": XrpcErrorBody,
+                 "description": f"{HTTPStatus(status).phrase}:\n\n"
+                                + "\n".join(f"- {t}" for t in texts)}
+        for status, texts in sorted(lines.items())
+    }
 
-    async def health(_request: Request) -> Response:
+
+def query_params(model: type[P], request: Request) -> P:
+    """What a ``Query()`` model parameter does (validation errors included), by hand."""
+    try:
+        return model.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("query", *e["loc"])} for e in exc.errors()]
+        raise RequestValidationError(errors) from None
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """The OpenAPI parameters FastAPI would list for ``Annotated[model, Query()]``."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    return [{"name": name, "in": "query", "required": name in required, "schema": prop}
+            for name, prop in schema.get("properties", {}).items()]
+
+
+def _binary_body(method: Method) -> dict[str, Any]:
+    assert method.input_encoding is not None
+    return {"requestBody": {"required": True, "content": {
+        method.input_encoding: {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+def build_app(ctx: AppContext) -> FastAPI:
+    app = FastAPIOffline(
+        title="atproto-video",
+        version=__version__,
+        description="The app.bsky.video XRPC methods (lexicons `app.bsky.video.*`). Errors are "
+                    '`{"error": Name, "message": text}`.',
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url="/redoc",
+        static_url="/docs/assets",
+        default_response_class=JSON,
+    )
+    app.router.route_class = XrpcRoute
+
+    def xrpc(nsid: str, *, authenticated: bool = True, binary_body: bool = False,
+             declared_params: type[BaseModel] | None = None) -> Callable[[Endpoint], Endpoint]:
+        method = METHODS[nsid]
+
+        def add(endpoint: Endpoint) -> Endpoint:
+            path = f"/xrpc/{nsid}"
+            extra: dict[str, Any] = _binary_body(method) if binary_body else {}
+            if declared_params is not None:  # validated by the endpoint itself
+                extra["parameters"] = _query_parameters(declared_params)
+            if authenticated:
+                extra["security"] = [{"serviceAuth": []}]
+            app.add_api_route(
+                path, endpoint, methods=[method.http], response_model=method.output,
+                response_model_exclude_none=True, responses=_responses(method, authenticated),
+                summary=nsid, description=method.description, operation_id=nsid,
+                openapi_extra=extra or None, tags=["app.bsky.video"],
+            )
+            if method.http == "GET":  # HEAD answers as GET does, as before
+                app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False,
+                                  response_model=method.output, response_model_exclude_none=True)
+            return endpoint
+
+        return add
+
+    def caller(nsid: str) -> Callable[[Request], Awaitable[Caller]]:
+        """The token check of a method with a JSON body: a dependency, so it runs before the
+        body's validation errors are reported (reference order)."""
+
+        async def verify(request: Request) -> Caller:
+            return await ctx.verifier.verify(
+                request.headers.get("authorization"), nsid, allow_pds_audience=True)
+
+        return verify
+
+    @xrpc(NSID_GET_JOB_STATUS, authenticated=False, declared_params=GetJobStatusParams)
+    async def get_job_status(request: Request) -> Response:
+        # The hot path, polled every 1.5 s by every uploading client without a token: the
+        # parameters model is applied by hand (FastAPI's per-request dependency machinery cost
+        # a quarter of the throughput, bench/status.py) and the status dict, already
+        # lexicon-shaped (core/lexicon.py JobStatus), goes out without a model round trip. The
+        # route still declares both models, so the schema is the same.
+        params = query_params(GetJobStatusParams, request)
+        return JSON({"jobStatus": await ctx.job_status(params.jobId)})
+
+    @xrpc(NSID_GET_UPLOAD_LIMITS)
+    async def get_upload_limits(request: Request) -> Any:
+        who = await ctx.verifier.verify(
+            request.headers.get("authorization"), NSID_GET_UPLOAD_LIMITS)
+        return await ctx.upload_limits(who.did)
+
+    @xrpc(NSID_UPLOAD_VIDEO, binary_body=True)
+    async def upload_video(request: Request,
+                           params: Annotated[UploadVideoParams, Query()]) -> Response:
+        return await handle_upload(request, ctx, params)
+
+    @xrpc(NSID_START_UPLOAD)
+    async def start_upload(who: Annotated[Caller, Depends(caller(NSID_START_UPLOAD))],
+                           body: StartUploadInput) -> Any:
+        return await multipart.start_upload(ctx, who, body)
+
+    @xrpc(NSID_UPLOAD_PART, binary_body=True)
+    async def upload_part(request: Request,
+                          params: Annotated[UploadPartParams, Query()]) -> Any:
+        return await multipart.upload_part(request, ctx, params)
+
+    @xrpc(NSID_FINISH_UPLOAD)
+    async def finish_upload(who: Annotated[Caller, Depends(caller(NSID_FINISH_UPLOAD))],
+                            body: FinishUploadInput) -> Any:
+        return await multipart.finish_upload(ctx, who, body)
+
+    @xrpc(NSID_GET_UPLOAD_STATUS)
+    async def get_upload_status(request: Request,
+                                params: Annotated[GetUploadStatusParams, Query()]) -> Any:
+        return await multipart.get_upload_status(request, ctx, params)
+
+    @xrpc(NSID_ABORT_UPLOAD)
+    async def abort_upload(who: Annotated[Caller, Depends(caller(NSID_ABORT_UPLOAD))],
+                           body: AbortUploadInput) -> Any:
+        return await multipart.abort_upload(ctx, who, body)
+
+    async def health(request: Request) -> Response:
         try:
             await ctx.check_database()
-        except Exception:
-            log.exception("health check failed")
+        except Exception as exc:
+            if db_unavailable(exc):  # every probe during an outage: one line, no traceback
+                log.warning("health check failed: the database is unavailable")
+            else:
+                log.exception("health check failed")
             return JSON({"version": __version__, "error": "Service Unavailable"}, status_code=503)
         return JSON({"version": __version__})
 
-    async def live(_request: Request) -> Response:
+    async def live(request: Request) -> Response:
         """Liveness: the process answers. Never the database, so a Postgres failover does
         not restart every API pod mid-upload (readiness, /xrpc/_health, covers that)."""
         return JSON({"version": __version__})
 
-    async def did_json(_request: Request) -> Response:
+    async def did_json(request: Request) -> Response:
         doc = ctx.did_document()
         if doc is None:
             return JSON({"error": "NotFound", "message": "not a did:web service"}, status_code=404)
@@ -127,20 +337,63 @@ def build_app(ctx: AppContext) -> Starlette:
             return JSON({"error": "NotFound", "message": "not found"}, status_code=404)
         return respond(request, found, rel)
 
-    routes = [
-        Route("/xrpc/_health", health, methods=["GET", "HEAD"]),
-        Route("/livez", live, methods=["GET", "HEAD"]),
-        Route("/xrpc/{nsid}", xrpc, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]),
-        Route("/.well-known/did.json", did_json, methods=["GET"]),
-        Route("/watch/{did}/{cid}/{path:path}", watch, methods=["GET", "HEAD"]),
-    ]
-    middleware = [
-        Middleware(
-            CORSMiddleware,
-            allow_origins=["*"],
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["authorization", "content-type"],
-            max_age=86400,
-        )
-    ]
-    return Starlette(routes=routes, middleware=middleware)
+    async def other_method(request: Request) -> Response:
+        """Known methods called with the wrong HTTP verb, and unknown methods."""
+        method = METHODS.get(request.path_params["nsid"])
+        if method is None:
+            raise MethodNotImplemented("Method Not Implemented")
+        raise InvalidRequest(f"Incorrect HTTP method ({request.method}) expected {method.http}")
+
+    for path, endpoint, verbs in (
+        ("/xrpc/_health", health, ["GET", "HEAD"]),
+        ("/livez", live, ["GET", "HEAD"]),
+        ("/xrpc/{nsid}", other_method,
+         ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]),
+        ("/.well-known/did.json", did_json, ["GET", "HEAD"]),
+        ("/watch/{did}/{cid}/{path:path}", watch, ["GET", "HEAD"]),
+    ):
+        app.add_api_route(path, endpoint, methods=verbs, include_in_schema=False)
+
+    async def router_error(request: Request, exc: Exception) -> Response:
+        """Router answers (no such path, wrong verb) as XRPC bodies too."""
+        assert isinstance(exc, HTTPException)
+        return http_error(exc)
+
+    app.add_exception_handler(HTTPException, router_error)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["authorization", "content-type"],
+        max_age=86400,
+    )
+    _describe_auth(app)
+    # The methods first (routes are tried in order): the docs routes FastAPIOffline added at
+    # construction go last.
+    docs = [r for r in app.router.routes if not getattr(r, "path", "").startswith("/xrpc/")]
+    app.router.routes[:] = [r for r in app.router.routes if r not in docs] + docs
+    return app
+
+
+def _describe_auth(app: FastAPI) -> None:
+    """The schema once, with the service-auth bearer token the methods marked ``security``
+    take (seed mode: ``lxm`` = the method; Bluesky mode: the PDS ``uploadBlob`` token), and
+    without FastAPI's 422 answers, which this service never gives."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            for item in schema["paths"].values():  # validation fails with 400, never 422
+                for operation in item.values():
+                    operation["responses"].pop("422", None)
+            components = schema.setdefault("components", {})
+            for unused in ("HTTPValidationError", "ValidationError"):
+                components.get("schemas", {}).pop(unused, None)
+            components["securitySchemes"] = {"serviceAuth": {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "AT Protocol service-auth JWT (SPEC section 3)"}}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -14,15 +14,25 @@ import asyncio
 import datetime as dt
 import logging
 import re
-from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
 
 from atproto_video.api.auth import Caller
 from atproto_video.api.context import AppContext
-from atproto_video.api.errors import InvalidRequest, XrpcError
-from atproto_video.api.responses import JSON
+from atproto_video.api.errors import XrpcError
+from atproto_video.api.models import (
+    AbortUploadInput,
+    AbortUploadOutput,
+    FinishUploadInput,
+    FinishUploadOutput,
+    GetUploadStatusOutput,
+    GetUploadStatusParams,
+    JobStatusDef,
+    StartUploadInput,
+    StartUploadOutput,
+    UploadPartOutput,
+    UploadPartParams,
+)
 from atproto_video.api.upload import (
     Delivery,
     commit_job,
@@ -33,10 +43,7 @@ from atproto_video.api.upload import (
 from atproto_video.core.dbfaults import db_unavailable
 from atproto_video.core.jobs import Job, new_job_id, utcnow
 from atproto_video.core.lexicon import (
-    NSID_ABORT_UPLOAD,
-    NSID_FINISH_UPLOAD,
     NSID_GET_UPLOAD_STATUS,
-    NSID_START_UPLOAD,
     NSID_UPLOAD_PART,
     QUOTA_VIDEOS_EXCEEDED,
 )
@@ -78,22 +85,6 @@ async def _caller(request: Request, ctx: AppContext, nsid: str) -> Caller:
     """The uploadVideo token kinds: seed mode (lxm = this method) or the app's PDS token."""
     return await ctx.verifier.verify(
         request.headers.get("authorization"), nsid, allow_pds_audience=True)
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidRequest("the request body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    return body
-
-
-def _job_id(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidRequest('Error: Params must have the property "jobId"')
-    return value
 
 
 async def _session(ctx: AppContext, caller: Caller, job_id: str) -> UploadSession:
@@ -138,29 +129,13 @@ def _state_error(session: UploadSession) -> XrpcError:
 # -- startUpload ------------------------------------------------------------------------------
 
 
-def _optional_int(body: dict[str, Any], key: str) -> int | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequest(f"{key} must be an integer")
-    return value
-
-
-async def start_upload(request: Request, ctx: AppContext) -> Response:
-    caller = await _caller(request, ctx, NSID_START_UPLOAD)
-    body = await _json_body(request)
-    size = body.get("sizeBytes")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise InvalidRequest("sizeBytes must be an integer of at least 1")
-    mime = body.get("mimeType")
-    if not isinstance(mime, str) or not 3 <= len(mime) <= 255:
-        raise InvalidRequest("mimeType must be a string of 3 to 255 characters")
-    name = body.get("name")
-    if name is not None and (not isinstance(name, str) or len(name) > 256):
-        raise InvalidRequest("name must be a string of at most 256 characters")
-    duration_ms = _optional_int(body, "durationMs")
-    width, height = _optional_int(body, "width"), _optional_int(body, "height")
+async def start_upload(
+    ctx: AppContext, caller: Caller, body: StartUploadInput
+) -> StartUploadOutput:
+    """The body is valid per the lexicon (FastAPI checked it); the rest are this service's
+    limits."""
+    size, mime, name = body.sizeBytes, body.mimeType, body.name
+    duration_ms, width, height = body.durationMs, body.width, body.height
 
     svc = ctx.cfg.service
     if not _MIME.match(mime.split(";")[0].strip().lower()):
@@ -209,8 +184,8 @@ async def start_upload(request: Request, ctx: AppContext) -> Response:
             raise _overloaded() from None
         raise
     log.info("upload started", extra={**extra, "bytes": size, "mode": caller.mode})
-    return JSON({"jobId": job_id, "partSizeBytes": PART_SIZE, "partCount": part_count(size),
-                 "expiresAt": _iso(expires_at)})
+    return StartUploadOutput(jobId=job_id, partSizeBytes=PART_SIZE,
+                             partCount=part_count(size), expiresAt=_iso(expires_at))
 
 
 # -- uploadPart -------------------------------------------------------------------------------
@@ -240,13 +215,12 @@ async def _read_exact(request: Request, expected: int) -> list[bytes] | None:
     return blocks if filled == expected else None
 
 
-async def upload_part(request: Request, ctx: AppContext) -> Response:
+async def upload_part(
+    request: Request, ctx: AppContext, params: UploadPartParams
+) -> UploadPartOutput:
+    """The part streams from ``request`` (FastAPI never reads it): at most one part in memory."""
     caller = await _caller(request, ctx, NSID_UPLOAD_PART)
-    job_id = _job_id(request.query_params.get("jobId"))
-    raw_number = request.query_params.get("partNumber", "")
-    if not raw_number.isdigit() or int(raw_number) < 1:
-        raise InvalidRequest("partNumber must be an integer of at least 1")
-    number = int(raw_number)
+    job_id, number = params.jobId, params.partNumber
     session = await _session(ctx, caller, job_id)
     if session.state is not SessionState.CREATED:
         raise _state_error(session)
@@ -277,20 +251,25 @@ async def upload_part(request: Request, ctx: AppContext) -> Response:
         session = await _session(ctx, caller, job_id)
         raise _state_error(session)
     ctx.hashes.submit(job_id, number, body, tag)
-    return JSON({"partNumber": number, "sizeBytes": expected})
+    return UploadPartOutput(partNumber=number, sizeBytes=expected)
 
 
 # -- finishUpload -----------------------------------------------------------------------------
 
 
-async def _completed(ctx: AppContext, session: UploadSession) -> Response:
+async def _job_status(ctx: AppContext, job_id: str) -> JobStatusDef:
+    return JobStatusDef.model_validate(await ctx.job_status(job_id))
+
+
+async def _completed(ctx: AppContext, session: UploadSession) -> FinishUploadOutput:
     job_id = session.completed_job_id or session.id
-    return JSON({"completedJobId": job_id, "jobStatus": await ctx.job_status(job_id)})
+    return FinishUploadOutput(completedJobId=job_id, jobStatus=await _job_status(ctx, job_id))
 
 
-async def finish_upload(request: Request, ctx: AppContext) -> Response:
-    caller = await _caller(request, ctx, NSID_FINISH_UPLOAD)
-    job_id = _job_id((await _json_body(request)).get("jobId"))
+async def finish_upload(
+    ctx: AppContext, caller: Caller, body: FinishUploadInput
+) -> FinishUploadOutput:
+    job_id = body.jobId
     session = await _session(ctx, caller, job_id)
     if session.state is SessionState.COMPLETED:
         return await _completed(ctx, session)
@@ -324,11 +303,19 @@ async def finish_upload(request: Request, ctx: AppContext) -> Response:
     except BaseException as exc:
         reason = exc.message if isinstance(exc, XrpcError) else "the upload could not be finished"
         # Stored bytes go first: with the database down the transition below fails too; it
-        # is then written (and the quota released) as soon as the database is back.
+        # is then written (and the quota released) as soon as the database is back. An
+        # outage may have hidden a committed job (lost acknowledgement): commit_job keeps
+        # the bytes until it knows, and the session follows what the database says.
+        outage = isinstance(exc, Exception) and db_unavailable(exc)
         ctx.hashes.drop(job_id)
-        await remove_job(ctx.storage, job_id)
+        if not outage:
+            await remove_job(ctx.storage, job_id)
 
         def failed() -> None:
+            if outage and ctx.store.get(job_id) is not None:
+                ctx.sessions.transition(job_id, [SessionState.FINISHING],
+                                        SessionState.COMPLETED, completed_job_id=job_id)
+                return
             ctx.sessions.transition(job_id, [SessionState.FINISHING], SessionState.FAILED,
                                     release_quota=True, failure_reason=reason[:1024])
 
@@ -363,7 +350,7 @@ async def finish_upload(request: Request, ctx: AppContext) -> Response:
             raise
         write_when_back(completed, what="completing an upload session", extra=extra)
         raise  # 503: a retried finish answers completed once the session is written
-    return JSON({"completedJobId": job.id, "jobStatus": await ctx.job_status(job.id)})
+    return FinishUploadOutput(completedJobId=job.id, jobStatus=await _job_status(ctx, job.id))
 
 
 async def _interrupted(ctx: AppContext, session: UploadSession) -> None:
@@ -400,35 +387,38 @@ async def _assemble_and_commit(
 # -- getUploadStatus and abortUpload ----------------------------------------------------------
 
 
-async def get_upload_status(request: Request, ctx: AppContext) -> Response:
+async def get_upload_status(
+    request: Request, ctx: AppContext, params: GetUploadStatusParams
+) -> GetUploadStatusOutput:
     caller = await _caller(request, ctx, NSID_GET_UPLOAD_STATUS)
-    session = await _session(ctx, caller, _job_id(request.query_params.get("jobId")))
+    session = await _session(ctx, caller, params.jobId)
     parts = await asyncio.to_thread(ctx.sessions.parts, session.id)
-    out: dict[str, Any] = {
-        "jobId": session.id, "partSizeBytes": session.part_size,
-        "partCount": session.part_count, "receivedParts": sorted(parts),
-        "expiresAt": _iso(session.expires_at), "state": session.state.value,
-    }
+    out = GetUploadStatusOutput(
+        jobId=session.id, partSizeBytes=session.part_size, partCount=session.part_count,
+        receivedParts=sorted(parts), expiresAt=_iso(session.expires_at),
+        state=session.state.value,
+    )
     if session.state is SessionState.COMPLETED:
-        out["completedJobId"] = session.completed_job_id or session.id
-        out["jobStatus"] = await ctx.job_status(out["completedJobId"])
+        out.completedJobId = session.completed_job_id or session.id
+        out.jobStatus = await _job_status(ctx, out.completedJobId)
     if session.state is SessionState.FAILED:
-        out["failureReason"] = session.failure_reason or "the upload failed"
-    return JSON(out)
-
-
-def _outcome(session: UploadSession) -> dict[str, Any]:
-    out: dict[str, Any] = {"state": session.state.value}
-    if session.state is SessionState.COMPLETED:
-        out["completedJobId"] = session.completed_job_id or session.id
-    if session.state is SessionState.FAILED:
-        out["failureReason"] = session.failure_reason or "the upload failed"
+        out.failureReason = session.failure_reason or "the upload failed"
     return out
 
 
-async def abort_upload(request: Request, ctx: AppContext) -> Response:
-    caller = await _caller(request, ctx, NSID_ABORT_UPLOAD)
-    job_id = _job_id((await _json_body(request)).get("jobId"))
+def _outcome(session: UploadSession) -> AbortUploadOutput:
+    out = AbortUploadOutput(state=session.state.value)
+    if session.state is SessionState.COMPLETED:
+        out.completedJobId = session.completed_job_id or session.id
+    if session.state is SessionState.FAILED:
+        out.failureReason = session.failure_reason or "the upload failed"
+    return out
+
+
+async def abort_upload(
+    ctx: AppContext, caller: Caller, body: AbortUploadInput
+) -> AbortUploadOutput:
+    job_id = body.jobId
     session = await _session(ctx, caller, job_id)
     if session.state is SessionState.CREATED and await asyncio.to_thread(
         ctx.sessions.transition, job_id, [SessionState.CREATED], SessionState.ABORTED,
@@ -438,8 +428,8 @@ async def abort_upload(request: Request, ctx: AppContext) -> Response:
         await shielded(asyncio.to_thread(ctx.storage.abort_parts, job_id,
                                          session.storage_ref or ""))
         log.info("upload aborted", extra={"job_id": job_id, "did": caller.did})
-        return JSON({"state": SessionState.ABORTED.value})
+        return AbortUploadOutput(state=SessionState.ABORTED.value)
     session = await _session(ctx, caller, job_id)
     if session.state is SessionState.FINISHING:
         raise _state_error(session)
-    return JSON(_outcome(session))
+    return _outcome(session)

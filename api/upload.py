@@ -29,6 +29,7 @@ from atproto_video.api.errors import (
     XrpcError,
     from_unexpected,
 )
+from atproto_video.api.models import UploadVideoOutput, UploadVideoParams
 from atproto_video.api.responses import JSON
 from atproto_video.core import metrics
 from atproto_video.core.config import ConfigError
@@ -59,7 +60,8 @@ log = logging.getLogger(__name__)
 
 def upload_answer(status: JobStatus, **extra: str) -> dict[str, object]:
     """Production answers with the bare job status; lexicon clients read ``jobStatus``."""
-    return {**status, **extra, "jobStatus": status}
+    answer = UploadVideoOutput.model_validate({**status, **extra, "jobStatus": status})
+    return answer.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class _KeyedLocks:
@@ -89,10 +91,11 @@ class _KeyedLocks:
 _dedup_locks = _KeyedLocks()
 
 
-async def handle_upload(request: Request, ctx: AppContext) -> Response:
-    """uploadVideo, counted by result (and accepted bytes) for the metrics."""
+async def handle_upload(request: Request, ctx: AppContext, params: UploadVideoParams) -> Response:
+    """uploadVideo, counted by result (and accepted bytes) for the metrics. The body streams
+    from ``request`` (never read whole); the token is checked here, after the parameters."""
     try:
-        response, result, size = await _upload(request, ctx)
+        response, result, size = await _upload(request, ctx, params)
     except XrpcError as exc:
         metrics.UPLOADS.labels(result=metrics.upload_result(exc.name, type(exc).name)).inc()
         raise
@@ -107,13 +110,14 @@ async def handle_upload(request: Request, ctx: AppContext) -> Response:
     return response
 
 
-async def _upload(request: Request, ctx: AppContext) -> tuple[Response, str, int]:
+async def _upload(
+    request: Request, ctx: AppContext, params: UploadVideoParams
+) -> tuple[Response, str, int]:
     """The answer, the ``result`` label (accepted or already_exists) and the new job's bytes."""
     caller = await ctx.verifier.verify(
         request.headers.get("authorization"), NSID_UPLOAD_VIDEO, allow_pds_audience=True
     )
-    did_param = request.query_params.get("did")
-    if did_param is not None and did_param != caller.did:
+    if params.did is not None and params.did != caller.did:
         raise AuthRequired("the did parameter does not match the token issuer", name="BadJwtIss")
     delivery = await delivery_for(ctx, caller)
 
@@ -132,7 +136,8 @@ async def _upload(request: Request, ctx: AppContext) -> tuple[Response, str, int
     declared = int(length) if length is not None else None
     ceiling = await reserve_upload(ctx, caller.did, job_id, declared, kind=SINGLE)
     try:
-        return await _store_and_commit(request, ctx, caller, job_id, ceiling, delivery)
+        return await _store_and_commit(request, ctx, caller, job_id, ceiling, delivery,
+                                       params.name)
     finally:
         # Converted when the job was committed; released on every other way out.
         await shielded(release_reservation(ctx, job_id, caller.did))
@@ -204,6 +209,7 @@ async def _store_and_commit(
     job_id: str,
     ceiling: int,
     delivery: Delivery,
+    name: str | None,
 ) -> tuple[Response, str, int]:
     extra = {"did": caller.did, "job_id": job_id}
     max_bytes = ctx.cfg.service.max_upload_bytes
@@ -222,7 +228,7 @@ async def _store_and_commit(
                                  headers={"retry-after": "5"}) from None
 
     job, duplicate = await commit_job(
-        ctx, caller, job_id, stored, mime=mime, name=request.query_params.get("name"),
+        ctx, caller, job_id, stored, mime=mime, name=name,
         delivery=delivery)
     if duplicate:
         return JSON(upload_answer(job.status(), error=ALREADY_EXISTS,
@@ -314,10 +320,36 @@ async def commit_job(
         except QuotaExceeded as exc:
             await remove_job(ctx.storage, job_id)
             raise _quota_error(exc.message) from None
+        except Exception as exc:
+            if not db_unavailable(exc):
+                await remove_job(ctx.storage, job_id)
+                raise
+            _settle_when_back(ctx, job_id, caller.did)
+            raise
         except BaseException:
             await remove_job(ctx.storage, job_id)
             raise
     return job, False
+
+
+def _settle_when_back(ctx: AppContext, job_id: str, did: str) -> None:
+    """The insert failed with the database unreachable, but it may have committed before the
+    connection dropped (a lost acknowledgement): once the database answers, run the job if
+    its row exists, else remove its bytes. Until then the bytes stay."""
+    extra = {"job_id": job_id, "did": did}
+
+    async def settle() -> None:
+        job = await retry_while_unavailable(lambda: ctx.store.get(job_id),
+                                            what="checking an interrupted upload", extra=extra)
+        if job is None:
+            await remove_job(ctx.storage, job_id)
+        else:
+            log.info("upload committed despite the outage; running it", extra=extra)
+            await ctx.executor.submit(job)
+
+    task = asyncio.create_task(settle(), name=f"db-settle-{job_id}")
+    _pending_writes.add(task)
+    task.add_done_callback(_pending_writes.discard)
 
 
 def _quota_error(message: str) -> RateLimitExceeded:
