@@ -140,3 +140,63 @@ def test_concurrent_uploads_never_store_more_than_the_quota(
     assert used == (len(accepted), len(accepted) * size, 0, 0) and held == 0
     if declared:
         assert len(accepted) == videos
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["ack-lost", "not-committed"])
+def test_an_insert_cut_off_by_the_database_keeps_the_upload_it_committed(
+    tmp_path: Path, dids: DidServer, committed: bool
+) -> None:
+    """The connection drops during the job insert: the client gets a retryable 503; once the
+    database answers, a job whose row did commit runs with its bytes, and bytes of a job that
+    did not commit are removed. The drop is injected into the real store's create (a lost
+    acknowledgement cannot be produced on demand with a real server)."""
+    import psycopg
+
+    cfg = VideoConfig.from_env({
+        "VIDEO_SERVICE_DID": SERVICE_DID, "VIDEO_DATA_DIR": str(tmp_path / "data"),
+        "VIDEO_DID_PLC_URL": dids.url, "VIDEO_ALLOW_PRIVATE_ENDPOINTS": "1",
+    })
+    service = VideoService.create(cfg)  # the executor is not started: submitted jobs wait
+    store, executor = service.ctx.store, service.ctx.executor
+    real_create, real_submit = store.create, executor.submit
+    submitted: list[str] = []
+
+    def create(*args: object, **kwargs: object) -> object:
+        if committed:
+            real_create(*args, **kwargs)  # type: ignore[arg-type]
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    async def submit(job: object) -> None:
+        submitted.append(job.id)  # type: ignore[attr-defined]
+        await real_submit(job)  # type: ignore[arg-type]
+
+    store.create = create  # type: ignore[method-assign]
+    executor.submit = submit  # type: ignore[method-assign]
+    who = user(dids)
+
+    async def scenario() -> tuple[httpx.Response, list[str]]:
+        transport = httpx.ASGITransport(app=service.app)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://video") as c:
+                resp = await c.post(
+                    f"/xrpc/{UPLOAD}", params={"did": who.did}, content=b"\x00" * 4096,
+                    headers={"authorization": f"Bearer {who.token(SERVICE_DID, UPLOAD)}",
+                             "content-type": "video/mp4"})
+            for _ in range(200):  # the settling runs in the background once the DB answers
+                kept = sorted(service.ctx.storage.job_ids())
+                if (submitted if committed else not kept):
+                    break
+                await asyncio.sleep(0.05)
+            return resp, kept
+        finally:
+            await service.stop()
+
+    resp, kept = asyncio.run(scenario())
+    assert resp.status_code == 503, resp.text
+    assert resp.json()["error"] == "NotEnoughResources"
+    assert resp.headers["retry-after"]
+    jobs = store.unfinished("local")
+    if committed:
+        assert [j.id for j in jobs] == submitted and kept == submitted
+    else:
+        assert jobs == [] and kept == [] and submitted == []
