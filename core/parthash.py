@@ -44,17 +44,45 @@ class OrderedHashes:
         self._lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: dict[str, set[concurrent.futures.Future[None]]] = {}
+        #: Parts waiting for their session's drain, in arrival order.
+        self._queues: dict[str, list[tuple[int, Sequence[bytes], str]]] = {}
 
     def submit(self, session_id: str, number: int, blocks: Sequence[bytes], tag: str) -> None:
-        """:meth:`offer` on a thread of its own, so the part's answer does not wait for the
-        hash; :meth:`digest` waits for what is still pending."""
+        """:meth:`offer` on a pool thread, so the part's answer does not wait for the hash;
+        :meth:`digest` waits for what is still pending. A session's parts are offered one at
+        a time in the order they arrived: a pool free to reorder them would hold more parts
+        early than the client has in flight, and give up the running hash under load."""
         with self._lock:
+            queue = self._queues.get(session_id)
+            if queue is not None:  # a drain is running for this session: it takes this too
+                queue.append((number, blocks, tag))
+                return
+            self._queues[session_id] = [(number, blocks, tag)]
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(
                     max_workers=os.cpu_count() or 1, thread_name_prefix="part-hash")
-            future = self._pool.submit(self.offer, session_id, number, blocks, tag)
+            future = self._pool.submit(self._drain, session_id)
             self._pending.setdefault(session_id, set()).add(future)
         future.add_done_callback(lambda done: self._settled(session_id, done))
+
+    def _drain(self, session_id: str) -> None:
+        while True:
+            with self._lock:
+                queue = self._queues[session_id]
+                if not queue:
+                    del self._queues[session_id]
+                    return
+                number, blocks, tag = queue.pop(0)
+            try:
+                self.offer(session_id, number, blocks, tag)
+            except BaseException:
+                with self._lock:  # a bug: give the session's hash up, never leave it queued
+                    self._queues.pop(session_id, None)
+                    cursor = self._cursors.get(session_id)
+                if cursor is not None:
+                    with cursor.lock:
+                        self._break(cursor)
+                raise
 
     def _settled(self, session_id: str, future: concurrent.futures.Future[None]) -> None:
         with self._lock:
