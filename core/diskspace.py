@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 
 #: errno values that mean "no room to write": the filesystem is full, or the owner's quota is.
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+#: PostgreSQL's disk_full (its data directory cannot grow).
+PG_DISK_FULL = "53100"
 
 #: How ffmpeg (via strerror) reports those errors on stderr, lower case.
 NO_SPACE_MARKERS = ("no space left on device", "disk quota exceeded")
@@ -25,15 +29,31 @@ _PROBE_BYTES = 1 << 20
 
 
 def out_of_space(exc: BaseException) -> bool:
-    """True when ``exc``, or what it wraps, is a write refused for want of space."""
+    """True when ``exc``, or what it wraps, is a write refused for want of space: by the
+    filesystem, or by a database whose disk is full (SQLite's SQLITE_FULL, PostgreSQL's
+    disk_full), which is where the default layout keeps its SQLite file too."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in NO_SPACE_ERRNOS:
+        if _no_space(current):
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def database_full(exc: BaseException) -> bool:
+    """Whether ``exc`` itself is a database refusing a write because its disk is full."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+    return getattr(exc, "sqlstate", None) == PG_DISK_FULL
+
+
+def _no_space(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in NO_SPACE_ERRNOS
+    return database_full(exc)
 
 
 def says_out_of_space(lines: list[str]) -> bool:

@@ -176,10 +176,10 @@ class LocalExecutor:
                 else:
                     log.exception("unexpected executor error", extra={"job_id": job_id})
                 try:
-                    await self._db(self.store.fail, job_id, code, message)
                     if code is FailureCode.ENCODING:
                         await asyncio.to_thread(self._clean_up, job_id, completed=False)
                         await asyncio.to_thread(self.storage.remove_scratch, job_id)
+                    await self._db(self.store.fail, job_id, code, message)
                 except Exception:  # the worker must outlive any one job
                     log.exception("could not fail the job", extra={"job_id": job_id})
             finally:
@@ -236,21 +236,23 @@ class LocalExecutor:
         self, job: Job, exc: TranscodeError, workspace: Workspace | None
     ) -> None:
         """A terminal failure with its lexicon code; the outputs and the source go (on a full
-        volume that is what gives the space back)."""
+        volume that is what gives the space back). A database on the full volume is waited
+        for like one that is down."""
         log.info(
             "job failed",
             extra={"job_id": job.id, "did": job.did, "failure_code": exc.failure_code,
                    "error": exc.message},
         )
-        await self._db(
-            self.store.fail, job.id, FailureCode(exc.failure_code), exc.message, job=job
-        )
+        # Files first: when the database shares the full volume, this is what lets it write.
         if workspace is not None:
             await asyncio.to_thread(self.storage.discard, workspace)
         else:
             await asyncio.to_thread(self.storage.remove_outputs, job.id)
         await asyncio.to_thread(self.storage.remove_scratch, job.id)
         await asyncio.to_thread(self.storage.remove_source, job.id)
+        await self._db(
+            self.store.fail, job.id, FailureCode(exc.failure_code), exc.message, job=job
+        )
 
     async def _storage_failed(self, job: Job, exc: StorageUnavailable) -> None:
         """The store stayed down for the whole retry budget: end the job, tidy what we can."""

@@ -4,12 +4,13 @@ A job encoding when the volume fills fails with ``encoding_failure`` and a messa
 full storage, its files removed; uploads get a retryable 503 ``NotEnoughResources`` saying the
 storage is full (refused before reading when the declared size cannot fit, or when a write is
 refused), leaving no file and no reservation; once space is back the next upload is accepted
-and completes, without a restart. The database stays off the volume (a full database disk is
-not covered here).
+and completes, without a restart. Twice: with only the storage root on the volume, and with
+the whole data directory there (the default layout), where the SQLite file cannot grow either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sqlite3
 import time
@@ -66,7 +67,8 @@ def job_dirs(volume: Path) -> set[str]:
 
 
 def reservations(svc: ServiceProcess) -> int:
-    with sqlite3.connect(svc.data_dir / "video.sqlite3") as conn:
+    # closing(): a connection left to the garbage collector would keep the volume busy.
+    with contextlib.closing(sqlite3.connect(svc.data_dir / "video.sqlite3")) as conn:
         return int(conn.execute("SELECT count(*) FROM video_upload_reservation").fetchone()[0])
 
 
@@ -151,3 +153,55 @@ def test_storage_full(svc: ServiceProcess, volume: Path, dids: DidServer,
     assert done["state"] == "JOB_STATE_COMPLETED", done
     record_figure("storage_full", "space_back_to_upload_accepted", accepted - freed)
     record_figure("storage_full", "space_back_to_job_completed", completed - freed)
+
+
+def test_storage_full_with_the_database_on_it(tmp_path: Path, dids: DidServer) -> None:
+    """The default layout: VIDEO_DATA_DIR on the full volume, the SQLite file included. A
+    database write refused for want of space is waited for like a database outage."""
+    who = user(dids)
+    long_clip = make_clip(tmp_path / "long.mp4", seconds=20, size="1280x720").read_bytes()
+    short_clip = make_clip(tmp_path / "short.mp4", seconds=2).read_bytes()
+    with small_tmpfs(tmp_path / "volume", VOLUME_MIB) as volume:
+        svc = ServiceProcess(volume / "data", {"VIDEO_DID_PLC_URL": dids.url,
+                                               "VIDEO_PROCESSING_CONCURRENCY": "1"})
+        svc.log_path = tmp_path / "service.log"  # not on the volume: the log must survive
+        svc.start()
+        try:
+            resp = upload_as(svc, who, long_clip)
+            assert resp.status_code == 200, resp.text
+            encoding_id = resp.json()["jobId"]
+            wait_for_job(svc, encoding_id, lambda st: st["state"] == "JOB_STATE_ENCODING"
+                         and st.get("progress", 0) > 0, timeout=120)
+            fill(volume, "filler-1")
+            # Not stuck in ENCODING: its files go first, which lets the database write.
+            failed, _ = wait_for_job(svc, encoding_id, timeout=180)
+            assert failed["state"] == "JOB_STATE_FAILED", failed
+            assert failed["failureCode"] == "encoding_failure", failed
+            assert "ran out of storage space" in failed["error"], failed
+            storage = volume / "data" / "storage"
+            assert not files_of(storage, encoding_id)
+
+            fill(volume, "filler-2")  # full again, to the last byte
+            assert_storage_full(upload_as(svc, who, short_clip))
+            resp = httpx.post(f"{svc.url}/xrpc/{UPLOAD}", params={"did": who.did},
+                              content=iter([short_clip]),
+                              headers={"authorization":
+                                       f"Bearer {who.token(SERVICE_DID, UPLOAD)}",
+                                       "content-type": "video/mp4"}, timeout=60)
+            assert_storage_full(resp)
+            assert job_dirs(storage) <= {encoding_id}, job_dirs(storage)
+
+            for filler in ("filler-1", "filler-2"):
+                (volume / filler).unlink()
+            freed = time.monotonic()
+            resp = upload_as(svc, who, short_clip)
+            accepted = time.monotonic()
+            assert resp.status_code == 200, resp.text
+            done, _ = wait_for_job(svc, resp.json()["jobId"], timeout=180)
+            completed = time.monotonic()
+            assert done["state"] == "JOB_STATE_COMPLETED", done
+            record_figure("storage_full_db", "space_back_to_upload_accepted", accepted - freed)
+            record_figure("storage_full_db", "space_back_to_job_completed", completed - freed)
+            wait_for(lambda: reservations(svc) == 0, timeout=30, what="reservations released")
+        finally:
+            svc.stop()

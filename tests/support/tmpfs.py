@@ -25,7 +25,10 @@ def small_tmpfs(path: Path, size_mib: int) -> Iterator[Path]:
         yield path
     finally:
         if subprocess.run(["umount", str(path)], timeout=30).returncode != 0:
+            holders = subprocess.run(["fuser", "-vm", str(path)], capture_output=True,
+                                     text=True, timeout=30)
             subprocess.run(["umount", "-l", str(path)], check=True, timeout=30)
+            raise AssertionError(f"{path} was still in use:\n{holders.stderr}")
 
 
 def free(volume: Path) -> int:
