@@ -135,7 +135,8 @@ class XrpcRoute(APIRoute):
             except Exception as exc:
                 error = from_unexpected(exc)
                 if error.status == 503:  # an outage, not a bug: no traceback per request
-                    log.warning("database unavailable", extra={"path": request.url.path})
+                    log.warning("unavailable: %s", error.message,
+                                extra={"path": request.url.path})
                 else:
                     log.exception("unhandled error", extra={"path": request.url.path})
                 return xrpc_error(error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from atproto_video.core.dbfaults import db_unavailable
+from atproto_video.core.diskspace import out_of_space
 
 
 class XrpcError(Exception):
@@ -73,15 +74,27 @@ class NotEnoughResources(XrpcError):
 
 #: Seconds a client is told to wait before retrying after a temporary outage.
 RETRY_AFTER_S = 5
+#: ... and after finding the storage volume full (freeing space takes an operator longer).
+STORAGE_FULL_RETRY_AFTER_S = 30
+STORAGE_FULL_MESSAGE = "video storage is full; try again later"
+
+
+def storage_full(message: str = STORAGE_FULL_MESSAGE) -> NotEnoughResources:
+    """The answer when the storage volume (or its quota) has no room for an upload: a
+    retryable 503, like any other shortage, whose message says what is short."""
+    return NotEnoughResources(message,
+                              headers={"retry-after": str(STORAGE_FULL_RETRY_AFTER_S)})
 
 
 def from_unexpected(exc: BaseException) -> XrpcError:
     """The XRPC answer for an exception no handler expected.
 
     A database that cannot be reached is temporary: 503 ``NotEnoughResources`` with
-    ``retry-after``, so clients retry instead of giving up. Anything else is a bug: 500, with
-    no internals in the message.
+    ``retry-after``, so clients retry instead of giving up; so is a full storage volume
+    (ENOSPC, EDQUOT). Anything else is a bug: 500, with no internals in the message.
     """
+    if out_of_space(exc):
+        return storage_full()
     if db_unavailable(exc):
         return NotEnoughResources("the service database is unavailable; try again shortly",
                                   headers={"retry-after": str(RETRY_AFTER_S)})

@@ -19,7 +19,7 @@ from starlette.requests import Request
 
 from atproto_video.api.auth import Caller
 from atproto_video.api.context import AppContext
-from atproto_video.api.errors import XrpcError
+from atproto_video.api.errors import STORAGE_FULL_MESSAGE, XrpcError, storage_full
 from atproto_video.api.models import (
     AbortUploadInput,
     AbortUploadOutput,
@@ -41,6 +41,7 @@ from atproto_video.api.upload import (
     write_when_back,
 )
 from atproto_video.core.dbfaults import db_unavailable
+from atproto_video.core.diskspace import out_of_space
 from atproto_video.core.jobs import Job, new_job_id, utcnow
 from atproto_video.core.lexicon import (
     NSID_GET_UPLOAD_STATUS,
@@ -152,6 +153,9 @@ async def start_upload(
 
     job_id = new_job_id()
     extra = {"job_id": job_id, "did": caller.did}
+    if not await asyncio.to_thread(ctx.storage.room_for, size):
+        log.warning("storage full: upload refused at startUpload", extra={**extra, "bytes": size})
+        raise storage_full()
     expires_at = utcnow() + dt.timedelta(seconds=svc.upload_session_ttl_s)
     quota = ctx.quota
     try:
@@ -182,6 +186,9 @@ async def start_upload(
         if isinstance(exc, StorageUnavailable):
             log.warning("storage unavailable at startUpload", extra=extra)
             raise _overloaded() from None
+        if out_of_space(exc):
+            log.warning("storage full at startUpload", extra=extra)
+            raise storage_full() from None
         raise
     log.info("upload started", extra={**extra, "bytes": size, "mode": caller.mode})
     return StartUploadOutput(jobId=job_id, partSizeBytes=PART_SIZE,
@@ -241,7 +248,11 @@ async def upload_part(
                                       number, offset, body)
     except StorageUnavailable:
         raise _overloaded() from None
-    except Exception:
+    except Exception as exc:
+        if out_of_space(exc):
+            await _end_for_space(ctx, session)
+            raise storage_full(f"{STORAGE_FULL_MESSAGE}: this upload was ended, start it "
+                               "again") from None
         # Aborted, expired or finished while the part was on its way: say which.
         now = await asyncio.to_thread(ctx.sessions.get, job_id)
         if now is not None and now.state is not SessionState.CREATED:
@@ -252,6 +263,19 @@ async def upload_part(
         raise _state_error(session)
     ctx.hashes.submit(job_id, number, body, tag)
     return UploadPartOutput(partNumber=number, sizeBytes=expected)
+
+
+async def _end_for_space(ctx: AppContext, session: UploadSession) -> None:
+    """A part did not fit: end the session (failed, quota released, parts removed) rather
+    than hold a half-written file on a full volume until the session expires."""
+    extra = {"job_id": session.id, "did": session.did}
+    if await asyncio.to_thread(ctx.sessions.transition, session.id, [SessionState.CREATED],
+                               SessionState.FAILED, release_quota=True,
+                               failure_reason=STORAGE_FULL_MESSAGE):
+        ctx.hashes.drop(session.id)
+        await shielded(asyncio.to_thread(ctx.storage.abort_parts, session.id,
+                                         session.storage_ref or ""))
+        log.warning("storage full: upload ended at uploadPart", extra=extra)
 
 
 # -- finishUpload -----------------------------------------------------------------------------
@@ -302,6 +326,8 @@ async def finish_upload(
         raise
     except BaseException as exc:
         reason = exc.message if isinstance(exc, XrpcError) else "the upload could not be finished"
+        if out_of_space(exc):
+            reason = STORAGE_FULL_MESSAGE
         # Stored bytes go first: with the database down the transition below fails too; it
         # is then written (and the quota released) as soon as the database is back. An
         # outage may have hidden a committed job (lost acknowledgement): commit_job keeps

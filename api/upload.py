@@ -28,12 +28,14 @@ from atproto_video.api.errors import (
     RateLimitExceeded,
     XrpcError,
     from_unexpected,
+    storage_full,
 )
 from atproto_video.api.models import UploadVideoOutput, UploadVideoParams
 from atproto_video.api.responses import JSON
 from atproto_video.core import metrics
 from atproto_video.core.config import ConfigError
 from atproto_video.core.dbfaults import db_unavailable, retry_while_unavailable
+from atproto_video.core.diskspace import out_of_space
 from atproto_video.core.jobs import DuplicateUpload, Job, NewJob, new_job_id, utcnow
 from atproto_video.core.lexicon import (
     ALREADY_EXISTS,
@@ -130,6 +132,10 @@ async def _upload(
             raise PayloadTooLarge(f"request entity too large: at most {max_bytes} bytes")
         if int(length) == 0:
             raise InvalidRequest("the request body is empty: send the video file")
+        if not await asyncio.to_thread(ctx.storage.room_for, int(length)):
+            log.warning("storage full: upload refused before reading it",
+                        extra={"did": caller.did, "bytes": int(length)})
+            raise storage_full()
 
     job_id = new_job_id()
     # Held before a byte is stored: the declared size, or what is left as a ceiling.
@@ -226,6 +232,12 @@ async def _store_and_commit(
         log.warning("storage unavailable during an upload", extra=extra)
         raise NotEnoughResources("video storage is unavailable; try again shortly",
                                  headers={"retry-after": "5"}) from None
+    except OSError as exc:
+        if not out_of_space(exc):
+            raise
+        # receive() removed what it had written; the caller releases the reservation.
+        log.warning("storage full during an upload", extra=extra)
+        raise storage_full() from None
 
     job, duplicate = await commit_job(
         ctx, caller, job_id, stored, mime=mime, name=name,

@@ -2,8 +2,9 @@
 
 Callers retry, or answer 503, only for the first kind: a refused or lost connection, a server
 shutting down or not yet accepting connections, too many connections, a pool that stayed
-empty. Constraint violations, syntax errors, serialization failures and the like are not
-"unavailable" and keep their usual handling.
+empty, a disk too full to take a write (it takes writes again once space is freed, like a
+server that comes back). Constraint violations, syntax errors, serialization failures and
+the like are not "unavailable" and keep their usual handling.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy import exc as sa_exc
+
+from atproto_video.core.diskspace import database_full
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +45,15 @@ def db_unavailable(exc: BaseException) -> bool:
 
 
 def _unavailable(exc: BaseException) -> bool:
+    if database_full(exc):
+        return True
     if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError):
         return True  # pool checkout timed out; a connection found dead by pre-ping
     if isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated:
             return True
-        return exc.orig is not None and _driver_unavailable(exc.orig)
+        return exc.orig is not None and (
+            _driver_unavailable(exc.orig) or database_full(exc.orig))
     return _driver_unavailable(exc)
 
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
+from atproto_video.core.diskspace import free_bytes
+
 if TYPE_CHECKING:
     from atproto_video.core.config import VideoConfig
 
@@ -137,6 +139,11 @@ class Storage(Protocol):
         """At startup: create what is missing, or stop with a clear error if unusable."""
 
     # -- uploads ------------------------------------------------------------------------------
+    def room_for(self, size: int) -> bool:
+        """Whether ``size`` more bytes fit now (a cheap early refusal of a declared upload;
+        concurrent writers can still fill the volume, which writes then report)."""
+        ...
+
     async def receive(
         self, job_id: str, chunks: AsyncIterator[bytes], max_bytes: int
     ) -> StoredUpload: ...
@@ -268,6 +275,9 @@ class LocalStorage:
         return self._out(job_id) / name
 
     # -- uploads ------------------------------------------------------------------------------
+
+    def room_for(self, size: int) -> bool:
+        return free_bytes(self._jobs) >= size
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         # Created on first use, not at import: importing the module starts nothing.

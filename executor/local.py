@@ -29,11 +29,12 @@ from atproto_video.core.dbfaults import (
 )
 from atproto_video.core.delivery import deliver
 from atproto_video.core.details import JobDetails, Outcome, RenditionStatus
+from atproto_video.core.diskspace import out_of_space
 from atproto_video.core.jobs import Job, JobStore
 from atproto_video.core.lexicon import STATE_ORDER, FailureCode, JobState
 from atproto_video.core.storage import Storage, StorageUnavailable, Workspace, local_output
 from atproto_video.transcoder import encoding
-from atproto_video.transcoder.errors import TranscodeError
+from atproto_video.transcoder.errors import OutOfSpace, TranscodeError
 from atproto_video.transcoder.limits import TranscodeLimits
 from atproto_video.transcoder.pipeline import TranscodeResult, transcode
 from atproto_video.transcoder.plan import summary
@@ -167,11 +168,18 @@ class LocalExecutor:
                 await self._process(job_id)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("unexpected executor error", extra={"job_id": job_id})
+            except Exception as exc:
+                code, message = FailureCode.GENERIC, "internal error while processing"
+                if out_of_space(exc):  # a write outside the transcoder: same reason
+                    code, message = FailureCode.ENCODING, OutOfSpace.MESSAGE
+                    log.warning("job failed: storage full", extra={"job_id": job_id})
+                else:
+                    log.exception("unexpected executor error", extra={"job_id": job_id})
                 try:
-                    await self._db(self.store.fail, job_id, FailureCode.GENERIC,
-                                   "internal error while processing")
+                    if code is FailureCode.ENCODING:
+                        await asyncio.to_thread(self._clean_up, job_id, completed=False)
+                        await asyncio.to_thread(self.storage.remove_scratch, job_id)
+                    await self._db(self.store.fail, job_id, code, message)
                 except Exception:  # the worker must outlive any one job
                     log.exception("could not fail the job", extra={"job_id": job_id})
             finally:
@@ -201,20 +209,17 @@ class LocalExecutor:
         except StorageUnavailable as exc:
             await self._storage_failed(job, exc)
             return
+        except OSError as exc:
+            if not out_of_space(exc):
+                raise
+            await self._transcode_failed(job, OutOfSpace(), None)
+            return
         await self._db(self.store.advance, job.id, JobState.ENCODING, 0, job=job)
         started = time.monotonic()
         try:
             result = await _run_cancellable(self._transcode, job, workspace)
         except TranscodeError as exc:
-            log.info(
-                "job failed",
-                extra={**extra, "failure_code": exc.failure_code, "error": exc.message},
-            )
-            await self._db(
-                self.store.fail, job.id, FailureCode(exc.failure_code), exc.message, job=job
-            )
-            await asyncio.to_thread(self.storage.discard, workspace)
-            await asyncio.to_thread(self.storage.remove_source, job.id)
+            await self._transcode_failed(job, exc, workspace)
             return
         for rendition, seconds in result.target_seconds.items():
             metrics.observe_encode(rendition, seconds)
@@ -226,6 +231,28 @@ class LocalExecutor:
         await self._db(self.store.update_details, job.id,
                        lambda details: _with_result(details, result), job=job)
         self._start_delivery(job, started)
+
+    async def _transcode_failed(
+        self, job: Job, exc: TranscodeError, workspace: Workspace | None
+    ) -> None:
+        """A terminal failure with its lexicon code; the outputs and the source go (on a full
+        volume that is what gives the space back). A database on the full volume is waited
+        for like one that is down."""
+        log.info(
+            "job failed",
+            extra={"job_id": job.id, "did": job.did, "failure_code": exc.failure_code,
+                   "error": exc.message},
+        )
+        # Files first: when the database shares the full volume, this is what lets it write.
+        if workspace is not None:
+            await asyncio.to_thread(self.storage.discard, workspace)
+        else:
+            await asyncio.to_thread(self.storage.remove_outputs, job.id)
+        await asyncio.to_thread(self.storage.remove_scratch, job.id)
+        await asyncio.to_thread(self.storage.remove_source, job.id)
+        await self._db(
+            self.store.fail, job.id, FailureCode(exc.failure_code), exc.message, job=job
+        )
 
     async def _storage_failed(self, job: Job, exc: StorageUnavailable) -> None:
         """The store stayed down for the whole retry budget: end the job, tidy what we can."""

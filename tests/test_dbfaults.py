@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import create_engine, exc, text
 
@@ -66,3 +67,31 @@ def test_sqlite_and_other_errors_are_bugs(tmp_path: Path) -> None:
     answer = from_unexpected(ValueError("secret internals"))
     assert (answer.status, answer.name, answer.message) == (
         500, "InternalServerError", "Internal Server Error")
+
+
+def test_a_full_database_disk_is_waited_for_and_answered_as_storage_full(
+    tmp_path: Path,
+) -> None:
+    """SQLite's SQLITE_FULL (here from max_page_count, as from a full disk) and PostgreSQL's
+    disk_full: writes are retried once space is back, and clients are told storage is full."""
+    url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (b BLOB)"))
+        with engine.connect() as conn:
+            conn.execute(text("PRAGMA max_page_count = 8"))
+            try:
+                conn.execute(text("INSERT INTO t VALUES (zeroblob(1000000))"))
+            except exc.OperationalError as error:
+                full: BaseException = error
+            else:
+                raise AssertionError("the insert fitted")
+    finally:
+        engine.dispose()
+    assert "full" in str(full)
+    for error in (full, psycopg.errors.DiskFull("could not extend file")):
+        assert db_unavailable(error)
+        answer = from_unexpected(error)
+        assert (answer.status, answer.name) == (503, "NotEnoughResources")
+        assert "storage is full" in answer.message

@@ -28,3 +28,14 @@ class EncodingFailure(TranscodeError):
 
     def __init__(self, message: str) -> None:
         super().__init__("encoding_failure", message)
+
+
+class OutOfSpace(EncodingFailure):
+    """The outputs did not fit: the storage volume (or its quota) is full. Not the video's
+    fault, so the uploader is told to try again later rather than that the video is bad."""
+
+    MESSAGE = ("the service ran out of storage space while processing the video; "
+               "upload it again later")
+
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE)

@@ -21,15 +21,17 @@ Policy decisions (documented here because callers and players depend on them):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from atproto_video.core.diskspace import out_of_space, refuses_writes, says_out_of_space
 from atproto_video.core.ladder import Variant, build_ladder
 from atproto_video.core.storage import atomic_write_text
 from atproto_video.transcoder import encoding, filtergraph
@@ -41,7 +43,12 @@ from atproto_video.transcoder.contract import (
     reference_variant,
     targets_for,
 )
-from atproto_video.transcoder.errors import EncodingFailure, TranscodeError, ValidationFailure
+from atproto_video.transcoder.errors import (
+    EncodingFailure,
+    OutOfSpace,
+    TranscodeError,
+    ValidationFailure,
+)
 from atproto_video.transcoder.formats import input_args
 from atproto_video.transcoder.limits import TranscodeLimits
 from atproto_video.transcoder.master import write_master
@@ -125,22 +132,24 @@ def transcode(
     started = time.monotonic()
     source = probe(src, limits)
     plan = ladder_for(source, limits)
-    out_dir.mkdir(parents=True, exist_ok=True)
     progress = Progress(on_progress)
     seconds: dict[str, float] = {}
-    if strategy == "single":
-        began = time.monotonic()
-        _run_single(src, out_dir, source, plan, limits, progress.update)
-        seconds["all"] = time.monotonic() - began
-    else:
-        targets = targets_for(plan)
-        stages = WeightedStages([t.weight for t in targets], progress)
-        for target in targets:
+    with _outputs_fit(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if strategy == "single":
             began = time.monotonic()
-            _run_target(src, out_dir, target.name, source, plan, limits, stages.stage_sink())
-            seconds[target.cli] = time.monotonic() - began
-            stages.finish_stage()
-    write_master(plan, out_dir, has_audio=source.has_audio)
+            _run_single(src, out_dir, source, plan, limits, progress.update)
+            seconds["all"] = time.monotonic() - began
+        else:
+            targets = targets_for(plan)
+            stages = WeightedStages([t.weight for t in targets], progress)
+            for target in targets:
+                began = time.monotonic()
+                _run_target(src, out_dir, target.name, source, plan, limits,
+                            stages.stage_sink())
+                seconds[target.cli] = time.monotonic() - began
+                stages.finish_stage()
+        write_master(plan, out_dir, has_audio=source.has_audio)
     progress.done()
     return TranscodeResult(source, plan, out_dir, strategy, time.monotonic() - started,
                            seconds)
@@ -161,21 +170,43 @@ def transcode_target(
         raise ValueError(f"unknown target {target!r}")
     source = probe(src, limits)
     plan = ladder_for(source, limits)
-    out_dir.mkdir(parents=True, exist_ok=True)
     progress = Progress(on_progress)
     variant: Variant | None = None
-    if target == TARGET_MASTER:
-        write_master(plan, out_dir, has_audio=source.has_audio)
-    elif target in (TARGET_THUMBNAIL, TARGET_MP4):
-        _run_target(src, out_dir, target, source, plan, limits, progress.update)
-    else:
-        variant = find_variant(plan, target)
-        if variant is None:
-            log.info("skipping %s: source %dx%d is smaller", target, source.width, source.height)
+    with _outputs_fit(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if target == TARGET_MASTER:
+            write_master(plan, out_dir, has_audio=source.has_audio)
+        elif target in (TARGET_THUMBNAIL, TARGET_MP4):
+            _run_target(src, out_dir, target, source, plan, limits, progress.update)
         else:
-            _run_target(src, out_dir, variant.name, source, plan, limits, progress.update)
+            variant = find_variant(plan, target)
+            if variant is None:
+                log.info("skipping %s: source %dx%d is smaller", target, source.width,
+                         source.height)
+            else:
+                _run_target(src, out_dir, variant.name, source, plan, limits, progress.update)
     progress.done()
     return variant
+
+
+@contextlib.contextmanager
+def _outputs_fit(out_dir: Path) -> Iterator[None]:
+    """Writing the outputs failed on a full volume: :class:`OutOfSpace`, whatever the symptom.
+
+    ffmpeg's HLS muxer can exit 0 after a refused write, leaving empty playlists that would
+    otherwise read as "no decodable frames" (the uploader told the video is bad); so when
+    anything fails here the filesystem itself is asked whether it still takes a write.
+    """
+    try:
+        yield
+    except OutOfSpace:
+        raise
+    except (TranscodeError, OSError) as exc:
+        where = out_dir if out_dir.is_dir() else out_dir.parent
+        if out_of_space(exc) or refuses_writes(where):
+            log.warning("outputs did not fit: the storage volume is full (%s)", exc)
+            raise OutOfSpace() from exc
+        raise
 
 
 def is_target(target: str) -> bool:
@@ -321,7 +352,9 @@ def _raise_for(result: RunResult, timeout_s: float) -> None:
     detail = "; ".join(clean_message(line) for line in result.stderr_tail[-3:]) or "no details"
     log.warning("ffmpeg exited with %s: %s", result.returncode, "\n".join(result.stderr_tail))
     error: TranscodeError
-    if result.out_of_resources:
+    if says_out_of_space(result.stderr_tail):
+        error = OutOfSpace()
+    elif result.out_of_resources:
         error = EncodingFailure(f"ffmpeg ran out of memory or was killed: {detail}")
     elif any(_INPUT_ERRORS.search(line) for line in result.stderr_tail):
         error = ValidationFailure(f"the video could not be decoded: {detail}")
