@@ -1,7 +1,8 @@
 """Shared pieces of the property-based fuzz runs: bounded settings and near-valid JSON.
 
-Every run is bounded by its example count, never by a clock (no timed assertions); the
-database is off so a run leaves no ``.hypothesis/`` directory behind.
+Every run is bounded by its example count, never by a clock (no timed assertions). The
+example database is off: a run does not replay another machine's or run's failures, and
+whatever a run finds becomes a plain test next to the module's other tests.
 """
 
 from __future__ import annotations
