@@ -7,7 +7,6 @@ Bluesky app sends to uploadVideo and that the service later forwards to the PDS.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,10 +41,17 @@ class Caller:
         return f"Caller(did={self.did!r}, aud={self.aud!r}, mode={self.mode!r})"
 
 
-def pds_service_did(pds_endpoint: str) -> str:
-    """did:web + hostname of the #atproto_pds endpoint: the audience the Bluesky app asks for."""
-    host = urlsplit(pds_endpoint).hostname or ""
-    return f"did:web:{host}"
+def pds_service_did(pds_endpoint: str) -> str | None:
+    """did:web + hostname of the #atproto_pds endpoint: the audience the Bluesky app asks for.
+
+    None when the endpoint (from a document the issuer controls) names no host, or is not a
+    URL at all (``https://[``): no audience can match it.
+    """
+    try:
+        host = urlsplit(pds_endpoint).hostname
+    except ValueError:
+        return None
+    return f"did:web:{host}" if host else None
 
 
 class ServiceAuthVerifier:
@@ -75,10 +81,11 @@ class ServiceAuthVerifier:
         payload = parsed.claims
         now = self.clock()
 
-        iss, aud, exp = payload.get("iss"), payload.get("aud"), payload.get("exp")
+        iss, aud = payload.get("iss"), payload.get("aud")
+        exp = servicetoken.seconds(payload.get("exp"))
         if not isinstance(iss, str) or not isinstance(aud, str):
             raise _fail("BadJwt", "poorly formatted jwt")
-        if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+        if exp is None:
             raise _fail("BadJwt", "poorly formatted jwt")
         if now > exp:
             raise _fail("JwtExpired", "jwt expired")
@@ -132,7 +139,7 @@ class ServiceAuthVerifier:
             did=iss_did,
             aud=aud,
             lxm=token_lxm,
-            exp=float(exp),
+            exp=exp,
             mode=mode,
             token=token,
             document=doc,

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,14 @@ MAX_DOCUMENT_BYTES = 64 * 1024
 # Shortest time between two fetches of one DID when a bad signature forces a re-resolution.
 DEFAULT_REFRESH_INTERVAL_S = 60.0
 _MAX_ENTRIES = 50_000
+
+# An uncompressed point with a multicodec prefix is 67 bytes, about 92 base58 characters.
+MAX_MULTIBASE_CHARS = 128
+
+# A did:web host after percent-decoding: DNS labels, and a port (allowed for localhost only).
+_WEB_HOST = re.compile(
+    r"(?P<host>[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*)(?::(?P<port>[0-9]{1,5}))?"
+)
 
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {c: i for i, c in enumerate(_B58)}
@@ -95,9 +104,7 @@ def b58encode(data: bytes) -> str:
 
 def parse_multikey(multibase: str) -> SigningKey:
     """``z`` + base58btc(multicodec varint + compressed point)."""
-    if not multibase.startswith("z"):
-        raise DidError("publicKeyMultibase must be base58btc ('z')")
-    raw = b58decode(multibase[1:])
+    raw = _multibase_bytes(multibase)
     if raw.startswith(MULTICODEC_SECP256K1):
         alg = "ES256K"
     elif raw.startswith(MULTICODEC_P256):
@@ -105,6 +112,18 @@ def parse_multikey(multibase: str) -> SigningKey:
     else:
         raise DidError("unsupported key type in publicKeyMultibase")
     return _load_point(alg, raw[2:])
+
+
+def _multibase_bytes(multibase: str) -> bytes:
+    """The bytes of a ``z`` (base58btc) key; bounded, since base58 decoding is quadratic."""
+    if not multibase.startswith("z"):
+        raise DidError("publicKeyMultibase must be base58btc ('z')")
+    if len(multibase) > MAX_MULTIBASE_CHARS:
+        raise DidError("publicKeyMultibase is too long for a public key")
+    try:
+        return b58decode(multibase[1:])
+    except ValueError:
+        raise DidError("publicKeyMultibase is not valid base58btc") from None
 
 
 def _load_point(alg: str, point: bytes) -> SigningKey:
@@ -115,10 +134,11 @@ def _load_point(alg: str, point: bytes) -> SigningKey:
 
 
 def parse_document(did: str, doc: Any) -> DidDocument:
+    """The #atproto key and #atproto_pds endpoint of a document its host wrote: any JSON."""
     if not isinstance(doc, dict) or doc.get("id") != did:
         raise DidError("DID document id does not match the DID")
     key: SigningKey | None = None
-    for vm in doc.get("verificationMethod") or []:
+    for vm in _entries(doc, "verificationMethod"):
         if not isinstance(vm, dict):
             continue
         if vm.get("id") not in ("#atproto", f"{did}#atproto"):
@@ -129,11 +149,11 @@ def parse_document(did: str, doc: Any) -> DidDocument:
         vtype = vm.get("type")
         if vtype == "Multikey":
             key = parse_multikey(mb)
-        elif vtype in LEGACY_TYPES and mb.startswith("z"):
-            key = _load_point(LEGACY_TYPES[vtype], b58decode(mb[1:]))
+        elif isinstance(vtype, str) and vtype in LEGACY_TYPES and mb.startswith("z"):
+            key = _load_point(LEGACY_TYPES[vtype], _multibase_bytes(mb))
         break
     pds: str | None = None
-    for svc in doc.get("service") or []:
+    for svc in _entries(doc, "service"):
         if not isinstance(svc, dict):
             continue
         if (
@@ -147,17 +167,33 @@ def parse_document(did: str, doc: Any) -> DidDocument:
     return DidDocument(did=did, signing_key=key, pds_endpoint=pds, raw=doc)
 
 
+def _entries(doc: dict[str, Any], name: str) -> list[Any]:
+    """A list property of the document; absent or null is empty, anything else malformed."""
+    value = doc.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DidError(f"DID document {name} is not a list")
+    return value
+
+
 def did_web_url(did: str) -> str:
     """did:web:<host> -> https://<host>/.well-known/did.json (http and ports: localhost only)."""
     ident = did.removeprefix("did:web:")
     if not ident or ":" in ident:
         raise DidError("did:web with a path is not supported")
-    host = unquote(ident)
-    hostname = host.split(":", 1)[0]
-    scheme = "http" if hostname == "localhost" else "https"
-    if ":" in host and hostname != "localhost":
+    # Decoded, the identifier must still be a host name: %40, %2F, %23 or %5B would otherwise
+    # move the request to another host ("localhost:1@evil.com"), path or fragment.
+    match = _WEB_HOST.fullmatch(unquote(ident))
+    if match is None:
+        raise DidError("did:web must name a host")
+    hostname, port = match.group("host"), match.group("port")
+    local = hostname.lower() == "localhost"
+    if port is not None and not (local and 0 < int(port) < 65536):
         raise DidError("did:web ports are only allowed for localhost")
-    return f"{scheme}://{host}/.well-known/did.json"
+    scheme = "http" if local else "https"
+    netloc = hostname if port is None else f"{hostname}:{port}"
+    return f"{scheme}://{netloc}/.well-known/did.json"
 
 
 class DidResolver:

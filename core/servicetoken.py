@@ -68,7 +68,7 @@ def parse(token: str) -> ServiceToken:
         raise MalformedToken("BadJwt", "poorly formatted jwt")
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.InvalidTokenError:
+    except (jwt.InvalidTokenError, UnicodeEncodeError):  # lone surrogates cannot be UTF-8
         raise MalformedToken("BadJwt", "poorly formatted jwt") from None
     if not isinstance(header.get("alg"), str):
         raise MalformedToken("BadJwt", "poorly formatted jwt")
@@ -76,7 +76,7 @@ def parse(token: str) -> ServiceToken:
         raise MalformedToken("BadJwtType", "Invalid jwt type")
     try:
         claims = jwt.decode(token, options=_DECODE_ONLY)
-    except jwt.InvalidTokenError:
+    except (jwt.InvalidTokenError, UnicodeEncodeError):
         raise MalformedToken("BadJwt", "poorly formatted jwt") from None
     return ServiceToken(header=header, claims=claims, raw=token)
 
@@ -87,9 +87,18 @@ def expiry(token: str) -> float | None:
         exp = parse(token).claims.get("exp")
     except MalformedToken:
         return None
-    if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+    return seconds(exp)
+
+
+def seconds(value: object) -> float | None:
+    """A claim as finite Unix seconds, else None (JSON booleans, strings, inf, 10**400)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(exp)
+    try:
+        number = float(value)  # an integer beyond float range overflows
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def signature_valid(token: ServiceToken, alg: str, key: ec.EllipticCurvePublicKey) -> bool:

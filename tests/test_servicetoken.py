@@ -55,6 +55,24 @@ def test_expiry() -> None:
     assert servicetoken.expiry("garbage") is None
 
 
+def test_fuzz_findings_are_refused_not_raised() -> None:
+    """Found by tests/test_servicetoken_fuzz.py: a lone surrogate (not encodable as UTF-8)
+    escaped parse as UnicodeEncodeError, an exp beyond float range escaped expiry as
+    OverflowError."""
+    who = Identity("did:plc:servicetokentest")
+    token = who.token("did:web:x", LXM)
+    for bad in ("\ud800" + token, token[:10] + "\udfff" + token[10:], token + "\ud800"):
+        with pytest.raises(MalformedToken) as err:
+            servicetoken.parse(bad)
+        assert err.value.name == "BadJwt"
+        assert servicetoken.expiry(bad) is None
+    for exp in (10**400, -(10**400)):
+        huge = who.token("did:web:x", LXM, extra={"exp": exp})
+        assert servicetoken.parse(huge).claims["exp"] == exp
+        assert servicetoken.expiry(huge) is None
+    assert servicetoken.seconds(2**63) == float(2**63) and servicetoken.seconds(1.5) == 1.5
+
+
 def test_signature_needs_the_key_and_its_algorithm() -> None:
     who = Identity("did:plc:servicetokentest", alg="ES256")
     parsed = servicetoken.parse(who.token("did:web:x", LXM))

@@ -61,9 +61,9 @@ def demuxer_for_magic(head: bytes) -> str | None:
         return "avi"
     for packet in (_TS_PACKET, _TS_PACKET + 4):  # plain TS, or M2TS with 4-byte timecodes
         offset = packet - _TS_PACKET
-        if len(head) >= offset + 2 * packet and all(
-            head[offset + i * packet] == 0x47 for i in range(len(head[offset:]) // packet)
-        ):
+        # Whole 188-byte packets in the head; in M2TS the first timecode precedes `offset`.
+        whole = (len(head) - offset - _TS_PACKET) // packet + 1
+        if whole >= 2 and all(head[offset + i * packet] == 0x47 for i in range(whole)):
             return "mpegts"
     return None
 

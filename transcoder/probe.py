@@ -109,6 +109,7 @@ def _check(data: dict[str, Any], sniffed: str, limits: TranscodeLimits) -> Sourc
         if s.get("codec_type") == "video"
         and not (s.get("disposition") or {}).get("attached_pic")
         and int(s.get("width") or 0) > 0
+        and int(s.get("height") or 0) > 0  # a header may claim 16x0: no picture to scale
     ]
     if not videos:
         raise ValidationFailure("the upload has no video track (audio-only or empty container)")
@@ -148,7 +149,7 @@ def _check(data: dict[str, Any], sniffed: str, limits: TranscodeLimits) -> Sourc
         )
 
     fps = _frame_rate(video, frames, duration)
-    if coded_w * coded_h * float(fps) * duration > limits.max_total_pixels:
+    if coded_w * coded_h * fps * Fraction(duration) > limits.max_total_pixels:  # exact
         raise ValidationFailure("video is too large to process (resolution x frame rate x length)")
 
     return SourceInfo(
@@ -172,14 +173,16 @@ def _rotation(video: dict[str, Any]) -> int:
     """Clockwise display rotation in degrees from the display matrix or legacy `rotate` tag."""
     for side in video.get("side_data_list") or []:
         if "rotation" in side:
-            try:
-                return round(float(str(side["rotation"]))) % 360
-            except ValueError:
-                return 0
+            return _degrees(side["rotation"])
     tag = (video.get("tags") or {}).get("rotate")
+    return _degrees(tag) if tag is not None else 0
+
+
+def _degrees(raw: object) -> int:
+    """A rotation as 0-359; anything else (text, nan, or a tag saying "inf") is none at all."""
     try:
-        return round(float(tag)) % 360 if tag is not None else 0
-    except ValueError:
+        return round(float(str(raw))) % 360
+    except (ValueError, OverflowError):
         return 0
 
 
@@ -199,9 +202,11 @@ def _frame_rate(video: dict[str, Any], frames: int | None, duration: float) -> F
     for key in ("avg_frame_rate", "r_frame_rate"):
         rate = _fraction(video.get(key), separator="/")
         if rate is not None and 0 < rate <= 1000:
-            return rate.limit_denominator(1001)
-    if frames:
-        return Fraction(frames / duration).limit_denominator(1001)
+            rate = rate.limit_denominator(1001)
+            if rate > 0:  # 1/1000000000 rounds to 0: no rate at all
+                return rate
+    if frames:  # exact: a float quotient overflows for a header's 2**62 frames in 1e-300 s
+        return (Fraction(frames) / Fraction(duration)).limit_denominator(1001)
     return Fraction(30)
 
 

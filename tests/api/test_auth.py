@@ -119,6 +119,8 @@ async def test_failures_have_reference_names(
         "four parts": who.token(SERVICE, LXM) + ".x",
         "exp not a number": who.token(SERVICE, LXM, extra={"exp": "soon"}),
         "exp NaN": who.token(SERVICE, LXM, extra={"exp": float("nan")}),
+        # Found by tests/api/test_auth_fuzz.py: math.isfinite(10**400) overflowed into a 500.
+        "exp beyond float range": who.token(SERVICE, LXM, extra={"exp": 10**400}),
         "aud not a string": who.token(SERVICE, LXM, extra={"aud": [SERVICE]}),
         "not base64": "a!.b.c",
     }
@@ -246,3 +248,23 @@ async def test_pds_audience_mode(did_server: DidServer) -> None:
     assert err.name == "BadJwtLexiconMethod"
     assert (await refused(v, token)).name == "BadJwtAudience"  # not accepted where not allowed
     await resolver.aclose()
+
+
+@pytest.mark.parametrize("endpoint", ["https://[", "https://[::1", "http://", "pds"])
+async def test_pds_audience_with_a_document_whose_pds_is_not_a_url(
+    did_server: DidServer, endpoint: str
+) -> None:
+    """Found by tests/api/test_auth_fuzz.py: "https://[" made urlsplit raise (a 500), and a
+    hostless endpoint made "did:web:" the expected audience, so aud "did:web:" got through."""
+    who = Identity(new_plc_did(), pds_endpoint=endpoint)
+    did_server.publish(who)
+    resolver = DidResolver(did_server.url, allow_private=True)
+    v = ServiceAuthVerifier(SERVICE, resolver)
+    try:
+        for aud in ("did:web:", "did:web:localhost"):
+            token = who.token(aud, "com.atproto.repo.uploadBlob")
+            err = await refused(v, token, allow_pds_audience=True)
+            assert (err.status, err.name) == (401, "BadJwtAudience")
+            assert err.message == "the issuer's DID document lists no PDS"
+    finally:
+        await resolver.aclose()

@@ -16,9 +16,13 @@ from atproto_video.api.auth import ServiceAuthVerifier
 from atproto_video.api.errors import XrpcError
 from atproto_video.api.identity import (
     MAX_DOCUMENT_BYTES,
+    MAX_MULTIBASE_CHARS,
     DidError,
     DidResolver,
     ResolverUnavailable,
+    did_web_url,
+    parse_document,
+    parse_multikey,
 )
 from atproto_video.api.service import VideoService
 from atproto_video.core.config import VideoConfig
@@ -177,3 +181,47 @@ async def test_the_service_resolves_with_the_configured_interval(tmp_path: Path)
         assert svc.ctx.verifier.resolver is svc.resolver
     finally:
         await svc.stop()
+
+
+def test_hostile_documents_are_did_errors() -> None:
+    """Found by tests/api/test_identity_fuzz.py: each of these escaped parse_document as a
+    TypeError or ValueError (a 500 where the caller expects BadJwtIss)."""
+    did = "did:plc:fuzzfindings"
+    key = Identity(did).public_multibase()
+    vm = {"id": "#atproto", "type": "Multikey", "publicKeyMultibase": key}
+    refused = {
+        "verificationMethod a number": {"verificationMethod": 5},
+        "verificationMethod an object": {"verificationMethod": vm},
+        "service true": {"service": True},
+        "Multikey not base58": {"verificationMethod": [{**vm, "publicKeyMultibase": "z0OIl"}]},
+        "legacy key not base58": {"verificationMethod": [
+            {**vm, "type": "EcdsaSecp256k1VerificationKey2019", "publicKeyMultibase": "zO"}]},
+        # base58 decoding is quadratic: 60 000 characters took 0.8 s of the event loop.
+        "key too long": {"verificationMethod": [{**vm, "publicKeyMultibase": "z" + "2" * 60_000}]},
+    }  # fmt: skip
+    for fields in refused.values():
+        with pytest.raises(DidError):
+            parse_document(did, {"id": did, **fields})
+    # A type that is a list or an object (unhashable) is just not a key type.
+    for odd in ([1], {}):
+        doc = parse_document(did, {"id": did, "verificationMethod": [{**vm, "type": odd}]})
+        assert doc.signing_key is None
+    assert parse_document(did, {"id": did, "verificationMethod": None}).signing_key is None
+    assert parse_document(did, {"id": did, "verificationMethod": [vm]}).signing_key is not None
+    with pytest.raises(DidError, match="too long"):
+        parse_multikey("z" + "2" * MAX_MULTIBASE_CHARS)
+
+
+def test_did_web_names_a_host_and_nothing_else() -> None:
+    """Found by tests/api/test_identity_fuzz.py: percent-escapes decoded into the URL moved
+    the request to another host over http ("localhost:1@evil.com"), a path or a fragment."""
+    for did in (
+        "did:web:localhost%3A1%40evil.com", "did:web:evil.com%2Fpath", "did:web:localhost%2F..",
+        "did:web:a%23b", "did:web:%5B", "did:web:a%3Fq", "did:web:localhost%3A99999",
+        "did:web:localhost%3A0", "did:web:example.com%3A443", "did:web:a%20b", "did:web:",
+    ):  # fmt: skip
+        with pytest.raises(DidError):
+            did_web_url(did)
+    assert did_web_url("did:web:example.com") == "https://example.com/.well-known/did.json"
+    assert did_web_url("did:web:localhost%3A2585") == "http://localhost:2585/.well-known/did.json"
+    assert did_web_url("did:web:LOCALHOST") == "http://LOCALHOST/.well-known/did.json"

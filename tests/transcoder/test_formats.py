@@ -33,6 +33,19 @@ def test_magic_bytes_select_an_allowed_demuxer(head: bytes, demuxer: str) -> Non
     assert demuxer_for_magic(head) == demuxer
 
 
+def test_two_whole_transport_packets_are_enough_in_either_framing() -> None:
+    """Found by tests/transcoder/test_formats_fuzz.py: two whole M2TS packets (384 bytes) were
+    not recognised; the length check counted a third packet's timecode."""
+    ts = (b"\x47" + bytes(187)) * 2
+    m2ts = (bytes(4) + b"\x47" + bytes(187)) * 2
+    assert demuxer_for_magic(ts) == demuxer_for_magic(m2ts) == "mpegts"
+    assert demuxer_for_magic(ts[:-1]) is None and demuxer_for_magic(m2ts[:-1]) is None
+    # Every whole packet in the head counts, the fourth M2TS one included.
+    broken = bytearray((bytes(4) + b"\x47" + bytes(187)) * 4)
+    broken[4 + 3 * 192] = 0
+    assert demuxer_for_magic(bytes(broken)) is None
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [

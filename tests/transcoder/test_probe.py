@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from atproto_video.transcoder.errors import EncodingFailure, ValidationFailure
 from atproto_video.transcoder.limits import TranscodeLimits
-from atproto_video.transcoder.probe import probe
+from atproto_video.transcoder.probe import _check, probe
 from tests.support.media import cached, ffmpeg, make_clip
 from tests.transcoder.media import source_info
 
@@ -167,3 +168,30 @@ def test_missing_ffprobe_is_an_encoding_failure(
 def test_memory_cap_is_an_encoding_failure(silent: Path, limits: TranscodeLimits) -> None:
     with pytest.raises(EncodingFailure, match="out of memory"):
         probe(silent, replace(limits, max_memory_bytes=16 * 1024 * 1024))
+
+
+def probed(**video: Any) -> dict[str, Any]:
+    """ffprobe's JSON for a 2 s 320x240 H.264 MP4, with these video stream fields changed."""
+    stream = {"index": 0, "codec_type": "video", "codec_name": "h264", "width": 320,
+              "height": 240, "avg_frame_rate": "30/1", "nb_frames": "60", "duration": "2.0"}
+    return {"format": {"format_name": "mov,mp4,m4a,3gp,3g2,mj2", "duration": "2.0"},
+            "streams": [{**stream, **video}]}  # fmt: skip
+
+
+def test_header_values_the_fuzz_found(limits: TranscodeLimits) -> None:
+    """Found by tests/transcoder/test_probe_fuzz.py; each value comes from the upload's own
+    headers (a rotate tag is free text, sizes and rates are what the container declares)."""
+    assert _check(probed(), "mov", limits).fps == 30
+    # A rotate tag of "inf" (or "1e400") raised OverflowError: it is no rotation.
+    for tag in ("inf", "-inf", "1e400", "nan"):
+        assert _check(probed(tags={"rotate": tag}), "mov", limits).rotation == 0
+    # A 320x0 video was accepted with a height of 0 (nothing to scale).
+    with pytest.raises(ValidationFailure, match="no video track"):
+        _check(probed(height=0), "mov", limits)
+    # A declared rate of 1/1000000000 rounded to 0 fps; the next rate or the frame count rules.
+    slow = _check(probed(avg_frame_rate="1/1000000000", r_frame_rate="1/1000000000"), "mov", limits)
+    assert slow.fps == 30 and slow.output_fps(limits.max_fps) == 30
+    # 2**63-1 frames in 5e-324 s overflowed float division (and then Fraction): too large.
+    with pytest.raises(ValidationFailure, match="too large to process"):
+        _check(probed(avg_frame_rate="0/0", r_frame_rate="0/0", nb_frames=str(2**63 - 1),
+                      duration="5e-324"), "mov", limits)  # fmt: skip
