@@ -77,7 +77,7 @@ for ctl in cpu cpuacct cpuset memory; do
   [ -d "/sys/fs/cgroup/$ctl" ] || [ -f /sys/fs/cgroup/cgroup.controllers ] \
     || die "cgroup controller $ctl is not mounted under /sys/fs/cgroup; kubelet needs it"
 done
-mkdir -p "$STATE"/{log,pid,bin,owned}
+mkdir -p "$STATE"/{log,pid,cmd,bin,owned}
 on_failure() {
   local rc=$?
   [ "$rc" = 0 ] && return 0
@@ -122,6 +122,9 @@ if [ ! -d /run/netns ]; then touch "$STATE/owned/run-netns"; fi
 start() {  # start NAME CMD...: background daemon in its own session, PID in $STATE/pid/NAME
   local n="$1" i; shift
   rm -f "$STATE/pid/$n"
+  # The argv and environment, for cluster/restart.sh (restarts one component the same way).
+  printf '%s\0' "$@" >"$STATE/cmd/$n"
+  env -0 >"$STATE/cmd/$n.env"
   # The daemon records its own PID (exec keeps it), whether or not setsid had to fork.
   # fd 9 is the up/down lock: daemons must not inherit it.
   setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$STATE/pid/$n" "$@" \

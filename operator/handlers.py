@@ -26,6 +26,13 @@ from atproto_video.operator.events import events_for
 from atproto_video.operator.reconcile import Observed, VideoJobReconciler
 from atproto_video.operator.templates import LABEL_JOB_ID
 
+#: Waits between retries of one Kubernetes API request (watches included) that failed with a
+#: connection error, 5xx, 403 or 429. kopf's default (1, 1, 2, 3, 5, 8, 13, 21) gives up after
+#: about a minute and, after a restarted API server, left the watches waiting up to 13-21 s more
+#: (a VideoJob created meanwhile was reconciled only then): here at most 2 s apart for the
+#: first half-minute, then 5 s, for about 10 minutes in all (tests/faults/test_control_plane.py).
+API_ERROR_BACKOFFS: tuple[float, ...] = (0.5, 1.0) + (2.0,) * 14 + (5.0,) * 114
+
 
 def active(status: kopf.Status, **_: Any) -> bool:
     """Timers run only for VideoJobs whose mirrored state is not terminal."""
@@ -55,6 +62,7 @@ def build_registry(cfg: VideoConfig, reconciler: VideoJobReconciler) -> kopf.Ope
         settings.networking.connect_timeout = 10
         settings.watching.server_timeout = 270
         settings.watching.client_timeout = 300
+        settings.networking.error_backoffs = API_ERROR_BACKOFFS
         settings.execution.max_workers = 16
 
     @kopf.on.login(registry=registry)
