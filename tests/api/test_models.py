@@ -21,7 +21,9 @@ _BOUNDS = ("minLength", "maxLength", "minimum", "maximum")
 
 def lexicons() -> dict[str, dict[str, Any]]:
     if not LEXICONS.is_dir():
-        pytest.fail(f"the lexicons are not at {LEXICONS} (shared/ beside the repository)")
+        # shared/ sits beside the repository in CI and development, not in a user's clone
+        # (shared/lexicons/README.md): there the comparison cannot run.
+        pytest.skip(f"the lexicons are not at {LEXICONS} (shared/ beside the repository)")
     docs = [json.loads(p.read_text()) for p in sorted(LEXICONS.glob("*.json"))]
     return {doc["id"]: doc for doc in docs}
 
