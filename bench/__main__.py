@@ -26,6 +26,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {
     "e2e_latency_ratio": ("<=", 1.10),
     "upload_throughput_ratio": (">=", 0.5),
+    "upload_hashed_copy_ratio": (">=", 0.8),
     "upload_peak_rss_mb": ("<=", 64),
     "s3_upload_throughput_ratio": (">=", 0.8),
     "s3_upload_peak_rss_mb": ("<=", 64),
