@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.types import Message
 
 from atproto_video.api import multipart
+from atproto_video.api.auth import ERROR_NAMES as AUTH_ERROR_NAMES
 from atproto_video.api.auth import Caller
 from atproto_video.api.context import AppContext
 from atproto_video.api.errors import (
@@ -75,9 +76,7 @@ _COMMON: dict[int, str] = {
     500: "`InternalServerError`: an unexpected failure (nothing internal is shown)",
 }
 _AUTH: dict[int, str] = {
-    401: "The reference verifier's names: `AuthMissing`, `BadJwt`, `BadJwtType`, "
-         "`JwtExpired`, `BadJwtAudience`, `BadJwtLexiconMethod`, `BadJwtIss`, "
-         "`BadJwtSignature`",
+    401: "The reference verifier's names: " + ", ".join(f"`{n}`" for n in AUTH_ERROR_NAMES),
     503: "`NotEnoughResources`: the issuer's DID resolver is unreachable",
 }
 _EXTRA: dict[str, dict[int, str]] = {

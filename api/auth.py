@@ -23,7 +23,14 @@ from atproto_video.core.servicetoken import MalformedToken, ServiceToken
 MAX_LIFETIME_S = 3600 + 300
 
 
+#: Every 401 name this verifier answers, in the reference verifier's words; declared once
+#: (the OpenAPI schema lists them from here).
+ERROR_NAMES = ("AuthMissing", "BadJwt", "BadJwtType", "JwtExpired", "BadJwtAudience",
+               "BadJwtLexiconMethod", "BadJwtIss", "BadJwtSignature")
+
+
 def _fail(name: str, message: str) -> AuthRequired:
+    assert name in ERROR_NAMES, name
     return AuthRequired(message, name=name)
 
 

@@ -14,6 +14,7 @@ from atproto_video.api.app import build_app
 from atproto_video.api.auth import ServiceAuthVerifier
 from atproto_video.api.context import AppContext
 from atproto_video.api.identity import DidResolver
+from atproto_video.api.upload import drain_background
 from atproto_video.core import metrics
 from atproto_video.core.config import ConfigError, VideoConfig
 from atproto_video.core.db import make_engine
@@ -111,6 +112,8 @@ class VideoService:
         self._sweep_stop.set()
         if self._sweep is not None:
             await self._sweep
+        # Before the executor stops: a settled upload may still hand it its job.
+        await drain_background(timeout_s=5)
         await self.ctx.executor.stop()
         self.metrics.stop()
         metrics.unwatch_jobs(self.ctx.store.engine)

@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -153,6 +154,27 @@ async def _upload(
 _pending_writes: set[asyncio.Task[None]] = set()
 
 
+def _in_background(work: Coroutine[Any, Any, None], name: str) -> None:
+    task = asyncio.create_task(work, name=name)
+    _pending_writes.add(task)
+    task.add_done_callback(_pending_writes.discard)
+
+
+async def drain_background(timeout_s: float) -> int:
+    """At shutdown: give the writes still waiting for the database ``timeout_s`` to land,
+    then cancel them. Returns how many were cancelled (their rows are the startup sweep's)."""
+    if not _pending_writes:
+        return 0
+    _, pending = await asyncio.wait(set(_pending_writes), timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+        log.warning("shutting down with %d database writes undone; the next start sweeps "
+                    "them", len(pending))
+    return len(pending)
+
+
 def write_when_back(fn: Callable[[], object], *, what: str, extra: dict[str, str]) -> None:
     """Retry a small write (a release, a session transition) in the background until the
     database is back; the caller's answer does not wait for the outage to end."""
@@ -161,9 +183,7 @@ def write_when_back(fn: Callable[[], object], *, what: str, extra: dict[str, str
     async def write() -> None:
         await retry_while_unavailable(fn, what=what, extra=extra)
 
-    task = asyncio.create_task(write(), name=f"db-write-{extra.get('job_id', '')}")
-    _pending_writes.add(task)
-    task.add_done_callback(_pending_writes.discard)
+    _in_background(write(), f"db-write-{extra.get('job_id', '')}")
 
 
 async def release_reservation(ctx: AppContext, reservation_id: str, did: str) -> None:
@@ -359,9 +379,7 @@ def _settle_when_back(ctx: AppContext, job_id: str, did: str) -> None:
             log.info("upload committed despite the outage; running it", extra=extra)
             await ctx.executor.submit(job)
 
-    task = asyncio.create_task(settle(), name=f"db-settle-{job_id}")
-    _pending_writes.add(task)
-    task.add_done_callback(_pending_writes.discard)
+    _in_background(settle(), f"db-settle-{job_id}")
 
 
 def _quota_error(message: str) -> RateLimitExceeded:

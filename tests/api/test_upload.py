@@ -200,3 +200,26 @@ def test_an_insert_cut_off_by_the_database_keeps_the_upload_it_committed(
         assert [j.id for j in jobs] == submitted and kept == submitted
     else:
         assert jobs == [] and kept == [] and submitted == []
+
+
+def test_shutdown_waits_briefly_for_background_writes_then_cancels_them() -> None:
+    from atproto_video.api import upload
+
+    landed: list[str] = []
+
+    async def lands() -> None:
+        await asyncio.sleep(0.05)
+        landed.append("write")
+
+    async def scenario() -> tuple[int, int, list[asyncio.Task[None]]]:
+        upload._in_background(lands(), "lands")
+        upload._in_background(asyncio.sleep(3600), "database never back")
+        tasks = list(upload._pending_writes)
+        cancelled = await upload.drain_background(timeout_s=0.5)
+        return cancelled, len(upload._pending_writes), tasks
+
+    cancelled, left, tasks = asyncio.run(scenario())
+    assert landed == ["write"]
+    assert cancelled == 1
+    assert left == 0
+    assert sum(t.cancelled() for t in tasks) == 1

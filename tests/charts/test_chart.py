@@ -561,3 +561,13 @@ def test_quickstart_postgres_refuses_conflicting_values(helm: str) -> None:
             capture_output=True, text=True,
         )  # fmt: skip
         assert out.returncode != 0 and message in out.stderr, (args, out.stderr)
+
+
+def test_did_refresh_interval_reaches_the_api_config(helm: str) -> None:
+    docs = render(helm, *VALUES, "--set", "didRefreshIntervalSeconds=15")
+    api = by_kind(docs, "Deployment")[API]["spec"]["template"]["spec"]["containers"][0]
+    env = {k: v for k, v in env_of(api).items() if k.startswith("VIDEO_") and v is not None}
+    assert VideoConfig.from_env(env).service.did_refresh_interval_s == 15.0
+    default = by_kind(render(helm, *VALUES), "Deployment")[API]
+    assert env_of(default["spec"]["template"]["spec"]["containers"][0])[
+        "VIDEO_DID_REFRESH_INTERVAL_S"] == "60"

@@ -57,6 +57,7 @@ app.kubernetes.io/component: {{ .component }}
 - {name: VIDEO_SERVICE_DID, value: {{ required "serviceDid is required" .Values.serviceDid | quote }}}
 - {name: VIDEO_PUBLIC_URL, value: {{ .Values.publicUrl | quote }}}
 - {name: VIDEO_DID_PLC_URL, value: {{ .Values.didPlcUrl | quote }}}
+- {name: VIDEO_DID_REFRESH_INTERVAL_S, value: {{ .Values.didRefreshIntervalSeconds | quote }}}
 - name: VIDEO_DB_URL
   valueFrom: {secretKeyRef: {name: {{ include "atproto-video.dbSecret" . }}, key: {{ .Values.database.existingSecretKey }}}}
 - name: VIDEO_TOKEN_KEY
