@@ -1,0 +1,116 @@
+// Drives Debian's chromium with playwright-core through the watch or job page of a running
+// service (tests/support/browser.py runs it). One JSON argument:
+//   {url, executable, outDir, timeoutMs}
+// Prints one JSON line: what the page showed and did. Assertions live in the Python tests.
+"use strict";
+const path = require("path");
+const { chromium } = require("playwright-core");
+
+async function main() {
+  const spec = JSON.parse(process.argv[2]);
+  const out = { console: [], errors: [] };
+  const browser = await chromium.launch({
+    executablePath: spec.executable,
+    headless: true,
+    args: ["--no-sandbox", "--autoplay-policy=no-user-gesture-required", "--mute-audio"],
+  });
+  const timeout = spec.timeoutMs || 300000;
+  try {
+    out.browserVersion = browser.version();
+    const page = await browser.newPage({ viewport: { width: 1000, height: 820 } });
+    page.setDefaultTimeout(timeout);
+    page.on("console", (m) => out.console.push(m.type() + ": " + m.text()));
+    page.on("pageerror", (e) => out.errors.push(String(e)));
+    const resp = await page.goto(spec.url);
+    out.status = resp.status();
+    out.page = await page.getAttribute("#app", "data-page");
+
+    if (out.page === "job") {
+      await page.waitForSelector("#app[data-state]");
+      out.firstState = await page.getAttribute("#app", "data-state");
+      out.firstStateLabel = await page.textContent("#state");
+      out.firstProgressShown = await page.isVisible("#progress");
+      if (out.firstState !== "JOB_STATE_COMPLETED") {
+        out.inProgressShot = path.join(spec.outDir, "job-in-progress.png");
+        await page.screenshot({ path: out.inProgressShot, fullPage: true });
+      }
+      await page.waitForFunction(() => {
+        const s = document.getElementById("app").getAttribute("data-state");
+        return s === "JOB_STATE_FAILED" || document.getElementById("video") !== null;
+      });
+      out.finalState = await page.getAttribute("#app", "data-state");
+      if (out.finalState === "JOB_STATE_FAILED") {
+        out.message = await page.textContent("#message");
+        return out;
+      }
+      out.jobSectionHidden = await page.isHidden("#job");
+    }
+
+    out.codecs = await page.evaluate(() => ({
+      mse: typeof MediaSource !== "undefined",
+      h264: typeof MediaSource !== "undefined" &&
+        MediaSource.isTypeSupported('video/mp4; codecs="avc1.640028"'),
+      aac: typeof MediaSource !== "undefined" &&
+        MediaSource.isTypeSupported('audio/mp4; codecs="mp4a.40.2"'),
+      nativeHls: document.createElement("video").canPlayType("application/vnd.apple.mpegurl"),
+    }));
+    out.hlsJs = await page.evaluate(() => (window.Hls ? window.Hls.version : null));
+    await page.waitForFunction(() => window.atprotoVideo && window.atprotoVideo.levels.length > 0);
+    out.poster = await page.evaluate(() => window.atprotoVideo.video.poster);
+    out.posterFetch = await page.evaluate(async () => {
+      const r = await fetch(window.atprotoVideo.video.poster);
+      return { status: r.status, type: r.headers.get("content-type"),
+               bytes: (await r.arrayBuffer()).byteLength };
+    });
+    out.levels = await page.evaluate(() => window.atprotoVideo.levels);
+    out.renditionList = await page.$$eval("#renditions li", (lis) => lis.map((li) => li.textContent));
+
+    // Plays: currentTime advances.
+    await page.waitForFunction(() => window.atprotoVideo.video.currentTime > 0.3);
+    const t1 = await page.evaluate(() => window.atprotoVideo.video.currentTime);
+    await page.waitForFunction((t) => window.atprotoVideo.video.currentTime > t + 0.5, t1);
+    const t2 = await page.evaluate(() => window.atprotoVideo.video.currentTime);
+    out.played = [t1, t2];
+
+    // Every rendition can be selected, and plays once selected.
+    out.switches = [];
+    for (let i = 0; i < out.levels.length; i++) {
+      await page.evaluate(() => {
+        const v = window.atprotoVideo.video;
+        if (v.ended || v.currentTime > v.duration - 2.5) v.currentTime = 0;
+        if (v.paused) v.play();
+      });
+      const before = await page.evaluate(() => window.atprotoVideo.video.currentTime);
+      await page.click(`#renditions button[data-level="${i}"]`);
+      await page.waitForFunction((n) => window.atprotoVideo.hls.currentLevel === n &&
+        document.getElementById("player").getAttribute("data-level") === String(n), i);
+      await page.waitForFunction((t) => window.atprotoVideo.video.currentTime > t + 0.3 ||
+        window.atprotoVideo.video.ended, before);
+      out.switches.push(await page.evaluate(() => ({
+        currentLevel: window.atprotoVideo.hls.currentLevel,
+        videoHeight: window.atprotoVideo.video.videoHeight,
+        selected: document.querySelector("#renditions li.selected").getAttribute("data-level"),
+        currentTime: window.atprotoVideo.video.currentTime,
+      })));
+    }
+    // Wait for the top rendition's frame at the switch so the screenshot shows the video.
+    await page.evaluate(() => {
+      const v = window.atprotoVideo.video;
+      v.pause();
+      v.currentTime = Math.min(1, v.duration / 2);
+    });
+    await page.waitForFunction(() => !window.atprotoVideo.video.seeking &&
+      window.atprotoVideo.video.readyState >= 2);
+    out.playerShot = path.join(spec.outDir, "player.png");
+    await page.screenshot({ path: out.playerShot, fullPage: true });
+    out.playerError = await page.getAttribute("#player", "data-error");
+    return out;
+  } finally {
+    await browser.close();
+  }
+}
+
+main().then(
+  (out) => { process.stdout.write(JSON.stringify(out) + "\n"); },
+  (err) => { process.stdout.write(JSON.stringify({ fatal: String(err && err.stack || err) }) + "\n"); process.exitCode = 1; },
+);
