@@ -63,7 +63,7 @@ test: test-deps lint
 	$(BIN)/pytest -q -ra
 
 test-fast: deps
-	$(BIN)/pytest -q -ra -m 'not cluster and not image and not pds'
+	$(BIN)/pytest -q -ra -m 'not cluster and not image and not pds and not browser'
 
 ## A single-node Kubernetes on loopback, built from source (see cluster/README.md).
 cluster-up:

@@ -103,6 +103,7 @@ async def job_page(ctx: AppContext, job_id: str) -> Response:
  data-job-id="{html.escape(job_id)}">
 <h1>Processing video</h1>
 {_missing_assets()}
+<p class="who">job <code>{html.escape(job_id)}</code></p>
 <section id="job">
 <p><span id="state">…</span> <span id="percent"></span></p>
 <progress id="progress" max="100"></progress>

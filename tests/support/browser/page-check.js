@@ -80,12 +80,21 @@ async function main() {
         if (v.ended || v.currentTime > v.duration - 2.5) v.currentTime = 0;
         if (v.paused) v.play();
       });
-      const before = await page.evaluate(() => window.atprotoVideo.video.currentTime);
       await page.click(`#renditions button[data-level="${i}"]`);
       await page.waitForFunction((n) => window.atprotoVideo.hls.currentLevel === n &&
         document.getElementById("player").getAttribute("data-level") === String(n), i);
-      await page.waitForFunction((t) => window.atprotoVideo.video.currentTime > t + 0.3 ||
-        window.atprotoVideo.video.ended, before);
+      // Its frames are on screen (the decoder's size is the rendition's) and time goes on.
+      await page.waitForFunction((n) => {
+        const v = window.atprotoVideo.video;
+        if (v.ended) { v.currentTime = 0; v.play(); }
+        return v.videoHeight === window.atprotoVideo.levels[n].height;
+      }, i);
+      const before = await page.evaluate(() => window.atprotoVideo.video.currentTime);
+      await page.waitForFunction((t) => {
+        const v = window.atprotoVideo.video;
+        if (v.ended) { v.currentTime = 0; v.play(); return false; }
+        return v.currentTime > Math.min(t + 0.3, v.duration - 0.5) && !v.paused;
+      }, before);
       out.switches.push(await page.evaluate(() => ({
         currentLevel: window.atprotoVideo.hls.currentLevel,
         videoHeight: window.atprotoVideo.video.videoHeight,
@@ -101,6 +110,18 @@ async function main() {
     });
     await page.waitForFunction(() => !window.atprotoVideo.video.seeking &&
       window.atprotoVideo.video.readyState >= 2);
+    // The frame on screen is a picture, not black: count its colours on a canvas.
+    out.frameColours = await page.evaluate(() => {
+      const v = window.atprotoVideo.video;
+      const c = document.createElement("canvas");
+      c.width = 64; c.height = 36;
+      const g = c.getContext("2d");
+      g.drawImage(v, 0, 0, 64, 36);
+      const px = g.getImageData(0, 0, 64, 36).data;
+      const seen = new Set();
+      for (let i = 0; i < px.length; i += 4) seen.add((px[i] >> 3) << 10 | (px[i + 1] >> 3) << 5 | px[i + 2] >> 3);
+      return seen.size;
+    });
     out.playerShot = path.join(spec.outDir, "player.png");
     await page.screenshot({ path: out.playerShot, fullPage: true });
     out.playerError = await page.getAttribute("#player", "data-error");
