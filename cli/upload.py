@@ -166,6 +166,7 @@ class Uploader:
         session = self._ok(start)
         job_id, part_size = session["jobId"], session["partSizeBytes"]
         numbers = list(range(1, session["partCount"] + 1))
+        self.console.print(f"multipart upload: {len(numbers)} parts of at most {part_size} bytes")
         with path.open("rb") as f:
             for attempt in range(2):  # a finish that found parts missing: send them, once
                 for n in numbers:
