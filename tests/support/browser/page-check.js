@@ -12,7 +12,9 @@ async function main() {
   const browser = await chromium.launch({
     executablePath: spec.executable,
     headless: true,
-    args: ["--no-sandbox", "--autoplay-policy=no-user-gesture-required", "--mute-audio"],
+    // Servers have no GPU, and containers often a small /dev/shm.
+    args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+           "--autoplay-policy=no-user-gesture-required", "--mute-audio"],
   });
   const timeout = spec.timeoutMs || 300000;
   try {
@@ -102,14 +104,9 @@ async function main() {
         currentTime: window.atprotoVideo.video.currentTime,
       })));
     }
-    // Wait for the top rendition's frame at the switch so the screenshot shows the video.
-    await page.evaluate(() => {
-      const v = window.atprotoVideo.video;
-      v.pause();
-      v.currentTime = Math.min(1, v.duration / 2);
-    });
-    await page.waitForFunction(() => !window.atprotoVideo.video.seeking &&
-      window.atprotoVideo.video.readyState >= 2);
+    // Hold the last rendition's frame for the screenshot.
+    await page.evaluate(() => window.atprotoVideo.video.pause());
+    await page.waitForFunction(() => window.atprotoVideo.video.readyState >= 2);
     // The frame on screen is a picture, not black: count its colours on a canvas.
     out.frameColours = await page.evaluate(() => {
       const v = window.atprotoVideo.video;
