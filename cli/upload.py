@@ -459,8 +459,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "upload",
         help="upload a video as a Bluesky user (or a seed-mode key), follow it, post it",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Upload FILE to the video service as a Bluesky user: log in to your PDS "
+        "with an app password, get the upload token the Bluesky app gets, upload with a "
+        "progress bar, follow the processing, print the blob and the playback URLs, and with "
+        "--post post the video. With --key, sign seed-mode tokens instead (local testing, "
+        "no PDS).",
         epilog="exit codes: 0 done, 1 other error, 2 usage, 3 login refused, 4 quota, "
                "5 video rejected, 6 service or PDS unreachable, 7 processing failed, "
                "8 post failed",

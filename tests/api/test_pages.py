@@ -129,6 +129,19 @@ def test_the_watch_page_plays_a_completed_video(
     assert seen["switches"][0]["videoHeight"] == 240
 
 
+def test_the_job_page_of_a_refused_video_says_why(
+    service: ServiceProcess, tmp_path: Path
+) -> None:
+    junk = tmp_path / "notes.mp4"
+    junk.write_bytes(b"these are my holiday notes, not a video\n" * 200)
+    with Throwaway().serving() as who:
+        job_id = upload(service, who, junk)
+        seen = check_page(f"{service.url}/jobs/{job_id}", tmp_path)
+    assert seen["finalState"] == "JOB_STATE_FAILED", seen
+    assert "(validation_failure)" in seen["message"]
+    assert seen["errors"] == []
+
+
 def test_pages_for_unknown_videos_and_jobs_are_404_html(service: ServiceProcess) -> None:
     for path in ("/watch/did%3Aplc%3Aabc/bafkreiaaaa/", "/jobs/nope"):
         resp = httpx.get(service.url + path)
