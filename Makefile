@@ -8,21 +8,31 @@ SOURCES := $(shell find core cli api executor transcoder operator migrations -na
 export VIDEO_SERVICE_DID ?= did:web:localhost%3A2585
 export VIDEO_PUBLIC_URL ?= http://127.0.0.1:2585
 
-.PHONY: run test test-fast lint deps system-deps test-deps cluster-up cluster-down worker-image postgres-image bench crd manifests chart-readme clean
+.PHONY: run test test-fast lint deps system-deps web-assets test-deps cluster-up cluster-down worker-image postgres-image bench crd manifests chart-readme clean
 
 system-deps:
 	@bash scripts/install-system-deps.sh
+
+## hls.js for the watch and job pages (npm, pinned by api/static/npm/package-lock.json), cached
+## outside the repo and copied into api/static/vendor/ (gitignored): no CDN at run time.
+WEB_ASSETS := api/static/vendor/hls.min.js
+$(WEB_ASSETS): api/static/npm/package-lock.json scripts/install-web-assets.sh
+	@bash scripts/install-web-assets.sh
+
+web-assets:
+	@bash scripts/install-web-assets.sh
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 
 # Editable install in strict mode: the folders map onto the atproto_video package (pyproject).
-$(VENV)/.installed: pyproject.toml $(SOURCES) | $(BIN)/python
+# The web assets first: a strict editable install links only the files present when it runs.
+$(VENV)/.installed: pyproject.toml $(SOURCES) $(WEB_ASSETS) | $(BIN)/python
 	$(BIN)/pip install -q --no-build-isolation -e '.[dev,operator]' --config-settings editable_mode=strict
 	@touch $@
 
-deps: system-deps $(VENV)/.installed
+deps: system-deps web-assets $(VENV)/.installed
 
 ## The embedded service on 127.0.0.1:2585 in the foreground (SQLite + local storage under .data/).
 # Private endpoints allowed: `atproto-video try-upload` identities live on loopback.
@@ -53,7 +63,7 @@ test: test-deps lint
 	$(BIN)/pytest -q -ra
 
 test-fast: deps
-	$(BIN)/pytest -q -ra -m 'not cluster and not image and not pds'
+	$(BIN)/pytest -q -ra -m 'not cluster and not image and not pds and not browser'
 
 ## A single-node Kubernetes on loopback, built from source (see cluster/README.md).
 cluster-up:

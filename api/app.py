@@ -1,5 +1,6 @@
 """The FastAPI application: one route per XRPC method, validated and described by the lexicon
-models (api/models.py), plus playback files, health, CORS, and errors as XRPC JSON.
+models (api/models.py), plus playback files, the pages for people (api/pages.py), health,
+CORS, and errors as XRPC JSON.
 
 Order as in the reference server: query parameters, then the token, then the JSON body.
 ``/openapi.json`` lists every method with its parameters and its lexicon's errors; ``/docs``
@@ -11,7 +12,6 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from http import HTTPStatus
 from typing import Annotated, Any, TypeVar
-from urllib.parse import unquote
 
 from fastapi import Depends, FastAPI, Query
 from fastapi.exceptions import RequestValidationError
@@ -25,7 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message
 
-from atproto_video.api import multipart
+from atproto_video.api import multipart, pages
 from atproto_video.api.auth import ERROR_NAMES as AUTH_ERROR_NAMES
 from atproto_video.api.auth import Caller
 from atproto_video.api.context import AppContext
@@ -325,9 +325,12 @@ def build_app(ctx: AppContext) -> FastAPI:
         return JSON(doc)
 
     async def watch(request: Request) -> Response:
-        did = unquote(request.path_params["did"])
+        # The server decoded the path once: a did:web's own %3A (a port) must stay as it is.
+        did = request.path_params["did"]
         cid = request.path_params["cid"]
         rel = request.path_params["path"]
+        if rel == "":  # the page for people; players fetch the files beside it
+            return await pages.watch_page(ctx, did, cid)
         try:
             found = await ctx.playback(did, cid, rel)
         except StorageUnavailable:
@@ -336,6 +339,12 @@ def build_app(ctx: AppContext) -> FastAPI:
         if found is None:
             return JSON({"error": "NotFound", "message": "not found"}, status_code=404)
         return respond(request, found, rel)
+
+    async def watch_no_slash(request: Request) -> Response:
+        return pages.redirect_to_page(request.path_params["did"], request.path_params["cid"])
+
+    async def job_page(request: Request) -> Response:
+        return await pages.job_page(ctx, request.path_params["job_id"])
 
     async def other_method(request: Request) -> Response:
         """Known methods called with the wrong HTTP verb, and unknown methods."""
@@ -351,8 +360,11 @@ def build_app(ctx: AppContext) -> FastAPI:
          ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]),
         ("/.well-known/did.json", did_json, ["GET", "HEAD"]),
         ("/watch/{did}/{cid}/{path:path}", watch, ["GET", "HEAD"]),
+        ("/watch/{did}/{cid}", watch_no_slash, ["GET", "HEAD"]),
+        ("/jobs/{job_id}", job_page, ["GET", "HEAD"]),
     ):
         app.add_api_route(path, endpoint, methods=verbs, include_in_schema=False)
+    app.mount(pages.STATIC_URL, pages.static_files(), name="static")
 
     async def router_error(request: Request, exc: Exception) -> Response:
         """Router answers (no such path, wrong verb) as XRPC bodies too."""

@@ -1,4 +1,4 @@
-"""The ``atproto-video`` console script: serve, migrate, transcode, operator, try-upload.
+"""The ``atproto-video`` console script: serve, migrate, transcode, operator, try-upload, upload.
 
 The top of the dependency graph: the only module that knows every part. Each subcommand
 imports its part when it runs, so ``transcode`` in the worker image loads no web stack.
@@ -18,6 +18,7 @@ from atproto_video.operator.command import register as register_operator
 from atproto_video.transcoder.command import register as register_transcode
 
 from .tryupload import register as register_try_upload
+from .upload import register as register_upload
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_transcode(sub)
     register_operator(sub)
     register_try_upload(sub)
+    register_upload(sub)
     return parser
 
 

@@ -30,18 +30,51 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from atproto_video.api.identity import MULTICODEC_P256, b58encode
+from atproto_video.api.identity import MULTICODEC_P256, MULTICODEC_SECP256K1, b58encode
 
 UPLOAD = "app.bsky.video.uploadVideo"
 STATUS = "app.bsky.video.getJobStatus"
 TERMINAL = ("JOB_STATE_COMPLETED", "JOB_STATE_FAILED")
 
 
-class Throwaway:
-    """An ES256 did:web identity on 127.0.0.1:<port>, alive while its server runs."""
+#: The JWT algorithm and the DID document's multicodec prefix for each curve we sign with.
+_CURVES: dict[str, tuple[str, bytes]] = {
+    "secp256r1": ("ES256", MULTICODEC_P256),
+    "secp256k1": ("ES256K", MULTICODEC_SECP256K1),
+}
 
-    def __init__(self) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
+
+def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """A signing key from a file: PEM (PKCS#8 or SEC1, P-256 or secp256k1) or 64 hex digits
+    (a secp256k1 private key, as atproto tools print them)."""
+    data = path.read_bytes()
+    text = data.strip()
+    if len(text) == 64 and all(c in b"0123456789abcdefABCDEF" for c in text):
+        return ec.derive_private_key(int(text, 16), ec.SECP256K1())
+    key = serialization.load_pem_private_key(data, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name not in _CURVES:
+        raise ValueError(f"{path}: not a P-256 or secp256k1 private key")
+    return key
+
+
+def new_key_file(path: Path) -> ec.EllipticCurvePrivateKey:
+    """A fresh P-256 key written to ``path`` (mode 0600), for the next runs to reuse."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+    return key
+
+
+class Throwaway:
+    """A did:web identity on 127.0.0.1:<port> (a free port by default), alive while its server
+    runs, signing with ``key`` (default: a fresh P-256 key)."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey | None = None, port: int = 0) -> None:
+        self.key = key if key is not None else ec.generate_private_key(ec.SECP256R1())
+        self.alg, multicodec = _CURVES[self.key.curve.name]
         doc: dict[str, Any] = {}
         body = b""
 
@@ -58,7 +91,7 @@ class Throwaway:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.did = f"did:web:localhost%3A{self._httpd.server_address[1]}"
         point = self.key.public_key().public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
@@ -70,7 +103,7 @@ class Throwaway:
                 "id": f"{self.did}#atproto",
                 "type": "Multikey",
                 "controller": self.did,
-                "publicKeyMultibase": "z" + b58encode(MULTICODEC_P256 + point),
+                "publicKeyMultibase": "z" + b58encode(multicodec + point),
             }],
         })  # fmt: skip
         body = json.dumps(doc).encode()
@@ -86,11 +119,18 @@ class Throwaway:
             self._httpd.server_close()
 
     def token(self, aud: str, lxm: str, ttl_s: int = 300) -> str:
-        """A service-auth JWT for this identity (the service accepts either S form)."""
-        now = int(time.time())
-        claims = {"iss": self.did, "aud": aud, "lxm": lxm, "iat": now, "exp": now + ttl_s,
-                  "jti": secrets.token_hex(16)}  # fmt: skip
-        return jwt.encode(claims, self.key, algorithm="ES256", headers={"typ": "JWT"})
+        return sign_token(self.key, self.did, aud, lxm, ttl_s)
+
+
+def sign_token(key: ec.EllipticCurvePrivateKey, iss: str, aud: str, lxm: str,
+               ttl_s: int = 300) -> str:
+    """A service-auth JWT (seed mode: ``aud`` = the video service's DID, ``lxm`` = the method),
+    ES256 or ES256K after the key's curve; the service accepts either S form."""
+    alg = _CURVES[key.curve.name][0]
+    now = int(time.time())
+    claims = {"iss": iss, "aud": aud, "lxm": lxm, "iat": now, "exp": now + ttl_s,
+              "jti": secrets.token_hex(16)}  # fmt: skip
+    return jwt.encode(claims, key, algorithm=alg, headers={"typ": "JWT"})
 
 
 def make_clip(ffmpeg: str, dest: Path, seconds: int) -> Path:

@@ -4,7 +4,7 @@ set -euo pipefail
 want=(ffmpeg postgresql python3-venv)
 case "${1:-}" in
   --test) want+=(etcd-server etcd-client containerd runc docker.io debootstrap umoci
-                 containernetworking-plugins wrk) ;;
+                 containernetworking-plugins wrk chromium) ;;
   --bench) want+=(wrk) ;;
 esac
 missing=()

@@ -7,9 +7,12 @@
 #       $ATPROTO_VIDEO_CACHE_DIR/pds-node/<key>/node_modules
 #     (ATPROTO_VIDEO_CACHE_DIR defaults to /var/cache/atproto-video when
 #     writable, else ${XDG_CACHE_HOME:-~/.cache}/atproto-video).
+#   - playwright-core (tests/support/browser/package-lock.json), which drives Debian's
+#     chromium in the page tests (tests/support/browser.py), in the same cache:
+#       $ATPROTO_VIDEO_CACHE_DIR/browser-node/<key>/node_modules
 # Idempotent; a warm run only checks and exits. Safe to run concurrently (flock).
 #
-# Usage: scripts/install-test-deps.sh [--postgres] [--pds] [--print-node-modules]
+# Usage: scripts/install-test-deps.sh [--postgres] [--pds] [--browser] [--print-node-modules]
 #   no component flag = all components; --print-node-modules prints the
 #   node_modules path on stdout (everything else goes to stderr).
 set -euo pipefail
@@ -17,17 +20,22 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PDS_DIR="$ROOT/tests/support/pds"
 
-want_pg=0 want_pds=0 print_nm=0
+BROWSER_DIR="$ROOT/tests/support/browser"
+
+want_pg=0 want_pds=0 want_browser=0 print_nm=0
 for arg in "$@"; do
   case "$arg" in
     --postgres) want_pg=1 ;;
     --pds) want_pds=1 ;;
+    --browser) want_browser=1 ;;
     --print-node-modules) print_nm=1 ;;
     -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
-if [ $want_pg = 0 ] && [ $want_pds = 0 ]; then want_pg=1; want_pds=1; fi
+if [ $want_pg = 0 ] && [ $want_pds = 0 ] && [ $want_browser = 0 ]; then
+  want_pg=1; want_pds=1; want_browser=1
+fi
 
 log() { echo "install-test-deps: $*" >&2; }
 
@@ -164,7 +172,36 @@ install_pds() {
   NODE_MODULES="$dest/node_modules"
 }
 
+# ---------------------------------------------------------------- browser (node)
+# Must match tests/support/browser.py (node_modules_dir): sha256 of the lock file, first 16
+# hex digits. playwright-core only: it downloads no browser; the tests use Debian's chromium
+# (scripts/install-system-deps.sh --test).
+install_browser() {
+  ensure_node
+  local root key dest stage
+  root=$(cache_root)/browser-node
+  key=$(sha256sum "$BROWSER_DIR/package-lock.json" | cut -c1-16)
+  dest="$root/$key"
+  mkdir -p "$root"
+  if [ -f "$dest/.complete" ]; then log "browser node modules: $dest/node_modules (cached)"; return; fi
+  exec 8>"$root/.lock"
+  flock 8
+  if [ ! -f "$dest/.complete" ]; then
+    stage="$root/.stage-$key-$$"
+    rm -rf "$stage" "$dest"
+    mkdir -p "$stage"
+    cp "$BROWSER_DIR/package.json" "$BROWSER_DIR/package-lock.json" "$stage/"
+    log "browser node modules: npm ci into $dest"
+    (cd "$stage" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >&2)
+    touch "$stage/.complete"
+    mv "$stage" "$dest"
+  fi
+  exec 8>&-
+  log "browser node modules: $dest/node_modules"
+}
+
 [ $want_pg = 1 ] && install_postgres
+[ $want_browser = 1 ] && install_browser
 if [ $want_pds = 1 ]; then
   install_pds
   [ $print_nm = 1 ] && echo "$NODE_MODULES"

@@ -96,6 +96,8 @@ with open(sys.argv[1], "rb") as f:
     print(" ".join(sorted(set(tomllib.load(f)["tool"]["setuptools"]["package-dir"].values()))))
 PY
 )"
+  # The image serves the API too: its watch and job pages need hls.js (api/static/vendor/).
+  bash "$REPO_DIR/scripts/install-web-assets.sh" >&2
   (cd "$REPO_DIR" && tar -c --exclude='__pycache__' --exclude='*.pyc' --exclude='*.egg-info' \
       pyproject.toml $( [ -f README.md ] && echo README.md ) $dirs) | tar -x -C "$ctx/project"
   [ -f "$ctx/project/README.md" ] || echo "# atproto-video" >"$ctx/project/README.md"
