@@ -171,6 +171,8 @@ class VideoJobReconciler:
             elif plan is None:
                 plan, failure = await self._plan(job, spec)
                 wrote = True
+                if plan is not None:  # the probed source decides the targets (segments)
+                    job = await asyncio.to_thread(self.store.get, job.id) or job
             if failure is None and plan is not None and job.state in _BEFORE_ENCODED:
                 targets = self._targets(job, plan)
                 failure, renditions = await asyncio.to_thread(
