@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, multipart, s3_upload, status, upload
+from bench import e2e, multipart, s3_upload, segments, status, upload
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -36,6 +36,7 @@ TARGETS = {
     "multipart_finish_cpu_s": ("<", 1.0),
     "operator_dispatch_p99_s": ("<", 2.0),
     "operator_status_p99_s": ("<", 2.0),
+    "segment_cpu_overhead_ratio": ("<=", 1.05),
 }
 
 
@@ -46,6 +47,7 @@ def _benchmarks() -> dict[str, Callable[[Path], dict[str, Any]]]:
         "s3_upload": s3_upload.run,
         "multipart": multipart.run,
         "status": status.run,
+        "segments": segments.run,
     }
     try:
         from bench import operator_dispatch

@@ -372,6 +372,12 @@ class KubeSettings(_Section):
     #: the job with that reason instead of waiting for the deadline.
     worker_start_timeout_s: int = setting(
         "VIDEO_WORKER_START_TIMEOUT_S", _int_range(10, 86_400), 600)
+    #: Segment-parallel encoding: a rendition of a source at least VIDEO_SEGMENT_MIN_SOURCE_S
+    #: long is encoded as one worker Job per segment of this many seconds (rounded up to a
+    #: multiple of 8), joined without re-encoding; 0 turns it off.
+    segment_s: int = setting("VIDEO_SEGMENT_SECONDS", _int_range(0, 86_400), 60)
+    segment_min_source_s: int = setting(
+        "VIDEO_SEGMENT_MIN_SOURCE_S", _int_range(0, 86_400), 120)
     worker_node_selector: dict[str, str] = setting(
         "VIDEO_WORKER_NODE_SELECTOR", _key_values, factory=dict)
     worker_tolerations: tuple[dict[str, Any], ...] = setting(

@@ -45,6 +45,7 @@ from atproto_video.operator.failures import (
     stuck_pod,
 )
 from atproto_video.operator.periodic import every
+from atproto_video.operator.segments import expand, join_rendition, segments_for
 from atproto_video.operator.status import mirror
 from atproto_video.operator.templates import (
     LABEL_TARGET,
@@ -54,7 +55,7 @@ from atproto_video.operator.templates import (
 )
 from atproto_video.transcoder import encoding
 from atproto_video.transcoder.contract import Target, aggregate, targets_for
-from atproto_video.transcoder.errors import ValidationFailure
+from atproto_video.transcoder.errors import EncodingFailure, ValidationFailure
 from atproto_video.transcoder.limits import TranscodeLimits
 from atproto_video.transcoder.master import master_playlist
 from atproto_video.transcoder.plan import plan_job
@@ -170,8 +171,10 @@ class VideoJobReconciler:
             elif plan is None:
                 plan, failure = await self._plan(job, spec)
                 wrote = True
+                if plan is not None:  # the probed source decides the targets (segments)
+                    job = await asyncio.to_thread(self.store.get, job.id) or job
             if failure is None and plan is not None and job.state in _BEFORE_ENCODED:
-                targets = targets_for(plan.variants())
+                targets = self._targets(job, plan)
                 failure, renditions = await asyncio.to_thread(
                     self._sync_targets, job, body, targets, renditions, observed)
                 self._seen[job.id] = renditions
@@ -180,7 +183,7 @@ class VideoJobReconciler:
             if failure is not None:
                 await self._fail(job, failure, renditions)
                 wrote = True
-            elif plan is not None and _all_succeeded(plan, renditions):
+            elif plan is not None and _all_succeeded(self._targets(job, plan), renditions):
                 await self._deliver(job, plan, renditions)
                 wrote = True
             if wrote:
@@ -210,6 +213,11 @@ class VideoJobReconciler:
         return plan, None
 
     # -- worker Jobs (blocking; runs in a thread) --------------------------------------------------
+
+    def _targets(self, job: Job, plan: Plan) -> list[Target]:
+        """One worker Job per target; a long source's renditions as one per segment."""
+        segments = segments_for(job.details.source, self.cfg.kube, self.limits)
+        return expand(targets_for(plan.variants()), plan.renditions, segments)
 
     def _sync_targets(
         self,
@@ -350,6 +358,16 @@ class VideoJobReconciler:
                                           "reason": failure.reason, "error": failure.message})
 
     async def _deliver(self, job: Job, plan: Plan, renditions: Renditions) -> None:
+        segments = segments_for(job.details.source, self.cfg.kube, self.limits)
+        if len(segments) > 1:
+            try:
+                for name in plan.renditions:
+                    await asyncio.to_thread(join_rendition, self.storage, job.id, name,
+                                            len(segments))
+            except EncodingFailure as exc:
+                await self._fail(job, Failure(FailureCode.ENCODING, Reason.ENCODING_FAILED,
+                                              exc.message), renditions)
+                return
         text = master_playlist(plan.variants(), has_audio=plan.has_audio)
         await asyncio.to_thread(self.storage.write_output, job.id, encoding.MASTER, text)
         await self._record(job, plan, renditions)
@@ -418,8 +436,8 @@ def _observe_encode(target: Target, k8s_job: Mapping[str, Any]) -> None:
         metrics.observe_encode(target.cli, (end - start).total_seconds())
 
 
-def _all_succeeded(plan: Plan, renditions: Mapping[str, RenditionStatus]) -> bool:
-    names = [t.name for t in targets_for(plan.variants())]
+def _all_succeeded(targets: list[Target], renditions: Mapping[str, RenditionStatus]) -> bool:
+    names = [t.name for t in targets]
     return all(n in renditions and renditions[n].outcome is Outcome.SUCCEEDED for n in names)
 
 

@@ -87,6 +87,7 @@ def job_manifest(
         io.source,
         io.out_dir,
         "--target", target.cli,
+        *target.args,
         "--progress-file", io.progress_file,
         "--termination-log", TERMINATION_LOG,
     ]

@@ -37,6 +37,7 @@ from atproto_video.transcoder.pipeline import (
     transcode_target,
 )
 from atproto_video.transcoder.probe import probe
+from atproto_video.transcoder.segments import Segment, encode_segment, segment_at
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ targets:
   thumbnail          thumbnail.jpg (a representative non-black frame from the start)
   mp4                video.mp4 (faststart, the top rendition, at most 1080p)
   master             playlist.m3u8, written from the plan (run after the renditions)
+  <rendition> --segment K/N --segment-seconds S
+                     segment K of N of a long rendition: <rendition>/part_K.m3u8 and its
+                     media segments; the parts are joined into video.m3u8 without re-encoding
   all                everything, using --strategy
   plan               print the source info and the ladder as JSON, write nothing
 
@@ -96,6 +100,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="for --target all: one ffmpeg process (default) or one per target",
     )
     parser.add_argument(
+        "--segment", metavar="K/N",
+        help="encode only segment K (from 0) of N of a rendition target (segment-parallel "
+        "encoding); writes <rendition>/part_K.m3u8 and its media, joined later",
+    )
+    parser.add_argument(
+        "--segment-seconds", type=int, default=0, metavar="S",
+        help="the segment length for --segment (a multiple of 8)",
+    )
+    parser.add_argument(
         "--progress-file", metavar="PATH",
         help='rewritten atomically with {"target": ..., "progress": 0-100} (or an s3:// URI)',
     )
@@ -114,16 +127,20 @@ def run_command(args: argparse.Namespace) -> int:
         limits = TranscodeLimits.from_settings(TranscodeSettings.from_env())
     except ConfigError as exc:
         return _fail(args, EncodingFailure(f"configuration error: {exc}"), exit_code=EXIT_USAGE)
+    try:
+        segment = _segment(args, target)
+    except ValueError as exc:
+        return _fail(args, EncodingFailure(str(exc)), exit_code=EXIT_USAGE)
     remote = str(args.source).startswith("s3://")
     if remote:
-        return _run_remote(args, target, limits)
+        return _run_remote(args, target, limits, segment)
     path = Path(args.progress_file) if args.progress_file else None
     reporter = ProgressReport(target, (lambda body, _final: _write_file(path, body))
                               if path is not None else None)
     reporter(0.0)
     try:
         summary = _run(Path(args.source), Path(args.output_dir), args.strategy, target, limits,
-                       reporter)
+                       reporter, segment)
     except TranscodeError as exc:
         return _fail(args, exc)
     except Exception:
@@ -138,7 +155,22 @@ def _valid_target(target: str) -> bool:
     return target in _ALL_TARGETS or is_target(target)
 
 
-def _run_remote(args: argparse.Namespace, target: str, limits: TranscodeLimits) -> int:
+def _segment(args: argparse.Namespace, target: str) -> Segment | None:
+    """``--segment K/N`` with ``--segment-seconds``, for a rendition target only."""
+    if not args.segment:
+        return None
+    if not (target.endswith("p") and is_target(target)):
+        raise ValueError("--segment applies to a rendition target (e.g. 720p)")
+    index, _, count = str(args.segment).partition("/")
+    try:
+        return segment_at(int(index), int(count), int(args.segment_seconds))
+    except ValueError:
+        raise ValueError(f"bad --segment {args.segment!r} / --segment-seconds") from None
+
+
+def _run_remote(
+    args: argparse.Namespace, target: str, limits: TranscodeLimits, segment: Segment | None
+) -> int:
     """Object storage: fetch the source into scratch (TMPDIR, an emptyDir in a pod),
     transcode there, publish the outputs, report progress as an object."""
     from atproto_video.core.s3 import WorkerFiles  # boto3 loads only here
@@ -151,7 +183,7 @@ def _run_remote(args: argparse.Namespace, target: str, limits: TranscodeLimits) 
     try:
         source = files.fetch_source(args.source)
         out_dir = files.out_dir()
-        summary = _run(source, out_dir, args.strategy, target, limits, reporter)
+        summary = _run(source, out_dir, args.strategy, target, limits, reporter, segment)
         if target != "plan":
             files.publish(out_dir, args.output_dir)
     except TranscodeError as exc:
@@ -176,6 +208,7 @@ def _run(
     target: str,
     limits: TranscodeLimits,
     reporter: Callable[[float], None],
+    segment: Segment | None = None,
 ) -> dict[str, Any]:
     if target == "plan":
         info = probe(source, limits)
@@ -185,6 +218,9 @@ def _run(
             "fps": str(info.output_fps(limits.max_fps)),
             "variants": [asdict(v) for v in plan],
         }
+    if segment is not None:
+        done = encode_segment(source, out_dir, target, segment, limits, on_progress=reporter)
+        return {"target": target, "segment": segment.name, "skipped": not done}
     if target == "all":
         result = transcode(source, out_dir, limits, strategy=strategy, on_progress=reporter)
         return {"target": target, "variants": [v.name for v in result.variants]}

@@ -41,6 +41,8 @@ class Target:
     name: str
     cli: str
     weight: float
+    #: More worker arguments (a segment of a rendition: ``--segment K/N ...``).
+    args: tuple[str, ...] = ()
 
 
 def reference_variant(plan: Sequence[Variant]) -> Variant:

@@ -1,0 +1,94 @@
+"""Segment targets in cluster mode: which Jobs a long source gets, their arguments, the join."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from atproto_video.core.config import KubeSettings, VideoConfig
+from atproto_video.core.details import SourceSummary
+from atproto_video.core.ladder import build_ladder
+from atproto_video.core.storage import LocalStorage, WorkerIO
+from atproto_video.operator.segments import expand, join_rendition, segments_for
+from atproto_video.operator.templates import job_manifest, job_name
+from atproto_video.transcoder.contract import aggregate, targets_for
+from atproto_video.transcoder.errors import EncodingFailure
+from atproto_video.transcoder.limits import TranscodeLimits
+
+LIMITS = TranscodeLimits()
+KUBE = KubeSettings.from_env({"VIDEO_SEGMENT_SECONDS": "60", "VIDEO_SEGMENT_MIN_SOURCE_S": "120"})
+PLAN = build_ladder(1280, 720, 30)
+NAMES = [v.name for v in PLAN]
+
+
+def _targets(seconds: float) -> list[str]:
+    source = SourceSummary(1280, 720, seconds, True)
+    segments = segments_for(source, KUBE, LIMITS)
+    return [t.name for t in expand(targets_for(PLAN), NAMES, segments)]
+
+
+def test_short_sources_keep_one_job_per_target() -> None:
+    assert _targets(119.0) == ["720p", "480p", "mp4", "thumbnail"]
+    assert expand(targets_for(PLAN), NAMES, segments_for(None, KUBE, LIMITS)) == targets_for(PLAN)
+
+
+def test_long_sources_get_one_job_per_segment_per_rendition() -> None:
+    # 300 s at 64 s segments (60 rounded to whole HLS segments and AAC frames): 5 segments.
+    assert _targets(300.0) == [*(f"720ps{i}" for i in range(5)), *(f"480ps{i}" for i in range(5)),
+                               "mp4", "thumbnail"]
+
+
+def test_segment_targets_carry_their_worker_arguments_and_weights() -> None:
+    source = SourceSummary(1280, 720, 300.0, True)
+    targets = expand(targets_for(PLAN), NAMES, segments_for(source, KUBE, LIMITS))
+    by_name = {t.name: t for t in targets}
+    whole = {t.name: t.weight for t in targets_for(PLAN)}
+    assert sum(by_name[f"720ps{i}"].weight for i in range(5)) == pytest.approx(whole["720p"])
+    assert by_name["720ps3"].args == ("--segment", "3/5", "--segment-seconds", "64")
+    assert by_name["720ps3"].cli == "720p"
+    # Overall progress: 100 only when every segment is done.
+    progress = {name: 100 for name in by_name}
+    assert aggregate(targets, progress) == 100
+    assert aggregate(targets, {**progress, "480ps4": 50}) < 100
+
+
+def test_segment_jobs_have_distinct_names_and_pass_the_segment(tmp_path: Path) -> None:
+    source = SourceSummary(1280, 720, 300.0, True)
+    targets = expand(targets_for(PLAN), NAMES, segments_for(source, KUBE, LIMITS))
+    assert len({job_name("a" * 26, t.name) for t in targets}) == len(targets)
+    io = WorkerIO(source="/s/src", out_dir="/s/out", progress_file="/s/p.json")
+    target = next(t for t in targets if t.name == "480ps2")
+    cfg = VideoConfig.from_env({"VIDEO_SERVICE_DID": "did:web:video.test",
+                               "VIDEO_STORAGE_DIR": str(tmp_path)})
+    manifest = job_manifest(cfg, job_id="a" * 26, did="did:plc:x", io=io,
+                            target=target, owner_name="vj", owner_uid="u")
+    args = manifest["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--target") + 1] == "480p"
+    assert args[args.index("--segment") + 1] == "2/5"
+    assert args[args.index("--segment-seconds") + 1] == "64"
+    assert manifest["metadata"]["name"].endswith("-480ps2")
+
+
+def _part(first: int, count: int) -> str:
+    lines = ["#EXTM3U", "#EXT-X-VERSION:6", "#EXT-X-TARGETDURATION:4"]
+    for n in range(first, first + count):
+        lines += ["#EXTINF:4.000000,", f"seg_{n:03d}.ts"]
+    return "\n".join([*lines, "#EXT-X-ENDLIST"]) + "\n"
+
+
+def test_join_writes_the_rendition_playlist_through_storage(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "storage")
+    storage.prepare()
+    job_id = "b" * 26
+    storage.write_output(job_id, "480p/part_000.m3u8", _part(0, 2))
+    with pytest.raises(EncodingFailure):
+        join_rendition(storage, job_id, "480p", 2)  # segment 1 missing
+    assert not storage.has_output(job_id, "480p/video.m3u8")
+    storage.write_output(job_id, "480p/part_001.m3u8", _part(2, 2))
+    join_rendition(storage, job_id, "480p", 2)
+    join_rendition(storage, job_id, "480p", 2)  # again, as after an operator restart
+    with storage.open_output(job_id, "480p/video.m3u8") as path:
+        text = path.read_text()
+    assert [line for line in text.splitlines() if line.startswith("seg_")] == [
+        f"seg_{n:03d}.ts" for n in range(4)]
