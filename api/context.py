@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import text
@@ -12,12 +13,15 @@ from atproto_video.api.auth import ServiceAuthVerifier
 from atproto_video.api.errors import NotFound
 from atproto_video.core.config import VideoConfig
 from atproto_video.core.jobs import JobStore, Quota
-from atproto_video.core.lexicon import JobStatus, UploadLimits
+from atproto_video.core.lexicon import JobState, JobStatus, UploadLimits
 from atproto_video.core.parthash import OrderedHashes
 from atproto_video.core.quota import QuotaLedger
 from atproto_video.core.sessions import SessionStore
 from atproto_video.core.storage import Playback, Storage
 from atproto_video.executor import Executor
+
+#: What new_job_id makes (160 bits as hex): anything else in a /watch/ URL is not a job id.
+_JOB_ID = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass
@@ -57,10 +61,16 @@ class AppContext:
         await asyncio.to_thread(ping)
 
     async def playback(self, did: str, cid: str, name: str) -> Playback | None:
+        """A completed job's outputs by CID, or (``cid`` being a job id) a job's outputs so
+        far: the master playlist lists renditions as they complete, before the job does."""
         job = await asyncio.to_thread(self.store.find_completed_by_cid, did, cid)
-        if job is None:
+        if job is not None:
+            return await asyncio.to_thread(self.storage.playback, job.id, name)
+        job = await asyncio.to_thread(self.store.get, cid) if _JOB_ID.match(cid) else None
+        if job is None or job.did != did or job.state is JobState.FAILED:
             return None
-        return await asyncio.to_thread(self.storage.playback, job.id, name)
+        found = await asyncio.to_thread(self.storage.playback, job.id, name)
+        return None if found is None else replace(found, changing=True)
 
     def did_document(self) -> dict[str, Any] | None:
         did = self.cfg.service.did_bare

@@ -1,4 +1,5 @@
-"""``/watch/<did>/<cid>/<path>``: the outputs of a completed job, for players.
+"""``/watch/<did>/<cid>/<path>``: the outputs of a completed job, for players; with the job id
+in place of the CID, the outputs of a job so far (playable before it completes).
 
 A backend answers with a local file (sent with Range support), bytes (playlists), an object
 to stream (S3 in proxy mode, Range passed through to the store) or a URL to redirect to (S3
@@ -17,6 +18,8 @@ from atproto_video.core.storage import Playback, RemoteObject, content_type
 
 #: Outputs never change once a job completes (a new upload is a new CID).
 CACHE = {"cache-control": "public, max-age=31536000, immutable"}
+#: Outputs by job id: the master playlist is rewritten as renditions complete.
+NO_CACHE = {"cache-control": "no-cache"}
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -24,13 +27,14 @@ def respond(request: Request, found: Playback, name: str) -> Response:
     if found.url is not None:
         return RedirectResponse(found.url, status_code=307)
     ctype = found.content_type or content_type(name)
+    cache = NO_CACHE if found.changing else CACHE
     if found.data is not None:
         return Response(found.data if request.method != "HEAD" else b"", media_type=ctype,
-                        headers={**CACHE, "content-length": str(len(found.data))})
+                        headers={**cache, "content-length": str(len(found.data))})
     if found.remote is not None:
-        return _stream(request, found.remote)
+        return _stream(request, found.remote, cache)
     assert found.file is not None
-    return FileResponse(found.file, media_type=ctype, headers=CACHE)
+    return FileResponse(found.file, media_type=ctype, headers=cache)
 
 
 class RangeNotSatisfiable(Exception):
@@ -60,8 +64,8 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def _stream(request: Request, obj: RemoteObject) -> Response:
-    headers = {**CACHE, "accept-ranges": "bytes"}
+def _stream(request: Request, obj: RemoteObject, cache: dict[str, str]) -> Response:
+    headers = {**cache, "accept-ranges": "bytes"}
     try:
         wanted = byte_range(request.headers.get("range"), obj.size)
     except RangeNotSatisfiable:

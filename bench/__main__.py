@@ -19,12 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, multipart, s3_upload, segments, status, upload
+from bench import e2e, multipart, playable, s3_upload, segments, status, upload
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 TARGETS = {
     "e2e_latency_ratio": ("<=", 1.10),
+    "first_playable_ratio": ("<=", 0.35),
     "upload_throughput_ratio": (">=", 0.5),
     "upload_hashed_copy_ratio": (">=", 0.8),
     "upload_peak_rss_mb": ("<=", 64),
@@ -43,6 +44,7 @@ TARGETS = {
 def _benchmarks() -> dict[str, Callable[[Path], dict[str, Any]]]:
     out: dict[str, Callable[[Path], dict[str, Any]]] = {
         "e2e": e2e.run,
+        "playable": playable.run,
         "upload": upload.run,
         "s3_upload": s3_upload.run,
         "multipart": multipart.run,

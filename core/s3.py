@@ -41,6 +41,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from atproto_video.core.config import ConfigError, StorageSettings
 from atproto_video.core.storage import (
+    MASTER_NAME,
     OUTPUT_DIR,
     PROGRESS_DIR,
     SOURCE_NAME,
@@ -451,6 +452,16 @@ class S3Storage:
                         budget_s=self.settings.s3_retry_s)
         finally:
             shutil.rmtree(self._scratch_dir(workspace.job_id), ignore_errors=True)
+
+    def publish_rendition(self, workspace: Workspace, rendition: str) -> None:
+        """The rendition's segments and playlist, then the master playlist in one PUT: a
+        player never finds the master naming a playlist that is not there yet."""
+        check_output_name(f"{rendition}/{MASTER_NAME}")
+        out = f"{self._job(workspace.job_id)}{OUTPUT_DIR}/"
+        upload_tree(self.client, workspace.out_dir / rendition, self.bucket,
+                    f"{out}{rendition}/", budget_s=self.settings.s3_retry_s)
+        text = (workspace.out_dir / MASTER_NAME).read_text(encoding="utf-8")
+        self.write_output(workspace.job_id, MASTER_NAME, text)
 
     def discard(self, workspace: Workspace) -> None:
         shutil.rmtree(self._scratch_dir(workspace.job_id), ignore_errors=True)

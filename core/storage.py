@@ -46,6 +46,8 @@ SOURCE_NAME = "source"
 #: A multipart upload being received (local backend): renamed to SOURCE_NAME when finished.
 PARTIAL_NAME = "upload.partial"
 OUTPUT_DIR = "out"
+#: The master playlist in an output tree (SPEC section 5).
+MASTER_NAME = "playlist.m3u8"
 PROGRESS_DIR = "progress"
 #: Where worker pods mount the storage root (local backend).
 WORKER_MOUNT = "/storage"
@@ -117,6 +119,8 @@ class Playback:
     data: bytes | None = None
     remote: RemoteObject | None = None
     content_type: str | None = None
+    #: Addressed by job id, not CID: may change (playlists grow while the job encodes).
+    changing: bool = False
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,10 @@ class Storage(Protocol):
     def stage(self, job_id: str) -> Workspace: ...
 
     def publish(self, workspace: Workspace) -> None: ...
+
+    def publish_rendition(self, workspace: Workspace, rendition: str) -> None:
+        """Publish one complete rendition of a job still encoding, then the workspace's
+        master playlist (which lists only complete renditions): playable early."""
 
     def discard(self, workspace: Workspace) -> None: ...
 
@@ -419,6 +427,9 @@ class LocalStorage:
 
     def publish(self, workspace: Workspace) -> None:
         """Nothing to copy: the workspace's ``out_dir`` is the published tree."""
+
+    def publish_rendition(self, workspace: Workspace, rendition: str) -> None:
+        """Nothing to copy: the transcoder wrote the master atomically in the served tree."""
 
     def discard(self, workspace: Workspace) -> None:
         self.remove_outputs(workspace.job_id)

@@ -31,6 +31,7 @@ from atproto_video.core.delivery import deliver
 from atproto_video.core.details import JobDetails, Outcome, RenditionStatus
 from atproto_video.core.diskspace import out_of_space
 from atproto_video.core.jobs import Job, JobStore
+from atproto_video.core.ladder import Variant
 from atproto_video.core.lexicon import STATE_ORDER, FailureCode, JobState
 from atproto_video.core.storage import Storage, StorageUnavailable, Workspace, local_output
 from atproto_video.transcoder import encoding
@@ -323,7 +324,21 @@ class LocalExecutor:
             self.limits,
             strategy=self.cfg.transcode.strategy,
             on_progress=ProgressReporter(self.store, job.id, JobState.ENCODING, cancel),
+            on_rendition=lambda variant: self._publish_early(job, workspace, variant),
         )
+
+    def _publish_early(self, job: Job, workspace: Workspace, variant: Variant) -> None:
+        """A rendition done before the others is published with a master playlist listing the
+        complete ones: playable while the job is still ENCODING. Best effort: the whole
+        layout is published at the end anyway, so a store outage here only delays playback."""
+        try:
+            self.storage.publish_rendition(workspace, variant.name)
+        except StorageUnavailable as exc:
+            log.warning("could not publish %s early: %s", variant.name, exc,
+                        extra={"job_id": job.id, "did": job.did})
+            return
+        log.info("playable: %s published", variant.name,
+                 extra={"job_id": job.id, "did": job.did})
 
 
 def _with_result(details: JobDetails, result: TranscodeResult) -> JobDetails:

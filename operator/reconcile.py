@@ -36,7 +36,12 @@ from atproto_video.core.details import (
 from atproto_video.core.jobs import Job, JobStore, utcnow
 from atproto_video.core.kube import KubeAPI, videojob_for
 from atproto_video.core.lexicon import FailureCode, JobState
-from atproto_video.core.storage import Storage, local_output, local_source
+from atproto_video.core.storage import (
+    Storage,
+    StorageUnavailable,
+    local_output,
+    local_source,
+)
 from atproto_video.operator.failures import (
     Failure,
     failed_job,
@@ -104,6 +109,8 @@ class VideoJobReconciler:
         self._seen: dict[str, Renditions] = {}
         self._attempted: set[str] = set()
         self._pods_read: dict[str, dt.datetime] = {}
+        # The renditions the master playlist lists, by job (playable early).
+        self._listed: dict[str, tuple[str, ...]] = {}
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="create-job")
 
     def close(self) -> None:
@@ -180,6 +187,7 @@ class VideoJobReconciler:
                 self._seen[job.id] = renditions
                 if failure is None:
                     wrote |= await self._progress(job, plan, targets, renditions)
+                    await self._publish_early(job, plan, renditions)
             if failure is not None:
                 await self._fail(job, failure, renditions)
                 wrote = True
@@ -357,6 +365,28 @@ class VideoJobReconciler:
             log.info("job failed", extra={**extra, "failure_code": failure.code.value,
                                           "reason": failure.reason, "error": failure.message})
 
+    async def _publish_early(self, job: Job, plan: Plan, renditions: Renditions) -> None:
+        """Playable early: once a rendition's Job succeeded (its files are in place), the
+        master playlist lists it, and only complete renditions, while the others encode. A
+        restarted operator writes it once more; a store outage only delays it."""
+        variants = plan.variants()
+        done = tuple(v.name for v in variants
+                     if (renditions.get(v.name) or RenditionStatus()).outcome
+                     is Outcome.SUCCEEDED)
+        if not done or self._listed.get(job.id) == done:
+            return
+        text = master_playlist([v for v in variants if v.name in done],
+                               has_audio=plan.has_audio)
+        try:
+            await asyncio.to_thread(self.storage.write_output, job.id, encoding.MASTER, text)
+        except StorageUnavailable as exc:
+            log.warning("could not publish the master playlist early: %s", exc,
+                        extra={"job_id": job.id, "did": job.did})
+            return
+        self._listed[job.id] = done
+        log.info("playable: master playlist lists %s", ",".join(done),
+                 extra={"job_id": job.id, "did": job.did})
+
     async def _deliver(self, job: Job, plan: Plan, renditions: Renditions) -> None:
         segments = segments_for(job.details.source, self.cfg.kube, self.limits)
         if len(segments) > 1:
@@ -392,6 +422,7 @@ class VideoJobReconciler:
 
     def _forget(self, job_id: str) -> None:
         self._seen.pop(job_id, None)
+        self._listed.pop(job_id, None)
         self._pods_read.pop(job_id, None)
         self._attempted.discard(job_id)
 

@@ -17,6 +17,10 @@ Policy decisions (documented here because callers and players depend on them):
 * Output is constant frame rate (variable-rate phone video included), so keyframes land
   exactly on segment boundaries and H.264 levels can be computed from the plan.
 * Segments are 4 s MPEG-TS, the most widely playable HLS segment type.
+* Playable early: the lowest rendition is encoded first (the ``single`` strategy runs it as
+  its own process before the one for the rest, at the cost of one more decode) and the master
+  playlist is rewritten, atomically, as each rendition completes, listing only complete ones;
+  ``on_rendition`` lets the caller publish each early rendition (see :class:`EarlyMaster`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from atproto_video.transcoder.contract import (
     TARGET_MP4,
     TARGET_THUMBNAIL,
     TARGETS,
+    Target,
     reference_variant,
     targets_for,
 )
@@ -63,6 +68,8 @@ from atproto_video.transcoder.progress import (
 
 __all__ = [
     "TARGETS",
+    "EarlyMaster",
+    "RenditionCallback",
     "Strategy",
     "TranscodeResult",
     "ladder_for",
@@ -74,6 +81,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Strategy = Literal["single", "per_rendition"]
+#: Called with a rendition that completed before the others, once the master playlist in
+#: ``out_dir`` lists it (so the caller can publish the rendition, then the master).
+RenditionCallback = Callable[[Variant], None]
 
 # ffmpeg messages that mean the input, not our encoders, is at fault.
 _INPUT_ERRORS = re.compile(
@@ -125,6 +135,7 @@ def transcode(
     *,
     strategy: Strategy = "single",
     on_progress: ProgressCallback | None = None,
+    on_rendition: RenditionCallback | None = None,
 ) -> TranscodeResult:
     """Produce the whole output layout for `src`; raises `TranscodeError` subclasses."""
     if strategy not in ("single", "per_rendition"):
@@ -134,14 +145,25 @@ def transcode(
     plan = ladder_for(source, limits)
     progress = Progress(on_progress)
     seconds: dict[str, float] = {}
+    early = EarlyMaster(plan, out_dir, has_audio=source.has_audio, on_rendition=on_rendition)
     with _outputs_fit(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
         if strategy == "single":
+            rest = list(plan)
+            stages = WeightedStages(_single_weights(plan), progress)
+            if len(plan) > 1:
+                lowest = rest.pop()
+                began = time.monotonic()
+                _run_target(src, out_dir, lowest.name, source, plan, limits,
+                            stages.stage_sink())
+                seconds[lowest.rung] = time.monotonic() - began
+                stages.finish_stage()
+                early.completed(lowest)
             began = time.monotonic()
-            _run_single(src, out_dir, source, plan, limits, progress.update)
+            _run_single(src, out_dir, source, rest, limits, stages.stage_sink())
             seconds["all"] = time.monotonic() - began
         else:
-            targets = targets_for(plan)
+            targets = lowest_first(targets_for(plan))
             stages = WeightedStages([t.weight for t in targets], progress)
             for target in targets:
                 began = time.monotonic()
@@ -149,10 +171,61 @@ def transcode(
                             stages.stage_sink())
                 seconds[target.cli] = time.monotonic() - began
                 stages.finish_stage()
+                variant = find_variant(plan, target.name)
+                if variant is not None:
+                    early.completed(variant)
         write_master(plan, out_dir, has_audio=source.has_audio)
     progress.done()
     return TranscodeResult(source, plan, out_dir, strategy, time.monotonic() - started,
                            seconds)
+
+
+class EarlyMaster:
+    """The master playlist while renditions complete one by one: rewritten (atomically) to
+    list exactly the complete ones, best first, so a player can start on the first.
+
+    The caller's ``on_rendition`` runs for every rendition but the last: after that one
+    the whole layout is published as usual.
+    """
+
+    def __init__(
+        self,
+        plan: Sequence[Variant],
+        out_dir: Path,
+        *,
+        has_audio: bool,
+        on_rendition: RenditionCallback | None = None,
+    ) -> None:
+        self._plan = list(plan)
+        self._out_dir = out_dir
+        self._has_audio = has_audio
+        self._on_rendition = on_rendition
+        self._done: set[str] = set()
+
+    def completed(self, variant: Variant) -> None:
+        self._done.add(variant.name)
+        if len(self._done) >= len(self._plan):
+            return
+        write_master([v for v in self._plan if v.name in self._done], self._out_dir,
+                     has_audio=self._has_audio)
+        if self._on_rendition is not None:
+            self._on_rendition(variant)
+
+
+def lowest_first(targets: Sequence[Target]) -> list[Target]:
+    """Renditions smallest first (the first playable soonest), then the other targets."""
+    renditions = [t for t in targets if t.name not in (TARGET_MP4, TARGET_THUMBNAIL)]
+    others = [t for t in targets if t.name in (TARGET_MP4, TARGET_THUMBNAIL)]
+    return sorted(renditions, key=lambda t: t.weight) + others
+
+
+def _single_weights(plan: Sequence[Variant]) -> list[float]:
+    """Progress weights of the single strategy's runs: encoded pixels, plus one decode."""
+    pixels = [float(v.width * v.height) for v in plan]
+    decode = pixels[0]
+    if len(plan) == 1:
+        return [decode + pixels[0]]
+    return [decode + pixels[-1], decode + sum(pixels[:-1])]
 
 
 def transcode_target(
