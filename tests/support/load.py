@@ -47,7 +47,7 @@ SCRIPTS: tuple[tuple[tuple[str, str], ...], ...] = (
     (("up", "A"), ("up", "A"), ("cut", "C"), ("up", "B"), ("up", "D"), ("up", "C")),
     (("up", "C"), ("cut", "A"), ("up", "B"), ("up", "B"), ("up", "D")),
 )
-FILLER = ("A", "B", "D")
+FILLER = ("A", "B", "C", "D")
 
 
 def identity_record(who: Identity) -> dict[str, str]:
