@@ -160,7 +160,9 @@ def check_run(
                    rss_mib={"after_warmup": round(rss["warm"] / 1024, 1),
                             "end": round(rss["end"] / 1024, 1),
                             "max": round(rss["max"] / 1024, 1)},
-                   machine=f"{os.cpu_count()} cores, shared")
+                   machine=f"{os.cpu_count()} cores, shared",
+                   # Other work on the machine at the end (1, 5, 15 min): latencies follow it.
+                   load_average=[round(x, 1) for x in os.getloadavg()])
     record_load(mode, figures)
     return figures
 
