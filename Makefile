@@ -8,7 +8,7 @@ SOURCES := $(shell find core cli api executor transcoder operator migrations -na
 export VIDEO_SERVICE_DID ?= did:web:localhost%3A2585
 export VIDEO_PUBLIC_URL ?= http://127.0.0.1:2585
 
-.PHONY: run test test-fast lint deps system-deps test-deps cluster-up cluster-down worker-image postgres-image bench crd manifests chart-readme clean
+.PHONY: run test test-fast lint deps system-deps test-deps cluster-up cluster-down kind-up kind-down worker-image postgres-image bench crd manifests chart-readme clean
 
 system-deps:
 	@bash scripts/install-system-deps.sh
@@ -53,7 +53,7 @@ test: test-deps lint
 	$(BIN)/pytest -q -ra
 
 test-fast: deps
-	$(BIN)/pytest -q -ra -m 'not cluster and not image and not pds'
+	$(BIN)/pytest -q -ra -m 'not cluster and not image and not pds and not kind'
 
 ## A single-node Kubernetes on loopback, built from source (see cluster/README.md).
 cluster-up:
@@ -61,6 +61,14 @@ cluster-up:
 
 cluster-down:
 	@bash cluster/down.sh
+
+## A one-node kind cluster with the chart installed (README.md, "Try it on kind"): kind, its node
+## image and its Docker engine are built and started here, nothing is pulled from a registry.
+kind-up:
+	@bash kind/up.sh
+
+kind-down:
+	@bash kind/down.sh
 
 ## The worker image (also the API and operator image), imported into the test cluster.
 worker-image:
