@@ -178,5 +178,6 @@ def test_kind_down_leaves_nothing(kind: Kind) -> None:
     assert subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0
     filt, nat, filt6 = _rules()
     assert TAG not in filt and TAG not in filt6
+    assert BRIDGE not in nat and SUBNET_PREFIX not in nat
     assert not (STATE / "docker.sock").exists()
     assert _sysctl("net.ipv4.ip_forward") == "0"
