@@ -127,5 +127,10 @@ kdocker commit \
   || kdie "$IMAGE lost its stop signal"
 kdocker rm -f "$PRELOAD" >/dev/null; PRELOAD=""
 kdocker rmi "$IMAGE-unloaded" $COMPONENTS >/dev/null
+# Older node images (about 1 GB each) and dangling layers of kind's own engine.
+for old in $(kdocker images "$KIND_NODE_REPO" --format '{{.Repository}}:{{.Tag}}' | grep -vx "$IMAGE" || true); do
+  kdocker rmi "$old" >/dev/null 2>&1 || true
+done
+kdocker image prune -f >/dev/null
 klog "built $IMAGE in $(( $(date +%s) - t0 ))s"
 echo "$IMAGE"
