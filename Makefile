@@ -29,9 +29,10 @@ deps: system-deps $(VENV)/.installed
 run: deps
 	VIDEO_ALLOW_PRIVATE_ENDPOINTS=$${VIDEO_ALLOW_PRIVATE_ENDPOINTS:-1} $(BIN)/atproto-video serve
 
-# Cold, the cluster tier builds Kubernetes from source (about 20 min on 2 cores), the worker
-# image and the quickstart Postgres image (about 30 s); all are cached under
-# /var/cache/atproto-video, so a warm run takes seconds.
+# Cold, the cluster tier builds Kubernetes from source (about 20 min on 2 cores, kubeadm
+# included), the worker image and the quickstart Postgres image (about 30 s); all are cached under
+# /var/cache/atproto-video, so a warm run takes seconds. The kind tier (tests/kind) builds kind
+# and its node image itself (kind/up.sh: about 4 min cold) and runs for about 4 min.
 test-deps: deps
 	@bash scripts/install-system-deps.sh --test
 	@bash scripts/install-test-deps.sh
