@@ -8,7 +8,7 @@ SOURCES := $(shell find core cli api executor transcoder operator migrations -na
 export VIDEO_SERVICE_DID ?= did:web:localhost%3A2585
 export VIDEO_PUBLIC_URL ?= http://127.0.0.1:2585
 
-.PHONY: run test test-fast lint deps system-deps web-assets test-deps cluster-up cluster-down worker-image postgres-image bench crd manifests chart-readme clean
+.PHONY: run test test-fast lint deps system-deps web-assets test-deps cluster-up cluster-down kind-up kind-down worker-image postgres-image bench crd manifests chart-readme clean
 
 system-deps:
 	@bash scripts/install-system-deps.sh
@@ -39,9 +39,10 @@ deps: system-deps web-assets $(VENV)/.installed
 run: deps
 	VIDEO_ALLOW_PRIVATE_ENDPOINTS=$${VIDEO_ALLOW_PRIVATE_ENDPOINTS:-1} $(BIN)/atproto-video serve
 
-# Cold, the cluster tier builds Kubernetes from source (about 20 min on 2 cores), the worker
-# image and the quickstart Postgres image (about 30 s); all are cached under
-# /var/cache/atproto-video, so a warm run takes seconds.
+# Cold, the cluster tier builds Kubernetes from source (about 20 min on 2 cores, kubeadm
+# included), the worker image and the quickstart Postgres image (about 30 s); all are cached under
+# /var/cache/atproto-video, so a warm run takes seconds. The kind tier (tests/kind) builds kind
+# and its node image itself (kind/up.sh: about 4 min cold) and runs for about 4 min.
 test-deps: deps
 	@bash scripts/install-system-deps.sh --test
 	@bash scripts/install-test-deps.sh
@@ -63,7 +64,7 @@ test: test-deps lint
 	$(BIN)/pytest -q -ra
 
 test-fast: deps
-	$(BIN)/pytest -q -ra -m 'not cluster and not image and not pds and not browser'
+	$(BIN)/pytest -q -ra -m 'not cluster and not image and not pds and not browser and not kind'
 
 ## A single-node Kubernetes on loopback, built from source (see cluster/README.md).
 cluster-up:
@@ -71,6 +72,14 @@ cluster-up:
 
 cluster-down:
 	@bash cluster/down.sh
+
+## A one-node kind cluster with the chart installed (README.md, "Try it on kind"): kind, its node
+## image and its Docker engine are built and started here, nothing is pulled from a registry.
+kind-up:
+	@bash kind/up.sh
+
+kind-down:
+	@bash kind/down.sh
 
 ## The worker image (also the API and operator image), imported into the test cluster.
 worker-image:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kubectl from the
-# Go module proxy, at the version pinned in cluster/k8s/go.mod, into $BIN
+# Build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl and kubeadm
+# (kubeadm: for the kind node image, kind/build-node-image.sh) from the Go module proxy, at the
+# version pinned in cluster/k8s/go.mod, into $BIN
 # (default /var/cache/atproto-video/k8s/v$K8S/bin; override with VIDEO_K8S_BIN).
-# Skips the build when all five binaries are already there and report the pinned version.
+# Builds only the binaries that are missing (all of them if kubelet reports another version).
 #
 #   cluster/build.sh                 build (or reuse) the pinned version
 #   cluster/build.sh --pin 1.34.10   rewrite cluster/k8s/go.mod + go.sum for another version
@@ -13,7 +14,7 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-CMDS="kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl"
+CMDS="kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl kubeadm"
 MODDIR="$CLUSTER_DIR/k8s"
 
 GO="$(go_bin)"
@@ -60,6 +61,13 @@ if have_all; then
   log "k8s v$K8S binaries present in $BIN (skipping build)"
   exit 0
 fi
+# Only what is missing (a cache from before kubeadm was added needs kubeadm alone, ~3 min warm).
+MISSING=""
+if "$BIN/kubelet" --version 2>/dev/null | grep -x "Kubernetes v$K8S" >/dev/null; then
+  for c in $CMDS; do [ -x "$BIN/$c" ] || MISSING="$MISSING $c"; done
+else
+  MISSING="$CMDS"
+fi
 
 [ -f "$MODDIR/go.mod" ] || die "$MODDIR/go.mod missing; run cluster/build.sh --pin 1.34.x"
 # Build from a copy of the pin file so the repository is never written to.
@@ -76,14 +84,14 @@ LDFLAGS="-s -w \
  -X k8s.io/client-go/pkg/version.gitVersion=v$K8S \
  -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$MINOR"
 start=$(date +%s)
-log "building k8s v$K8S ($CMDS) with $("$GO" version) into $BIN; this takes 15-30 min cold"
+log "building k8s v$K8S ($MISSING) with $("$GO" version) into $BIN; this takes 15-30 min cold"
 (
   cd "$WORK"
   "$GO" mod download
   CGO_ENABLED=0 "$GO" build -mod=readonly -trimpath -ldflags "$LDFLAGS" -o "$BIN/.new/" \
-    $(for c in $CMDS; do printf 'k8s.io/kubernetes/cmd/%s ' "$c"; done)
+    $(for c in $MISSING; do printf 'k8s.io/kubernetes/cmd/%s ' "$c"; done)
 )
-for c in $CMDS; do mv -f "$BIN/.new/$c" "$BIN/$c"; done
+for c in $MISSING; do mv -f "$BIN/.new/$c" "$BIN/$c"; done
 rmdir "$BIN/.new"
 have_all || die "built binaries do not report v$K8S: $("$BIN/kubelet" --version 2>&1)"
 log "built k8s v$K8S in $(( $(date +%s) - start ))s"

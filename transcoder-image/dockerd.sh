@@ -10,6 +10,10 @@
 #   transcoder-image/dockerd.sh start --lease PID[:TAG]   # test sessions: the daemon is
 #   transcoder-image/dockerd.sh stop --release PID[:TAG]  # stopped by the last lease holder
 #                                         # out, and only if a lease holder started it
+# kind's engine (kind/up.sh) is another instance of this script: VIDEO_DOCKER_STATE elsewhere and
+# VIDEO_DOCKERD_USERLAND_PROXY=true (docker-proxy publishes the kind node's API server on
+# 127.0.0.1; still no iptables, forwarding or masquerading) and VIDEO_DOCKERD_RUNTIME=kind/runc-bounded
+# (the default runtime: runc minus capabilities this VM does not have, for --privileged).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
@@ -45,12 +49,16 @@ start() {  # start [LEASE]
   mkdir -p "$DOCKER_STATE/data" "$DOCKER_STATE/run"
   echo '{}' >"$DOCKER_STATE/daemon.json"
   rm -f "$DOCKER_SOCK" "$PIDFILE"
-  setsid dockerd 8>&- \
+  local runtime=()
+  if [ -n "${VIDEO_DOCKERD_RUNTIME:-}" ]; then
+    runtime=(--add-runtime "bounded=$VIDEO_DOCKERD_RUNTIME" --default-runtime bounded)
+  fi
+  setsid dockerd 8>&- "${runtime[@]}" \
     --config-file "$DOCKER_STATE/daemon.json" \
     --data-root "$DOCKER_STATE/data" --exec-root "$DOCKER_STATE/run" \
     -H "unix://$DOCKER_SOCK" --pidfile "$PIDFILE" \
     --bridge=none --iptables=false --ip-forward=false --ip-masq=false \
-    --userland-proxy=false --registry-mirror=http://127.0.0.1:9 \
+    --userland-proxy="${VIDEO_DOCKERD_USERLAND_PROXY:-false}" --ip6tables=false --registry-mirror=http://127.0.0.1:9 \
     --oom-score-adjust=0 --storage-driver=overlay2 \
     </dev/null >"$LOG" 2>&1 &
   local i

@@ -571,3 +571,24 @@ def test_did_refresh_interval_reaches_the_api_config(helm: str) -> None:
     default = by_kind(render(helm, *VALUES), "Deployment")[API]
     assert env_of(default["spec"]["template"]["spec"]["containers"][0])[
         "VIDEO_DID_REFRESH_INTERVAL_S"] == "60"
+
+
+def test_kind_values_render_what_kind_up_relies_on(helm: str) -> None:
+    """values-kind.yaml alone (kind/up.sh adds only image.tag): no claim, no pull, everything
+    the port mapping and the node without kube-proxy or CoreDNS need."""
+    docs = render(helm, "-f", str(CHART / "values-kind.yaml"))
+    assert not by_kind(docs, "PersistentVolumeClaim")
+    specs = pod_specs(docs)
+    for name, spec in specs.items():
+        assert spec.get("hostNetwork") is True, name
+        assert {c["imagePullPolicy"] for c in spec["containers"]} == {"Never"}, name
+    api = by_kind(docs, "Deployment")["rel-atproto-video-api"]["spec"]["template"]["spec"]
+    assert api["containers"][0]["ports"][0]["containerPort"] == 2585  # kind/config.yaml maps it
+    operator = env_of(specs["rel-atproto-video-operator"]["containers"][0])
+    assert operator["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
+    assert operator["VIDEO_WORKER_STORAGE_HOSTPATH"] == "/var/lib/atproto-video/storage"
+    postgres = by_kind(docs, "StatefulSet")["rel-atproto-video-postgresql"]["spec"]
+    assert postgres["template"]["spec"]["hostNetwork"] is True
+    assert "volumeClaimTemplates" not in postgres
+    config = (ROOT / "kind" / "config.yaml").read_text()
+    assert "containerPort: 2585, hostPort: 30585" in config
