@@ -345,7 +345,13 @@ class KubeSettings(_Section):
     #: The release: VideoJobs carry it as a label and the operator reconciles only those.
     #: Empty: every VideoJob in the namespace (one installation per namespace).
     instance: str = setting("VIDEO_K8S_INSTANCE", _label_value, "")
+    #: How often the operator reads the progress of running workers (their files send no
+    #: watch events; everything else wakes a VideoJob when its Jobs change).
     poll_interval_s: float = setting("VIDEO_K8S_POLL_INTERVAL_S", _float_range(0.1, 60), 1.0)
+    #: Safety net: each unfinished VideoJob is reconciled at least this often, for a missed
+    #: watch event and the job's deadline.
+    resync_interval_s: float = setting(
+        "VIDEO_K8S_RESYNC_INTERVAL_S", _float_range(1, 86_400), 30.0)
     reconcile_interval_s: float = setting(
         "VIDEO_K8S_RECONCILE_INTERVAL_S", _float_range(0.5, 3600), 10.0)
     #: 0: the worker deadline plus 5 minutes.

@@ -15,9 +15,6 @@ from atproto_video.core.kube import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, 
 from atproto_video.core.ladder import RUNG_NAMES
 from atproto_video.core.lexicon import JobState
 
-#: The finalizer that removes a deleted VideoJob's outputs from the storage.
-FINALIZER = f"{GROUP}/cleanup"
-
 #: Condition types, in the order they normally become True. ``Failed`` ends the job.
 CONDITIONS: dict[str, str] = {
     "Planned": "the source was probed and one Job per rendition planned",

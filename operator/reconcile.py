@@ -1,9 +1,10 @@
 """The control loop: one VideoJob -> probe once -> one worker Job per target -> status back.
 
-:class:`VideoJobReconciler.step` is called by a short kopf timer for every unfinished
-VideoJob. It derives everything from the world (the database row, the Jobs and Pods, the
-progress files), never from memory alone, so an operator killed at any point resumes where it
-was: Job names are deterministic and creation is create-or-get, so no Job is ever duplicated.
+:class:`VideoJobReconciler.step` is called for an unfinished VideoJob when it or one of its
+worker Jobs changes (:mod:`atproto_video.operator.driver`). It derives everything from the
+world (the database row, the Jobs and Pods, the progress files), never from memory alone, so
+an operator killed at any point resumes where it was: Job names are deterministic and
+creation is create-or-get, so no Job is ever duplicated.
 
 :class:`VideoJobCreator` closes the other gap: a job committed while the Kubernetes API was
 unreachable has no VideoJob; it creates the missing ones from the database periodically.

@@ -26,6 +26,7 @@ from atproto_video.core.quota import QuotaLedger
 from atproto_video.core.sessions import SessionStore
 from atproto_video.core.storage import Storage, open_storage
 from atproto_video.core.upload_expiry import UploadSweeper
+from atproto_video.operator.driver import VideoJobDriver
 from atproto_video.operator.expiry import VideoJobExpiry
 from atproto_video.operator.handlers import build_registry
 from atproto_video.operator.periodic import every
@@ -46,12 +47,14 @@ class OperatorService:
         self.kube = kube
         self.liveness = liveness
         self.reconciler = VideoJobReconciler(cfg, store, storage, kube)
+        self.driver = VideoJobDriver(self.reconciler, kube, poll_s=cfg.kube.poll_interval_s,
+                                     resync_s=cfg.kube.resync_interval_s)
         self.creator = VideoJobCreator(cfg, store, storage, kube)
         self.expiry = VideoJobExpiry(cfg, kube)
         # Cluster mode: abandoned multipart sessions and stale reservations end here.
         self.uploads = UploadSweeper(SessionStore(store.engine), QuotaLedger(store.engine),
                                      store, storage)
-        self.registry = build_registry(cfg, self.reconciler)
+        self.registry = build_registry(cfg, self.driver)
         self.metrics = metrics.MetricsServer(cfg.metrics.host, cfg.metrics.port)
         self._stop = asyncio.Event()
 
@@ -76,6 +79,7 @@ class OperatorService:
         metrics.watch_jobs(self.store.engine)
         self.metrics.start()
         creator = asyncio.create_task(self.creator.run(self._stop), name="videojob-creator")
+        driver = asyncio.create_task(self.driver.run(self._stop), name="videojob-steps")
         expiry = asyncio.create_task(self.expiry.run(self._stop), name="videojob-expiry")
         uploads = asyncio.create_task(
             every(self.cfg.service.upload_sweep_interval_s, self._stop, self.uploads.once,
@@ -92,6 +96,7 @@ class OperatorService:
             await self.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await creator
+                await driver
                 await expiry
                 await uploads
 

@@ -106,6 +106,7 @@ def test_videojob_names() -> None:
         "labels": {"app.kubernetes.io/name": "atproto-video",
                    "app.kubernetes.io/component": "videojob",
                    "video.atproto.dev/job-id": hex_id},
+        "finalizers": ["video.atproto.dev/cleanup"],
     }
     assert vj["spec"]["renditions"] == ["1080p", "720p", "480p"]
 
@@ -116,3 +117,4 @@ def test_videojobs_carry_their_instance_when_one_is_set() -> None:
     assert labelled["metadata"]["labels"]["video.atproto.dev/instance"] == "video-a"
     plain = videojob_manifest("a" * 40, "did:plc:abc", "jobs/x/source", "video")
     assert "video.atproto.dev/instance" not in plain["metadata"]["labels"]
+
