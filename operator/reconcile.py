@@ -473,16 +473,24 @@ def _all_succeeded(targets: list[Target], renditions: Mapping[str, RenditionStat
     return all(n in renditions and renditions[n].outcome is Outcome.SUCCEEDED for n in names)
 
 
+#: How long the API has to probe a new job and create its VideoJob itself (the probe, then at
+#: most SUBMIT_TIMEOUT_S for the create) before the operator steps in: sooner, it would race the
+#: API and make a VideoJob for an upload the probe is about to refuse.
+HANDOVER_GRACE = dt.timedelta(seconds=30)
+
+
 class VideoJobCreator:
     """Creates the VideoJobs the API could not (Kubernetes unreachable at upload time)."""
 
     def __init__(
-        self, cfg: VideoConfig, store: JobStore, storage: Storage, kube: KubeAPI
+        self, cfg: VideoConfig, store: JobStore, storage: Storage, kube: KubeAPI,
+        clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self.storage = storage
         self.kube = kube
+        self.clock = clock
 
     def once(self) -> list[str]:
         """One pass; returns the ids of jobs whose VideoJob was created."""
@@ -493,8 +501,9 @@ class VideoJobCreator:
         items = self.kube.list_videojobs(namespace)
         have = {str((vj.get("spec") or {}).get("jobId")) for vj in items}
         created = []
+        handed_over_before = self.clock() - HANDOVER_GRACE
         for job in jobs:
-            if job.id in have:
+            if job.id in have or job.created_at > handed_over_before:
                 continue
             if self.kube.create_videojob(namespace, videojob_for(
                     job, self.storage, namespace, instance=self.cfg.kube.instance)):

@@ -27,6 +27,7 @@ from atproto_video.core.lexicon import FailureCode, JobState
 from atproto_video.core.metrics import REGISTRY
 from atproto_video.core.storage import WORKER_MOUNT, Storage, open_storage
 from atproto_video.operator.reconcile import (
+    HANDOVER_GRACE,
     STUCK_CHECK_S,
     Observed,
     VideoJobCreator,
@@ -410,7 +411,10 @@ def test_creator_makes_missing_videojobs_once(
     cfg, store, storage = world
     kube = FakeKube()
     job_id = add_job(store, storage, clip)
-    creator = VideoJobCreator(cfg, store, storage, kube)
+    assert VideoJobCreator(cfg, store, storage, kube).once() == [], "the API's own hand-over"
+    assert kube.videojobs == {}
+    later = dt.datetime.now(dt.UTC) + HANDOVER_GRACE + dt.timedelta(seconds=1)
+    creator = VideoJobCreator(cfg, store, storage, kube, clock=lambda: later)
     assert creator.once() == [job_id]
     assert creator.once() == []
     vj = kube.videojobs[job_id]
