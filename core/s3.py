@@ -705,6 +705,34 @@ class WorkerFiles:
         bucket, prefix = parse_uri(uri.rstrip("/") + "/")
         upload_tree(self.client, out_dir, bucket, prefix, budget_s=self.budget_s)
 
+    def fetch_rendition(self, uri: str, rendition: str, out_dir: Path) -> None:
+        """A published rendition (its playlist and the media it lists) into ``out_dir``: the
+        input of the MP4 remux of a segment-encoded job."""
+        bucket, prefix = parse_uri(uri.rstrip("/") + "/")
+        if not check_output_name(f"{rendition}/video.m3u8"):
+            raise ValueError(f"not a rendition name: {rendition!r}")
+        local = out_dir / rendition
+        local.mkdir(parents=True, exist_ok=True)
+        playlist = local / "video.m3u8"
+        download(self.client, bucket, f"{prefix}{rendition}/video.m3u8", playlist,
+                 budget_s=self.budget_s)
+        for line in playlist.read_text(encoding="utf-8").splitlines():
+            name = line.strip()
+            if not name or name.startswith("#"):
+                continue
+            if not check_output_name(f"{rendition}/{name}"):
+                raise ValueError(f"unexpected media name {name!r} in {rendition}/video.m3u8")
+            download(self.client, bucket, f"{prefix}{rendition}/{name}", local / name,
+                     budget_s=self.budget_s)
+
+    def publish_file(self, path: Path, uri: str) -> None:
+        """One output file (e.g. ``video.mp4``) to the output prefix, by its name."""
+        bucket, prefix = parse_uri(uri.rstrip("/") + "/")
+        retrying(lambda: self.client.upload_file(
+            str(path), bucket, prefix + path.name,
+            ExtraArgs={"ContentType": content_type(path.name)}),
+            budget_s=self.budget_s, what="publishing outputs")
+
     def put_progress(self, uri: str, body: str, *, final: bool = False) -> None:
         """Best effort: a lost progress write only delays the status bar."""
         now = time.monotonic()

@@ -43,6 +43,7 @@ from atproto_video.core.storage import (
     local_output,
     local_source,
 )
+from atproto_video.operator import segments as seg
 from atproto_video.operator.failures import (
     Failure,
     failed_job,
@@ -112,6 +113,8 @@ class VideoJobReconciler:
         self._pods_read: dict[str, dt.datetime] = {}
         # The renditions the master playlist lists, by job (playable early).
         self._listed: dict[str, tuple[str, ...]] = {}
+        # The segmented renditions this process has joined, by job (see operator/segments).
+        self._joined: dict[str, set[str]] = {}
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="create-job")
 
     def close(self) -> None:
@@ -184,7 +187,11 @@ class VideoJobReconciler:
             if failure is None and plan is not None and job.state in _BEFORE_ENCODED:
                 targets = self._targets(job, plan)
                 failure, renditions = await asyncio.to_thread(
-                    self._sync_targets, job, body, targets, renditions, observed)
+                    self._sync_targets, job, body,
+                    seg.startable(targets, self._joined.get(job.id, ())), renditions, observed)
+                if failure is None:
+                    failure, renditions = await self._join_complete(
+                        job, body, plan, targets, renditions, observed)
                 self._seen[job.id] = renditions
                 if failure is None:
                     wrote |= await self._progress(job, plan, targets, renditions)
@@ -220,6 +227,32 @@ class VideoJobReconciler:
             return None, Failure(FailureCode.VALIDATION, Reason.VALIDATION_FAILED, exc.message)
         await asyncio.to_thread(self.store.advance, job.id, JobState.ENCODING, 0)
         return plan, None
+
+    async def _join_complete(
+        self, job: Job, body: Mapping[str, Any], plan: Plan, targets: list[Target],
+        renditions: Renditions, observed: Observed | None,
+    ) -> tuple[Failure | None, Renditions]:
+        """Join each segmented rendition as soon as its segments all succeeded (playable
+        early), then start what waited for it (the MP4 remux of the top one) in this tick."""
+        segments = segments_for(job.details.source, self.cfg.kube, self.limits)
+        names = seg.to_join(plan.renditions, segments, renditions, self._joined.get(job.id, ()))
+        if not names:
+            return None, renditions
+        joined = self._joined.setdefault(job.id, set())
+        before = seg.startable(targets, joined)
+        try:
+            for name in names:
+                await asyncio.to_thread(join_rendition, self.storage, job.id, name,
+                                        len(segments))
+                joined.add(name)
+                log.info("joined %d segments of %s", len(segments), name,
+                         extra={"job_id": job.id, "did": job.did})
+        except EncodingFailure as exc:
+            return Failure(FailureCode.ENCODING, Reason.ENCODING_FAILED, exc.message), renditions
+        new = [t for t in seg.startable(targets, joined) if t not in before]
+        if not new:
+            return None, renditions
+        return await asyncio.to_thread(self._sync_targets, job, body, new, renditions, observed)
 
     # -- worker Jobs (blocking; runs in a thread) --------------------------------------------------
 
@@ -371,9 +404,8 @@ class VideoJobReconciler:
         master playlist lists it, and only complete renditions, while the others encode. A
         restarted operator writes it once more; a store outage only delays it."""
         variants = plan.variants()
-        done = tuple(v.name for v in variants
-                     if (renditions.get(v.name) or RenditionStatus()).outcome
-                     is Outcome.SUCCEEDED)
+        done = seg.complete([v.name for v in variants], renditions,
+                            self._joined.get(job.id, ()))
         if not done or self._listed.get(job.id) == done:
             return
         text = master_playlist([v for v in variants if v.name in done],
@@ -392,9 +424,10 @@ class VideoJobReconciler:
         segments = segments_for(job.details.source, self.cfg.kube, self.limits)
         if len(segments) > 1:
             try:
-                for name in plan.renditions:
-                    await asyncio.to_thread(join_rendition, self.storage, job.id, name,
-                                            len(segments))
+                for name in plan.renditions:  # normally joined already (_join_complete)
+                    if name not in self._joined.get(job.id, ()):
+                        await asyncio.to_thread(join_rendition, self.storage, job.id, name,
+                                                len(segments))
             except EncodingFailure as exc:
                 await self._fail(job, Failure(FailureCode.ENCODING, Reason.ENCODING_FAILED,
                                               exc.message), renditions)
@@ -424,6 +457,7 @@ class VideoJobReconciler:
     def _forget(self, job_id: str) -> None:
         self._seen.pop(job_id, None)
         self._listed.pop(job_id, None)
+        self._joined.pop(job_id, None)
         self._pods_read.pop(job_id, None)
         self._attempted.discard(job_id)
 

@@ -11,18 +11,26 @@ the other targets; its weight is its share of the rendition's.
 The join (:func:`join_rendition`) concatenates the segments' partial playlists into the
 rendition's ``video.m3u8`` through storage: text only, cheap enough for the operator, and
 repeatable (the partial playlists stay), so an operator killed mid-join simply joins again.
+A rendition is joined as soon as its own segments have all succeeded (:func:`to_join`), not
+when the whole job has: it is then listed in the master playlist (playable early), and the
+top rendition's join starts the MP4.
+
+The MP4 of a segmented job is not a second whole encode (that would be the critical path):
+its target becomes a remux of the joined top rendition (``--from-rendition``, stream copy,
+seconds of work), and its Job is created only once that rendition is joined
+(:func:`startable`); the same bits as the ``single`` strategy's tee of the top rendition.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 
 from atproto_video.core.config import KubeSettings
-from atproto_video.core.details import SourceSummary
+from atproto_video.core.details import Outcome, Renditions, RenditionStatus, SourceSummary
 from atproto_video.core.storage import Storage
 from atproto_video.transcoder import encoding
-from atproto_video.transcoder.contract import Target
+from atproto_video.transcoder.contract import TARGET_MP4, Target
 from atproto_video.transcoder.errors import EncodingFailure
 from atproto_video.transcoder.limits import TranscodeLimits
 from atproto_video.transcoder.segments import (
@@ -50,19 +58,67 @@ def segment_target(target: Target, segment: Segment, length_s: int) -> Target:
                    args=("--segment", segment.name, "--segment-seconds", str(length_s)))
 
 
+#: A remux moves bytes, it encodes nothing: its share of overall progress (measured: about
+#: 1% of the top rendition's encode time, see bench/segments.py).
+REMUX_WEIGHT = 0.02
+REMUX_FLAG = "--from-rendition"
+
+
+def remux_target(target: Target, rendition: str) -> Target:
+    """The MP4 target made by remuxing the joined ``rendition`` instead of encoding."""
+    return replace(target, weight=target.weight * REMUX_WEIGHT, args=(REMUX_FLAG, rendition))
+
+
+def remux_source(target: Target) -> str | None:
+    """The rendition a remux target reads, or None for any other target."""
+    if REMUX_FLAG not in target.args:
+        return None
+    return target.args[target.args.index(REMUX_FLAG) + 1]
+
+
 def expand(targets: Sequence[Target], rendition_names: Sequence[str],
            segments: Sequence[Segment]) -> list[Target]:
-    """``targets`` with each rendition replaced by its segments (unchanged for one segment)."""
+    """``targets`` with each rendition replaced by its segments and the MP4 made a remux of
+    the top (first) rendition; unchanged for one segment."""
     if len(segments) <= 1:
         return list(targets)
     length = segments[0].length_s or 0
+    top = next(t.name for t in targets if t.name in rendition_names)
     out: list[Target] = []
     for target in targets:
         if target.name in rendition_names:
             out += [segment_target(target, s, length) for s in segments]
+        elif target.name == TARGET_MP4:
+            out.append(remux_target(target, top))
         else:
             out.append(target)
     return out
+
+
+def _succeeded(renditions: Renditions, name: str) -> bool:
+    return (renditions.get(name) or RenditionStatus()).outcome is Outcome.SUCCEEDED
+
+
+def to_join(rendition_names: Sequence[str], segments: Sequence[Segment],
+            renditions: Renditions, joined: Collection[str]) -> list[str]:
+    """The renditions to join now: every segment succeeded, not joined yet (by this process:
+    after a restart they are joined again, which rewrites the same playlist)."""
+    if len(segments) <= 1:
+        return []
+    return [name for name in rendition_names if name not in joined
+            and all(_succeeded(renditions, f"{name}s{s.index}") for s in segments)]
+
+
+def startable(targets: Sequence[Target], joined: Collection[str]) -> list[Target]:
+    """The targets whose Job may exist now: a remux waits for its rendition's join."""
+    return [t for t in targets if (source := remux_source(t)) is None or source in joined]
+
+
+def complete(rendition_names: Sequence[str], renditions: Renditions,
+             joined: Collection[str]) -> tuple[str, ...]:
+    """The renditions a master playlist may list: a whole encode succeeded, or joined."""
+    return tuple(name for name in rendition_names
+                 if name in joined or _succeeded(renditions, name))
 
 
 def join_rendition(storage: Storage, job_id: str, variant_name: str, count: int) -> None:

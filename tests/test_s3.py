@@ -223,6 +223,33 @@ def test_worker_files_fetch_and_publish(
         parse_uri("/storage/jobs/x")
 
 
+def test_worker_files_fetch_a_rendition_and_publish_the_mp4(
+    storage: S3Storage, tmp_path: Path
+) -> None:
+    """The MP4 remux of a segmented job: the joined rendition in, only video.mp4 out."""
+    playlist = "#EXTM3U\n#EXTINF:4.0,\nseg_000.ts\n#EXTINF:4.0,\nseg_001.ts\n#EXT-X-ENDLIST\n"
+    storage.write_output(JOB, "480p/video.m3u8", playlist)
+    for n in (0, 1):
+        storage.write_output(JOB, f"480p/seg_{n:03d}.ts", f"ts{n}")
+    io = storage.worker_io(JOB, "mp4")
+    files = WorkerFiles(client_for(storage.settings), tmp_path / "pod", budget_s=1)
+    out = files.out_dir()
+    files.fetch_rendition(io.out_dir, "480p", out)
+    assert (out / "480p" / "video.m3u8").read_text() == playlist
+    assert (out / "480p" / "seg_001.ts").read_text() == "ts1"
+    (out / "video.mp4").write_bytes(b"mp4")
+    files.publish_file(out / "video.mp4", io.out_dir)
+    with storage.open_output(JOB, "video.mp4") as mp4:
+        assert mp4.read_bytes() == b"mp4"
+    with pytest.raises(ValueError):
+        files.fetch_rendition(io.out_dir, "../x", out)
+    storage.write_output(JOB, "360p/video.m3u8", "#EXTM3U\n#EXTINF:4.0,\n../../source\n")
+    with pytest.raises(ValueError):  # a playlist naming anything but its own media
+        files.fetch_rendition(io.out_dir, "360p", out)
+    with pytest.raises(FileNotFoundError):
+        files.fetch_rendition(io.out_dir, "720p", out)
+
+
 def test_startup_refuses_a_missing_bucket_and_wrong_credentials(
     s3_server: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

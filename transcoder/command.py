@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -26,6 +27,7 @@ from atproto_video.transcoder.contract import (
     EXIT_USAGE,
     EXIT_VALIDATION,
     TARGET_MASTER,
+    TARGET_MP4,
     TARGETS,
 )
 from atproto_video.transcoder.errors import EncodingFailure, TranscodeError
@@ -37,6 +39,7 @@ from atproto_video.transcoder.pipeline import (
     transcode_target,
 )
 from atproto_video.transcoder.probe import probe
+from atproto_video.transcoder.remux import remux_rendition
 from atproto_video.transcoder.segments import Segment, encode_segment, segment_at
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,10 @@ targets:
                      variant named after its short side (e.g. 240p), made by target 480p.
   thumbnail          thumbnail.jpg (a representative non-black frame from the start)
   mp4                video.mp4 (faststart, the top rendition, at most 1080p)
+  mp4 --from-rendition V
+                     video.mp4 remuxed (stream copy, no re-encode) from the complete
+                     rendition V/video.m3u8 under OUTPUT_DIR (a segment-encoded job's
+                     joined top rendition); SOURCE is not read
   master             playlist.m3u8, written from the plan (run after the renditions)
   <rendition> --segment K/N --segment-seconds S
                      segment K of N of a long rendition: <rendition>/part_K.m3u8 and its
@@ -109,6 +116,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the segment length for --segment (a multiple of 8)",
     )
     parser.add_argument(
+        "--from-rendition", metavar="VARIANT",
+        help="for --target mp4: remux the complete rendition VARIANT already in OUTPUT_DIR "
+        "(segment-parallel encoding) instead of encoding the source",
+    )
+    parser.add_argument(
         "--progress-file", metavar="PATH",
         help='rewritten atomically with {"target": ..., "progress": 0-100} (or an s3:// URI)',
     )
@@ -129,8 +141,11 @@ def run_command(args: argparse.Namespace) -> int:
         return _fail(args, EncodingFailure(f"configuration error: {exc}"), exit_code=EXIT_USAGE)
     try:
         segment = _segment(args, target)
+        rendition = _from_rendition(args, target)
     except ValueError as exc:
         return _fail(args, EncodingFailure(str(exc)), exit_code=EXIT_USAGE)
+    if rendition is not None:
+        return _run_remux(args, rendition, limits)
     remote = str(args.source).startswith("s3://")
     if remote:
         return _run_remote(args, target, limits, segment)
@@ -166,6 +181,56 @@ def _segment(args: argparse.Namespace, target: str) -> Segment | None:
         return segment_at(int(index), int(count), int(args.segment_seconds))
     except ValueError:
         raise ValueError(f"bad --segment {args.segment!r} / --segment-seconds") from None
+
+
+def _from_rendition(args: argparse.Namespace, target: str) -> str | None:
+    """``--from-rendition V``: only with ``--target mp4``, V a variant name (e.g. 720p)."""
+    name: str | None = args.from_rendition
+    if name is None:
+        return None
+    if target != TARGET_MP4 or not re.fullmatch(r"[1-9][0-9]{0,4}p", name):
+        raise ValueError("--from-rendition takes a variant name (e.g. 720p), with --target mp4")
+    return name
+
+
+def _run_remux(args: argparse.Namespace, rendition: str, limits: TranscodeLimits) -> int:
+    """The MP4 from a complete rendition: locally in OUTPUT_DIR, or fetched from object
+    storage into scratch and the MP4 published back."""
+    remote = str(args.output_dir).startswith("s3://")
+    files = None
+    if remote:
+        from atproto_video.core.s3 import WorkerFiles  # boto3 loads only here
+
+        files = WorkerFiles.from_env()
+    uri: str | None = args.progress_file
+    write: Callable[[str, bool], None] | None = None
+    if uri is not None and files is not None:
+        remote_files = files
+        write = lambda body, final: remote_files.put_progress(uri, body, final=final)  # noqa: E731
+    elif uri is not None:
+        write = lambda body, _final: _write_file(Path(uri), body)  # noqa: E731
+    reporter = ProgressReport(TARGET_MP4, write)
+    reporter(0.0)
+    try:
+        if files is not None:
+            out_dir = files.out_dir()
+            files.fetch_rendition(args.output_dir, rendition, out_dir)
+            mp4 = remux_rendition(out_dir, rendition, limits, on_progress=reporter)
+            files.publish_file(mp4, args.output_dir)
+        else:
+            remux_rendition(Path(args.output_dir), rendition, limits, on_progress=reporter)
+    except TranscodeError as exc:
+        return _fail(args, exc)
+    except StorageUnavailable as exc:
+        log.error("%s", exc)
+        return _fail(args, EncodingFailure("object storage is unavailable"))
+    except Exception:
+        log.exception("remux crashed")
+        return _fail(args, EncodingFailure("internal error while remuxing"))
+    reporter(1.0)
+    print(json.dumps({"target": TARGET_MP4, "from_rendition": rendition},
+                     separators=(",", ":")))
+    return EXIT_OK
 
 
 def _run_remote(

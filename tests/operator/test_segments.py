@@ -7,12 +7,20 @@ from pathlib import Path
 import pytest
 
 from atproto_video.core.config import KubeSettings, VideoConfig
-from atproto_video.core.details import SourceSummary
+from atproto_video.core.details import Outcome, RenditionStatus, SourceSummary
 from atproto_video.core.ladder import build_ladder
 from atproto_video.core.storage import LocalStorage, WorkerIO
-from atproto_video.operator.segments import expand, join_rendition, segments_for
+from atproto_video.operator.segments import (
+    complete,
+    expand,
+    join_rendition,
+    remux_source,
+    segments_for,
+    startable,
+    to_join,
+)
 from atproto_video.operator.templates import job_manifest, job_name
-from atproto_video.transcoder.contract import aggregate, targets_for
+from atproto_video.transcoder.contract import Target, aggregate, targets_for
 from atproto_video.transcoder.errors import EncodingFailure
 from atproto_video.transcoder.limits import TranscodeLimits
 
@@ -92,3 +100,68 @@ def test_join_writes_the_rendition_playlist_through_storage(tmp_path: Path) -> N
         text = path.read_text()
     assert [line for line in text.splitlines() if line.startswith("seg_")] == [
         f"seg_{n:03d}.ts" for n in range(4)]
+
+
+def _expanded(seconds: float = 300.0) -> list[Target]:
+    source = SourceSummary(1280, 720, seconds, True)
+    return expand(targets_for(PLAN), NAMES, segments_for(source, KUBE, LIMITS))
+
+
+def test_segmented_mp4_is_a_remux_of_the_top_rendition() -> None:
+    targets = {t.name: t for t in _expanded()}
+    mp4 = targets["mp4"]
+    assert mp4.cli == "mp4"
+    assert mp4.args == ("--from-rendition", "720p")
+    assert remux_source(mp4) == "720p"
+    # Moving bytes, not encoding: a small share of progress next to the encodes.
+    assert mp4.weight < 0.05 * targets_for(PLAN)[0].weight
+    # A whole (short) job keeps the encoded MP4.
+    whole = {t.name: t for t in _expanded(60.0)}
+    assert whole["mp4"].args == () and remux_source(whole["mp4"]) is None
+
+
+def test_remux_job_is_started_only_once_its_rendition_is_joined() -> None:
+    targets = _expanded()
+    assert "mp4" not in [t.name for t in startable(targets, ())]
+    assert "mp4" not in [t.name for t in startable(targets, {"480p"})]
+    assert [t.name for t in startable(targets, {"720p"})] == [t.name for t in targets]
+    # Non-segmented jobs: everything at once, as before.
+    assert startable(_expanded(60.0), ()) == _expanded(60.0)
+
+
+def _done(*names: str) -> dict[str, RenditionStatus]:
+    return {n: RenditionStatus(progress=100, outcome=Outcome.SUCCEEDED) for n in names}
+
+
+def test_a_rendition_is_joined_once_all_its_segments_succeeded() -> None:
+    segments = segments_for(SourceSummary(1280, 720, 300.0, True), KUBE, LIMITS)
+    all480 = [f"480ps{i}" for i in range(5)]
+    assert to_join(NAMES, segments, _done(*all480[:4], "720ps0"), set()) == []
+    renditions = {**_done(*all480, "720ps0"),
+                  "480ps4": RenditionStatus(progress=100, outcome=Outcome.SUCCEEDED)}
+    assert to_join(NAMES, segments, renditions, set()) == ["480p"]
+    assert to_join(NAMES, segments, renditions, {"480p"}) == []  # joined already
+    failed = {**renditions, "480ps2": RenditionStatus(outcome=Outcome.FAILED)}
+    assert to_join(NAMES, segments, failed, set()) == []
+    # One segment: the rendition's own Job writes its playlist; nothing to join.
+    whole = segments_for(SourceSummary(1280, 720, 60.0, True), KUBE, LIMITS)
+    assert to_join(NAMES, whole, _done("720p", "480p"), set()) == []
+
+
+def test_master_lists_joined_and_whole_renditions_only() -> None:
+    assert complete(NAMES, _done("480ps0", "480ps1"), set()) == ()
+    assert complete(NAMES, {}, {"480p"}) == ("480p",)
+    assert complete(NAMES, _done("720p"), {"480p"}) == ("720p", "480p")  # ladder order
+
+
+def test_remux_job_manifest_reads_the_rendition(tmp_path: Path) -> None:
+    mp4 = next(t for t in _expanded() if t.name == "mp4")
+    io = WorkerIO(source="/s/src", out_dir="/s/out", progress_file="/s/p.json")
+    cfg = VideoConfig.from_env({"VIDEO_SERVICE_DID": "did:web:video.test",
+                               "VIDEO_STORAGE_DIR": str(tmp_path)})
+    manifest = job_manifest(cfg, job_id="a" * 26, did="did:plc:x", io=io,
+                            target=mp4, owner_name="vj", owner_uid="u")
+    args = manifest["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--target") + 1] == "mp4"
+    assert args[args.index("--from-rendition") + 1] == "720p"
+    assert manifest["metadata"]["name"] == job_name("a" * 26, "mp4")

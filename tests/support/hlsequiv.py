@@ -88,7 +88,8 @@ def continuity(playlist: Path, kind: str) -> Continuity:
 
 
 def decode_errors(playlist: Path) -> str:
-    """What ffmpeg complains about while decoding every segment of the playlist ("" if none)."""
+    """What ffmpeg complains about while decoding every segment of the playlist (or a whole
+    file such as an MP4); "" if none."""
     result = subprocess.run(
         ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i", str(playlist),
          "-f", "null", "-"],
@@ -113,3 +114,40 @@ def psnr(reference: Path, encoded: Path, width: int, height: int, fps: str) -> f
     if match is None:
         raise AssertionError(f"no PSNR in ffmpeg output: {result.stderr[-500:]}")
     return float(match.group(1))
+
+
+def top_level_boxes(mp4: Path) -> list[str]:
+    """The MP4's top-level box types in file order (faststart: ``moov`` before ``mdat``)."""
+    boxes = []
+    with mp4.open("rb") as f:
+        while header := f.read(8):
+            if len(header) < 8:
+                break
+            size, kind = int.from_bytes(header[:4], "big"), header[4:].decode("latin-1")
+            if size == 1:
+                size = int.from_bytes(f.read(8), "big") - 8
+            elif size == 0:
+                boxes.append(kind)
+                break
+            boxes.append(kind)
+            f.seek(size - 8, 1)
+    return boxes
+
+
+def stream_seconds(path: Path, kind: str = "v") -> float:
+    """Decoded length of one stream: last frame's end minus first frame's start."""
+    packets = _packets(path, kind)
+    if not packets:
+        return 0.0
+    start = min(pts for pts, _ in packets)
+    return max(pts + duration for pts, duration in packets) - start
+
+
+def start_seconds(path: Path) -> float:
+    """The container's start time (an MP4 made to start at once reads 0)."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=start_time", "-of", "csv=p=0",
+         str(path)], check=True, capture_output=True, text=True, timeout=_TIMEOUT,
+    ).stdout
+    return float(out.strip().strip(","))
+
