@@ -115,9 +115,19 @@ unmount_all() {
 unmount_all; unmount_all
 # Pod network namespaces containerd created (/run/netns/cni-*) after our start; normally
 # removed with the sandboxes, left behind only if containerd was killed.
+# `ip netns add` (anyone's) bind-mounts /run/netns onto itself: namespaces mounted before that
+# are hidden under the bind, where they can be neither unmounted nor removed ("busy"). Drop such
+# a bind when nothing is mounted on it, which uncovers them.
+netns_bind=$(awk '$4 == "/run/netns" && $5 == "/run/netns" {print $1}' /proc/self/mountinfo | tail -n 1)
+if [ -n "$netns_bind" ] && ! awk -v p="$netns_bind" '$2 == p {found = 1} END {exit !found}' /proc/self/mountinfo; then
+  umount /run/netns 2>/dev/null || true
+fi
 if [ -e "$STATE/owned/started" ] && [ -d /run/netns ]; then
   find /run/netns -maxdepth 1 -name 'cni-*' -newer "$STATE/owned/started" 2>/dev/null |
-    while read -r ns; do umount "$ns" 2>/dev/null || umount -l "$ns" 2>/dev/null || true; rm -f "$ns"; done
+    while read -r ns; do
+      umount "$ns" 2>/dev/null || umount -l "$ns" 2>/dev/null || true
+      rm -f "$ns" 2>/dev/null || log "WARNING: cannot remove $ns"
+    done
 fi
 if [ -n "$(our_mounts)" ]; then
   die "mounts still present under $STATE: $(our_mounts | tr '\n' ' ')"
