@@ -498,6 +498,14 @@ def _observe_encode(target: Target, k8s_job: Mapping[str, Any]) -> None:
     status = k8s_job.get("status") or {}
     start = parse_time(str(status.get("startTime")))
     end = parse_time(str(status.get("completionTime")))
+    if end is None:
+        # SuccessCriteriaMet comes before Complete and completionTime (the pods still ending);
+        # woken by that event, the step sees success without a completion time.
+        end = max((t for c in status.get("conditions") or []
+                   if c.get("type") in ("Complete", "SuccessCriteriaMet")
+                   and c.get("status") == "True"
+                   and (t := parse_time(str(c.get("lastTransitionTime")))) is not None),
+                  default=None)
     if start is not None and end is not None:
         metrics.observe_encode(target.cli, (end - start).total_seconds())
 

@@ -490,3 +490,20 @@ def test_deleting_the_videojob_of_a_completed_job_keeps_its_outputs(
     assert not storage.has_source(job_id)
     job = store.get(job_id)
     assert job is not None and job.state is JobState.COMPLETED
+
+
+def test_a_job_seen_at_success_criteria_met_is_still_timed() -> None:
+    """Woken by the SuccessCriteriaMet event, before Complete and completionTime exist."""
+    from atproto_video.core import metrics
+    from atproto_video.operator.reconcile import _observe_encode
+    from atproto_video.transcoder.contract import Target
+
+    def count() -> float:
+        return metrics.ENCODE_SECONDS.labels(rendition="480p")._sum.get()  # type: ignore[attr-defined]
+
+    before = count()
+    _observe_encode(Target("480p", "480p", 1.0), {"status": {
+        "startTime": "2026-12-01T07:00:00Z", "succeeded": 1,
+        "conditions": [{"type": "SuccessCriteriaMet", "status": "True",
+                        "lastTransitionTime": "2026-12-01T07:00:07Z"}]}})
+    assert count() - before == 7.0
