@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from atproto_video.api.errors import AuthRequired, NotEnoughResources
@@ -25,12 +25,12 @@ MAX_LIFETIME_S = 3600 + 300
 
 #: Every 401 name this verifier answers, in the reference verifier's words; declared once
 #: (the OpenAPI schema lists them from here).
-ERROR_NAMES = ("AuthMissing", "BadJwt", "BadJwtType", "JwtExpired", "BadJwtAudience",
-               "BadJwtLexiconMethod", "BadJwtIss", "BadJwtSignature")
+AuthErrorName = Literal["AuthMissing", "BadJwt", "BadJwtType", "JwtExpired", "BadJwtAudience",
+                        "BadJwtLexiconMethod", "BadJwtIss", "BadJwtSignature"]
+ERROR_NAMES: tuple[AuthErrorName, ...] = get_args(AuthErrorName)
 
 
-def _fail(name: str, message: str) -> AuthRequired:
-    assert name in ERROR_NAMES, name
+def _fail(name: AuthErrorName, message: str) -> AuthRequired:
     return AuthRequired(message, name=name)
 
 

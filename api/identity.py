@@ -196,6 +196,15 @@ def did_web_url(did: str) -> str:
     return f"{scheme}://{netloc}/.well-known/did.json"
 
 
+def document_url(did: str, plc_url: str) -> str:
+    """Where ``did``'s document lives: the PLC directory for did:plc, the host for did:web."""
+    if did.startswith("did:plc:"):
+        return f"{plc_url.rstrip('/')}/{quote(did, safe=':')}"
+    if did.startswith("did:web:"):
+        return did_web_url(did)
+    raise DidError("unsupported DID method")
+
+
 class DidResolver:
     """Resolves DIDs to documents, bounded in every way a hostile DID could push on.
 
@@ -296,18 +305,17 @@ class DidResolver:
         return parse_document(did, doc)
 
     async def _fetch_body(self, did: str) -> bytes:
+        url = document_url(did, self.plc_url)
         if did.startswith("did:plc:"):
-            target = PinnedUrl(f"{self.plc_url}/{quote(did, safe=':')}", None, None)
-        elif did.startswith("did:web:"):
+            target = PinnedUrl(url, None, None)
+        else:
             try:
                 target = await pin_endpoint(
-                    did_web_url(did), allow_private=self.allow_private, resolve=self._resolve_host
+                    url, allow_private=self.allow_private, resolve=self._resolve_host
                 )
             except UnsafeEndpoint as exc:
                 log.info("did:web host refused: %s", exc, extra={"did": did})
                 raise DidError("the did:web host is not allowed") from None
-        else:
-            raise DidError("unsupported DID method")
         # identity: the cap below counts the bytes on the wire, not what they inflate to.
         headers = {"accept": "application/json", "accept-encoding": "identity"}
         try:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from atproto_video.api.identity import DidError, did_web_url, parse_document
+from atproto_video.api.identity import DidError, document_url, parse_document
 
 UPLOAD_BLOB = "com.atproto.repo.uploadBlob"
 #: social-app's token lifetime for uploads (the service keeps it to deliver the MP4).
@@ -60,12 +60,9 @@ def resolve_pds(client: httpx.Client, identifier: str, plc_url: str) -> str:
             raise PdsError("resolve", f"cannot resolve the handle {identifier} over https; "
                            "pass --pds URL (your PDS) or your DID")
     try:
-        url = (f"{plc_url.rstrip('/')}/{did}" if did.startswith("did:plc:")
-               else did_web_url(did) if did.startswith("did:web:") else "")
+        url = document_url(did, plc_url)
     except DidError as exc:
         raise PdsError("resolve", f"{did}: {exc}") from None
-    if not url:
-        raise PdsError("resolve", f"unsupported DID method: {did}")
     resp = _get(client, url, "the DID document")
     if resp.status_code != 200:
         raise PdsError("resolve", f"{did}: DID document not found at {url} "

@@ -21,6 +21,7 @@ from atproto_video.api.identity import (
     DidResolver,
     ResolverUnavailable,
     did_web_url,
+    document_url,
     parse_document,
     parse_multikey,
 )
@@ -225,3 +226,14 @@ def test_did_web_names_a_host_and_nothing_else() -> None:
     assert did_web_url("did:web:example.com") == "https://example.com/.well-known/did.json"
     assert did_web_url("did:web:localhost%3A2585") == "http://localhost:2585/.well-known/did.json"
     assert did_web_url("did:web:LOCALHOST") == "http://LOCALHOST/.well-known/did.json"
+
+
+def test_document_url_is_the_one_place_a_did_becomes_an_address() -> None:
+    """The service's resolver and the upload command both fetch documents from here."""
+    assert document_url("did:plc:abc", "http://127.0.0.1:2582/") == "http://127.0.0.1:2582/did:plc:abc"
+    assert document_url("did:web:example.com", "http://plc") == (
+        "https://example.com/.well-known/did.json"
+    )
+    for did in ("did:key:z6Mk", "did:web:evil.com%2Fpath", "handle.example"):
+        with pytest.raises(DidError):
+            document_url(did, "http://plc")

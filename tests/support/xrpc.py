@@ -112,7 +112,9 @@ def wait_for_job(
         return None
 
     def describe() -> str:
-        return f"job {job_id}: last {seen[-5:]}\n{(logs or svc.logs)()[-3000:]}"
+        # A chart-deployed endpoint has no log of its own unless the caller passes one.
+        tail = logs or getattr(svc, "logs", None)
+        return f"job {job_id}: last {seen[-5:]}\n{tail()[-3000:] if tail else ''}"
 
     with client:
         status = wait_for(poll, timeout=timeout, interval=interval, what=describe)
