@@ -17,10 +17,13 @@ Policy decisions (documented here because callers and players depend on them):
 * Output is constant frame rate (variable-rate phone video included), so keyframes land
   exactly on segment boundaries and H.264 levels can be computed from the plan.
 * Segments are 4 s MPEG-TS, the most widely playable HLS segment type.
-* Playable early: the lowest rendition is encoded first (the ``single`` strategy runs it as
-  its own process before the one for the rest, at the cost of one more decode) and the master
-  playlist is rewritten, atomically, as each rendition completes, listing only complete ones;
+* Playable early: the lowest rendition completes first and the master playlist is
+  rewritten, atomically, as each rendition completes, listing only complete ones;
   ``on_rendition`` lets the caller publish each early rendition (see :class:`EarlyMaster`).
+  ``single`` runs the lowest rendition as its own process, at the same time as the one for
+  the rest, which runs at a lower CPU priority: the lowest gets the CPU it can use, the rest
+  every cycle it leaves idle (one more decode, but no idle cores; see
+  :func:`_run_lowest_and_rest`). ``per_rendition`` runs the renditions smallest first.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -58,7 +62,7 @@ from atproto_video.transcoder.formats import input_args
 from atproto_video.transcoder.limits import TranscodeLimits
 from atproto_video.transcoder.master import write_master
 from atproto_video.transcoder.probe import SourceInfo, probe
-from atproto_video.transcoder.process import RunResult, clean_message, run
+from atproto_video.transcoder.process import RunGroup, RunResult, clean_message, run
 from atproto_video.transcoder.progress import (
     FfmpegProgressParser,
     Progress,
@@ -92,6 +96,14 @@ _INPUT_ERRORS = re.compile(
     r"exceeds specified max pixel count|does not contain any stream",
     re.IGNORECASE,
 )
+#: The nice value of the ``single`` strategy's process for the renditions after the lowest
+#: (weight 110 against 1024): it yields the CPU to the lowest rendition's process.
+REST_NICENESS = 10
+
+
+class _Stopped(Exception):
+    """An ffmpeg run killed because another run of the same transcode failed (not a
+    TranscodeError: that other run's error is the one reported)."""
 
 
 @dataclass(frozen=True)
@@ -149,19 +161,13 @@ def transcode(
     with _outputs_fit(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
         if strategy == "single":
-            rest = list(plan)
             stages = WeightedStages(_single_weights(plan), progress)
             if len(plan) > 1:
-                lowest = rest.pop()
+                _run_lowest_and_rest(src, out_dir, source, plan, limits, stages, early, seconds)
+            else:
                 began = time.monotonic()
-                _run_target(src, out_dir, lowest.name, source, plan, limits,
-                            stages.stage_sink())
-                seconds[lowest.rung] = time.monotonic() - began
-                stages.finish_stage()
-                early.completed(lowest)
-            began = time.monotonic()
-            _run_single(src, out_dir, source, rest, limits, stages.stage_sink())
-            seconds["all"] = time.monotonic() - began
+                _run_single(src, out_dir, source, plan, limits, stages.stage_sink())
+                seconds["all"] = time.monotonic() - began
         else:
             targets = lowest_first(targets_for(plan))
             stages = WeightedStages([t.weight for t in targets], progress)
@@ -178,6 +184,59 @@ def transcode(
     progress.done()
     return TranscodeResult(source, plan, out_dir, strategy, time.monotonic() - started,
                            seconds)
+
+
+def _run_lowest_and_rest(
+    src: Path,
+    out_dir: Path,
+    source: SourceInfo,
+    plan: Sequence[Variant],
+    limits: TranscodeLimits,
+    stages: WeightedStages,
+    early: EarlyMaster,
+    seconds: dict[str, float],
+) -> None:
+    """The ``single`` strategy with playable early: two ffmpeg processes at once, one for the
+    lowest rendition, one (decode once, split) for the rest at :data:`REST_NICENESS`.
+
+    Run one after the other, they left cores idle (the lowest rendition's process does not
+    fill two, and nothing encodes while the rest starts up); at the same time, the niced rest
+    takes only what the lowest leaves, so the first rendition is playable about as soon as
+    when it ran alone. If either fails, the other is killed (one :class:`RunGroup`) and the
+    first failure is the job's; both are waited for before this returns or raises.
+    """
+    rest = list(plan)
+    lowest = rest.pop()
+    group = RunGroup()
+
+    def run_rest() -> float:
+        began = time.monotonic()
+        try:
+            _run_single(src, out_dir, source, rest, limits, stages.sink(1),
+                        niceness=REST_NICENESS, group=group)
+        except BaseException:
+            group.stop()
+            raise
+        return time.monotonic() - began
+
+    began = time.monotonic()
+    with futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="transcode-rest") as pool:
+        rest_run = pool.submit(run_rest)
+        try:
+            _run_target(src, out_dir, lowest.name, source, plan, limits, stages.sink(0),
+                        group=group)
+            seconds[lowest.rung] = time.monotonic() - began
+            stages.finish(0)
+            early.completed(lowest)
+        except _Stopped:
+            rest_run.result()  # the rest failed first and stopped this run: its error
+            raise
+        except BaseException:
+            group.stop()
+            futures.wait([rest_run])  # killed, or failed the same way: this error first
+            raise
+        seconds["all"] = rest_run.result()
+    stages.finish(1)
 
 
 class EarlyMaster:
@@ -327,6 +386,9 @@ def _run_single(
     plan: Sequence[Variant],
     limits: TranscodeLimits,
     sink: Callable[[float], None],
+    *,
+    niceness: int = 0,
+    group: RunGroup | None = None,
 ) -> None:
     """Decode once; split to every rendition plus the thumbnail; tee the top one to MP4."""
     fps = source.output_fps(limits.max_fps)
@@ -350,7 +412,7 @@ def _run_single(
         else:
             argv += encoding.hls_output(variant, limits)
     argv += ["-map", "[thumb]", *encoding.thumbnail_output()]
-    _ffmpeg(argv, out_dir, seconds, limits, sink)
+    _ffmpeg(argv, out_dir, seconds, limits, sink, niceness=niceness, group=group)
     for variant in plan:
         _check_rendition(out_dir, variant)
     _check_file(out_dir / encoding.MP4)
@@ -365,6 +427,8 @@ def _run_target(
     plan: Sequence[Variant],
     limits: TranscodeLimits,
     sink: Callable[[float], None],
+    *,
+    group: RunGroup | None = None,
 ) -> None:
     """One ffmpeg process for one target (one Kubernetes Job in the cluster)."""
     fps = source.output_fps(limits.max_fps)
@@ -392,7 +456,7 @@ def _run_target(
             outputs = ["-map", "[out]", *codec, *encoding.hls_output(variant, limits)]
     argv = [*_base_argv(limits), *_input(src, source, limits, read_s=read_s),
             "-filter_complex", graph, *outputs]
-    _ffmpeg(argv, out_dir, seconds, limits, sink)
+    _ffmpeg(argv, out_dir, seconds, limits, sink, group=group)
     if target in (TARGET_THUMBNAIL, TARGET_MP4):
         _check_file(out_dir / (encoding.THUMBNAIL if target == TARGET_THUMBNAIL else encoding.MP4))
     else:
@@ -407,17 +471,23 @@ def _ffmpeg(
     seconds: float,
     limits: TranscodeLimits,
     sink: Callable[[float], None],
+    *,
+    niceness: int = 0,
+    group: RunGroup | None = None,
 ) -> None:
     parser = FfmpegProgressParser(seconds, sink)
     log.debug("running %s", " ".join(argv))
     result = run(argv, timeout_s=limits.timeout_for(seconds), cwd=out_dir,
-                 max_memory_bytes=limits.max_memory_bytes, on_line=parser.feed)
+                 max_memory_bytes=limits.max_memory_bytes, on_line=parser.feed,
+                 niceness=niceness, group=group)
     _raise_for(result, limits.timeout_for(seconds))
 
 
 def _raise_for(result: RunResult, timeout_s: float) -> None:
     if result.ok:
         return
+    if result.stopped:
+        raise _Stopped()
     if result.timed_out:
         raise EncodingFailure(f"transcoding did not finish within {timeout_s:.0f} s")
     if result.spawn_error is not None:

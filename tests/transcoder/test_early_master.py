@@ -1,8 +1,16 @@
 """Playable early: the lowest rendition completes first and the master playlist lists exactly
-the complete renditions at every moment the transcoder publishes one (both strategies)."""
+the complete renditions at every moment the transcoder publishes one (both strategies).
+
+The ``single`` strategy runs the lowest rendition and the rest as two ffmpeg processes at once;
+the tests that show it reach ffmpeg through a wrapper (``limits.ffmpeg_path``) that holds
+either process back until the other is seen running, or makes one of them fail.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,10 +19,22 @@ from atproto_video.core.ladder import Variant
 from atproto_video.transcoder import TranscodeLimits, transcode
 from atproto_video.transcoder.contract import targets_for
 from atproto_video.transcoder.encoding import MASTER
-from atproto_video.transcoder.pipeline import EarlyMaster, Strategy, ladder_for, lowest_first
+from atproto_video.transcoder.errors import EncodingFailure, TranscodeError, ValidationFailure
+from atproto_video.transcoder.pipeline import (
+    REST_NICENESS,
+    EarlyMaster,
+    Strategy,
+    ladder_for,
+    lowest_first,
+)
 from atproto_video.transcoder.probe import probe
 from tests.support.media import make_clip
 from tests.transcoder.media import parse_master_playlist, parse_media_playlist
+
+#: How a wrapper waits (at most ~10 s) for a file another process writes.
+WAIT_FOR = 'for _ in $(seq 200); do [ -e "$dir/{name}" ] && break; sleep 0.05; done'
+#: Records the process id (the one ffmpeg or sleep then runs as, after exec).
+RECORD_PID = 'echo $$ > "$dir/{name}.tmp" && mv "$dir/{name}.tmp" "$dir/{name}"'
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +64,12 @@ def test_master_lists_exactly_the_complete_renditions_as_they_finish(
     seen: list[tuple[str, list[str], list[str]]] = []
 
     def on_rendition(variant: Variant) -> None:
-        # Called synchronously before the next encode starts: the others are not there yet.
+        # Called synchronously when a rendition completes; per rendition, before the next
+        # one starts, so the others are not there yet (single: the rest runs meanwhile).
         on_disk = sorted(p.parent.name for p in out.glob("*/video.m3u8")
                          if "#EXT-X-ENDLIST" in p.read_text())
+        if strategy == "single":
+            on_disk = [name for name in on_disk if name == variant.name]
         seen.append((variant.name, complete_listed(out), on_disk))
 
     limits = TranscodeLimits(threads=2, segment_s=1)
@@ -91,3 +114,106 @@ def test_early_master_skips_the_last_rendition_and_keeps_best_first(
     assert [line for line in published[1].splitlines() if not line.startswith("#")] == [
         "1080p/video.m3u8", "480p/video.m3u8"]
     assert "mp4a" not in published[1]
+
+
+def wrapped_ffmpeg(tmp: Path, *, lowest: str, rest: str) -> Path:
+    """An ffmpeg that runs the shell snippet ``lowest`` before the lowest rendition's process
+    (the one writing 480p/video.m3u8) and ``rest`` before the other, then the real ffmpeg."""
+    wrapper = tmp / "ffmpeg"
+    wrapper.write_text(f"""#!/bin/sh
+dir='{tmp}'
+case "$*" in
+  *"480p/video.m3u8"*) {lowest} ;;
+  *) {rest} ;;
+esac
+exec ffmpeg "$@"
+""")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def nice_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def gone(pid: int) -> bool:
+    """Exited (or a zombie nobody reaped yet): it runs no more code either way."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_single_encodes_the_rest_while_the_lowest_runs_and_publishes_the_lowest_first(
+    fhd_source: Path, tmp_path: Path
+) -> None:
+    """The lowest rendition's ffmpeg starts only once the rest's process is running, and the
+    rest's waits at a gate that opens when the lowest has been published: so the early master
+    (480p alone) appears while the rest's process still runs, at a lower priority."""
+    gate = tmp_path / "gate"
+    wrapper = wrapped_ffmpeg(
+        tmp_path,
+        lowest=WAIT_FOR.format(name="rest.pid"),
+        rest=f"{RECORD_PID.format(name='rest.pid')}; "
+             f"while [ ! -e '{gate}' ]; do sleep 0.05; done",
+    )
+    out = tmp_path / "out"
+    seen: list[tuple[str, list[str], bool, int]] = []
+    progress: list[float] = []
+
+    def on_rendition(variant: Variant) -> None:
+        rest_pid = tmp_path / "rest.pid"
+        assert rest_pid.exists(), "the rest's process was not started with the lowest's"
+        pid = int(rest_pid.read_text())
+        seen.append((variant.name, complete_listed(out), gone(pid), nice_of(pid)))
+        gate.touch()
+
+    limits = TranscodeLimits(ffmpeg_path=str(wrapper), threads=2, segment_s=1)
+    try:
+        result = transcode(fhd_source, out, limits, on_progress=progress.append,
+                           on_rendition=on_rendition)
+    finally:
+        gate.touch()
+    assert seen == [("480p", ["480p/video.m3u8"], False, REST_NICENESS)]
+    assert complete_listed(out) == ["1080p/video.m3u8", "720p/video.m3u8", "480p/video.m3u8"]
+    assert set(result.target_seconds) == {"480p", "all"}
+    # One bar for both processes: it only grows, and ends at 1 only when all is done.
+    assert progress == sorted(set(progress)) and progress[-1] == 1.0
+    assert progress[-2] < 1.0
+
+
+@pytest.mark.parametrize(
+    ("failing", "message", "error"),
+    [
+        ("rest", "[mov @ 0x1] Invalid data found when processing input", ValidationFailure),
+        ("lowest", "[libx264 @ 0x1] Cannot allocate memory", EncodingFailure),
+    ],
+)
+def test_single_fails_cleanly_when_either_process_fails(
+    fhd_source: Path, tmp_path: Path, failing: str, message: str,
+    error: type[TranscodeError],
+) -> None:
+    """The other process, which would run for ten minutes, is killed at once, and the job
+    fails with the failing process's error, mapped as for any ffmpeg run."""
+    hang = f"{RECORD_PID.format(name='hanging.pid')}; exec sleep 600"
+    fail = f"{WAIT_FOR.format(name='hanging.pid')}; echo '{message}' >&2; exit 1"
+    snippets = {"lowest": fail, "rest": hang} if failing == "lowest" else {
+        "lowest": hang, "rest": fail}
+    wrapper = wrapped_ffmpeg(tmp_path, **snippets)
+    published: list[Variant] = []
+    # Short, so that a hanging process not killed fails the test with a timeout, not hangs it.
+    limits = TranscodeLimits(ffmpeg_path=str(wrapper), threads=2, timeout_base_s=20,
+                             timeout_factor=1)
+    try:
+        with pytest.raises(error) as raised:
+            transcode(fhd_source, tmp_path / "out", limits, on_rendition=published.append)
+        hanging = int((tmp_path / "hanging.pid").read_text())
+        # transcode waited for both: the other process is gone already, not just signalled.
+        assert gone(hanging)
+        assert "did not finish" not in str(raised.value)
+        assert published == []
+    finally:
+        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+            os.kill(int((tmp_path / "hanging.pid").read_text()), signal.SIGKILL)
+

@@ -40,3 +40,11 @@ def test_a_whole_ladder_that_does_not_fit(clip: Path, full_volume: Path,
                                           limits: TranscodeLimits) -> None:
     with pytest.raises(OutOfSpace):
         transcode(clip, full_volume / "out", limits)
+
+
+def test_a_two_rung_ladder_that_does_not_fit(tmp_path_factory: pytest.TempPathFactory,
+                                             full_volume: Path, limits: TranscodeLimits) -> None:
+    """Two renditions: the single strategy's two processes at once, whichever fails first."""
+    hd = make_clip(tmp_path_factory.mktemp("media") / "hd.mp4", seconds=6, size="1280x720")
+    with pytest.raises(OutOfSpace):
+        transcode(hd, full_volume / "out", limits)

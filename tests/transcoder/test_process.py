@@ -13,11 +13,12 @@ import resource
 import signal
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
-from atproto_video.transcoder.process import RunResult, clean_message, run
+from atproto_video.transcoder.process import RunGroup, RunResult, clean_message, run
 from tests.support.waiting import wait_for
 
 #: Children that need the address-space cap first wait until prlimit(2) has applied it.
@@ -124,6 +125,47 @@ def test_a_failing_callback_stops_the_child() -> None:
             timeout_s=600, on_line=on_line)
     assert len(started) == 1
     assert gone(started[0])
+
+
+def test_stopping_a_group_kills_its_running_members_and_any_started_later() -> None:
+    group = RunGroup()
+    pids: list[int] = []
+    results: list[RunResult] = []
+    sleeper = python("import os, time; print(os.getpid(), flush=True); time.sleep(600)")
+    member = threading.Thread(target=lambda: results.append(
+        run(sleeper, timeout_s=600, group=group, on_line=lambda line: pids.append(int(line)))))
+    member.start()
+    wait_for(lambda: pids, timeout=30, what="the member started")
+    group.stop()
+    member.join(timeout=30)
+    assert not member.is_alive() and gone(pids[0])
+    (killed,) = results
+    assert killed.stopped and not killed.ok and not killed.timed_out
+    late = run(sleeper, timeout_s=600, group=group)
+    assert late.stopped and late.returncode == -signal.SIGKILL
+    # A run that succeeds is not "stopped", even in a stopped group; one outside a group never.
+    assert run(python("pass"), timeout_s=30).stopped is False
+
+
+def test_niceness_lowers_the_child_and_its_session_autogroup() -> None:
+    """Applied after spawn (no preexec_fn): the child waits until it sees it."""
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    result = run(python("""
+        import os, time
+        for _ in range(1000):
+            if os.getpriority(os.PRIO_PROCESS, 0) > 0:
+                break
+            time.sleep(0.01)
+        try:
+            autogroup = open("/proc/self/autogroup").read().split()[-1]
+        except OSError:  # a kernel without autogrouping
+            autogroup = "absent"
+        print(os.getpriority(os.PRIO_PROCESS, 0), autogroup)
+    """), timeout_s=30, niceness=10)
+    nice, autogroup = result.stdout.split()
+    assert nice == "10"
+    assert autogroup in ("10", "absent")
+    assert os.getpriority(os.PRIO_PROCESS, 0) == ours  # the caller's own is untouched
 
 
 def test_address_space_cap_is_applied_to_the_child() -> None:
