@@ -324,6 +324,9 @@ class TranscodeSettings(_Section):
     threads: int = setting("VIDEO_TRANSCODE_THREADS", _int_range(0, 64), 0)
     strategy: Strategy = setting(
         "VIDEO_ENCODING_STRATEGY", _choice("single", "per_rendition"), "single")
+    #: Publish the master playlist as renditions complete, lowest first. Costs the ``single``
+    #: strategy a second decode of the source (a process of its own for the lowest rendition).
+    playable_early: bool = setting("VIDEO_PLAYABLE_EARLY", _bool, True)
 
 
 @dataclass(frozen=True)

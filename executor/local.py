@@ -323,6 +323,7 @@ class LocalExecutor:
             workspace.out_dir,
             self.limits,
             strategy=self.cfg.transcode.strategy,
+            early=self.cfg.transcode.playable_early,
             on_progress=ProgressReporter(self.store, job.id, JobState.ENCODING, cancel),
             on_rendition=lambda variant: self._publish_early(job, workspace, variant),
         )

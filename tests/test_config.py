@@ -31,6 +31,7 @@ def test_defaults() -> None:
     assert cfg.storage_dir == Path(".data/storage")
     assert cfg.service.max_upload_bytes == 300_000_000
     assert cfg.transcode.max_duration_s == 600
+    assert cfg.transcode.playable_early
     assert cfg.service.daily_video_limit == 25
     assert cfg.service.daily_byte_limit == 10_000_000_000
     assert cfg.service.executor == "local"
@@ -64,6 +65,7 @@ def test_values_are_parsed() -> None:
             "VIDEO_DAILY_BYTE_LIMIT": "1_000",
             "VIDEO_WORKER_NODE_SELECTOR": "pool=video",
             "VIDEO_K8S_JOB_TIMEOUT_S": "90",
+            "VIDEO_PLAYABLE_EARLY": "0",
         }
     )
     assert cfg.service.port == 8080
@@ -73,6 +75,7 @@ def test_values_are_parsed() -> None:
     assert cfg.service.daily_byte_limit == 1000
     assert cfg.kube.worker_node_selector == {"pool": "video"}
     assert cfg.kube.timeout_s == 90
+    assert not cfg.transcode.playable_early
 
 
 def test_secrets_stay_out_of_logs_and_reprs() -> None:

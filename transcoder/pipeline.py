@@ -148,8 +148,13 @@ def transcode(
     strategy: Strategy = "single",
     on_progress: ProgressCallback | None = None,
     on_rendition: RenditionCallback | None = None,
+    early: bool = True,
 ) -> TranscodeResult:
-    """Produce the whole output layout for `src`; raises `TranscodeError` subclasses."""
+    """Produce the whole output layout for `src`; raises `TranscodeError` subclasses.
+
+    ``early=False`` (VIDEO_PLAYABLE_EARLY=0) publishes nothing before the end, and the
+    ``single`` strategy then decodes the source once, in one process.
+    """
     if strategy not in ("single", "per_rendition"):
         raise ValueError(f"unknown strategy {strategy!r}")
     started = time.monotonic()
@@ -157,13 +162,13 @@ def transcode(
     plan = ladder_for(source, limits)
     progress = Progress(on_progress)
     seconds: dict[str, float] = {}
-    early = EarlyMaster(plan, out_dir, has_audio=source.has_audio, on_rendition=on_rendition)
+    master = EarlyMaster(plan, out_dir, has_audio=source.has_audio, on_rendition=on_rendition)
     with _outputs_fit(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
         if strategy == "single":
-            stages = WeightedStages(_single_weights(plan), progress)
-            if len(plan) > 1:
-                _run_lowest_and_rest(src, out_dir, source, plan, limits, stages, early, seconds)
+            stages = WeightedStages(_single_weights(plan, early=early), progress)
+            if early and len(plan) > 1:
+                _run_lowest_and_rest(src, out_dir, source, plan, limits, stages, master, seconds)
             else:
                 began = time.monotonic()
                 _run_single(src, out_dir, source, plan, limits, stages.stage_sink())
@@ -178,8 +183,8 @@ def transcode(
                 seconds[target.cli] = time.monotonic() - began
                 stages.finish_stage()
                 variant = find_variant(plan, target.name)
-                if variant is not None:
-                    early.completed(variant)
+                if variant is not None and early:
+                    master.completed(variant)
         write_master(plan, out_dir, has_audio=source.has_audio)
     progress.done()
     return TranscodeResult(source, plan, out_dir, strategy, time.monotonic() - started,
@@ -278,12 +283,12 @@ def lowest_first(targets: Sequence[Target]) -> list[Target]:
     return sorted(renditions, key=lambda t: t.weight) + others
 
 
-def _single_weights(plan: Sequence[Variant]) -> list[float]:
+def _single_weights(plan: Sequence[Variant], *, early: bool = True) -> list[float]:
     """Progress weights of the single strategy's runs: encoded pixels, plus one decode."""
     pixels = [float(v.width * v.height) for v in plan]
     decode = pixels[0]
-    if len(plan) == 1:
-        return [decode + pixels[0]]
+    if not early or len(plan) == 1:
+        return [decode + sum(pixels)]
     return [decode + pixels[-1], decode + sum(pixels[:-1])]
 
 

@@ -101,3 +101,39 @@ def test_master_is_served_while_encoding_with_only_complete_renditions(
     finally:
         gate.touch()
         svc.stop()
+
+
+def test_playable_early_off_gives_one_ffmpeg_run_and_nothing_before_completed(
+    tmp_path: Path, dids: DidServer
+) -> None:
+    """VIDEO_PLAYABLE_EARLY=0 reaches the executor: the single strategy decodes once (one
+    ffmpeg run for the whole job), and the watch route has nothing until the job is done."""
+    calls, gate = tmp_path / "calls", tmp_path / "gate"
+    wrapper = tmp_path / "ffmpeg"
+    wrapper.write_text(f"""#!/bin/sh
+echo run >> '{calls}'
+while [ ! -e '{gate}' ]; do sleep 0.05; done
+exec ffmpeg "$@"
+""")
+    wrapper.chmod(0o755)
+    env = {"VIDEO_DID_PLC_URL": dids.url, "VIDEO_FFMPEG_PATH": str(wrapper),
+           "VIDEO_PLAYABLE_EARLY": "0"}
+    svc = ServiceProcess(tmp_path / "svc", env).start()
+    try:
+        clip = make_clip(tmp_path / "c.mp4", seconds=2, size="1280x720").read_bytes()
+        who = user(dids)
+        job_id = upload_as(svc, who, clip).json()["jobId"]
+        base = f"{svc.url}/watch/{quote(who.did, safe='')}/{job_id}"
+        with httpx.Client(timeout=30) as client:
+            wait_for(lambda: calls.exists() or None, timeout=60, interval=0.05,
+                     what=lambda: svc.logs()[-3000:])
+            assert client.get(f"{base}/playlist.m3u8").status_code == 404
+            gate.touch()
+            status, _ = wait_for_job(svc, job_id, timeout=120)
+            assert status["state"] == "JOB_STATE_COMPLETED", status
+            assert calls.read_text().splitlines() == ["run"]
+            final = client.get(f"{base}/playlist.m3u8")
+            assert variant_uris(final.text) == ["720p/video.m3u8", f"{LOWEST}/video.m3u8"]
+    finally:
+        gate.touch()
+        svc.stop()

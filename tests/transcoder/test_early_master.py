@@ -92,6 +92,26 @@ def test_a_single_rendition_has_no_early_step(tmp_path: Path) -> None:
     assert result.master_playlist.is_file()
 
 
+@pytest.mark.parametrize("strategy", ["single", "per_rendition"])
+def test_without_playable_early_nothing_is_published_and_single_decodes_once(
+    fhd_source: Path, tmp_path: Path, strategy: Strategy
+) -> None:
+    """VIDEO_PLAYABLE_EARLY=0: no early master, and ``single`` is one ffmpeg process."""
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "ffmpeg"
+    wrapper.write_text(f"#!/bin/sh\necho run >> '{calls}'\nexec ffmpeg \"$@\"\n")
+    wrapper.chmod(0o755)
+    called: list[Variant] = []
+    limits = TranscodeLimits(ffmpeg_path=str(wrapper), threads=2, segment_s=1)
+    result = transcode(fhd_source, tmp_path / "out", limits, strategy=strategy,
+                       on_rendition=called.append, early=False)
+    assert called == []
+    runs = len(calls.read_text().splitlines())
+    assert runs == (1 if strategy == "single" else len(targets_for(result.variants)))
+    assert complete_listed(tmp_path / "out") == [
+        "1080p/video.m3u8", "720p/video.m3u8", "480p/video.m3u8"]
+
+
 def test_renditions_are_ordered_lowest_first(fhd_source: Path) -> None:
     limits = TranscodeLimits()
     plan = ladder_for(probe(fhd_source, limits), limits)
