@@ -1,8 +1,9 @@
 """When a VideoJob is reconciled: on its own watch events and its worker Jobs', not on a timer.
 
-kopf's watches feed :meth:`VideoJobDriver.videojob_event` and :meth:`VideoJobDriver.job_event`;
-they wake the VideoJob on a :class:`~atproto_video.operator.wakeups.WakeQueue`. A step writes
-at most one status patch (only the keys that changed, none if nothing did) and asks for its
+kopf's VideoJob watch feeds :meth:`VideoJobDriver.videojob_event` and the worker Job watch
+(:mod:`~atproto_video.operator.jobwatch`) :meth:`VideoJobDriver.job_event`; they wake the
+VideoJob on a :class:`~atproto_video.operator.wakeups.WakeQueue`. A step writes at most one
+status patch (only the keys that changed, none if nothing did) and asks for its
 next wake by what it is waiting for (:func:`next_wake`): progress files of running workers
 every ``VIDEO_K8S_POLL_INTERVAL_S``, a look at the pods of a Job that is not ready yet every
 :data:`~atproto_video.operator.reconcile.STUCK_CHECK_S`, else only the safety resync
@@ -129,7 +130,7 @@ class VideoJobDriver:
         self.resync_s = resync_s
         self.queue = WakeQueue(self._step, workers=workers)
         self.bodies: dict[str, dict[str, Any]] = {}
-        #: The worker Jobs by VideoJob name (kopf's index, handed over by the first event).
+        #: The worker Jobs by VideoJob name (:class:`~atproto_video.operator.jobwatch.JobIndex`).
         self.jobs: Mapping[str, Iterable[dict[str, Any]]] | None = None
         self._own: dict[str, str] = {}  # resourceVersion of the status this process wrote
         self._signatures: dict[str, tuple[Any, ...]] = {}
@@ -140,7 +141,14 @@ class VideoJobDriver:
         # next VideoJobs' Jobs first (each step still writes its own status before it ends).
         self._patching = asyncio.Semaphore(PATCHES_IN_FLIGHT)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
+        """Steps until ``stop``; none before ``ready`` (the worker Job index listed)."""
+        if ready is not None:
+            waiting = asyncio.create_task(ready.wait())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            stopping.cancel()
         await self.queue.run(stop)
 
     # -- watch events --------------------------------------------------------------------------
