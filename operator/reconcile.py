@@ -200,7 +200,6 @@ class VideoJobReconciler:
         if not job.state.terminal:
             # Counted once per process, with this step's progress write if it makes one.
             attempt = job.id not in self._attempted
-            self._attempted.add(job.id)
             age = (self.clock() - job.created_at).total_seconds()
             timeout = self.cfg.kube.timeout_s
             if not self.storage.check_source_ref(job.id, str(spec.get("source") or "")):
@@ -230,12 +229,14 @@ class VideoJobReconciler:
                                                    attempt=attempt)
                     if written is not None:
                         if attempt:
+                            self._attempted.add(job.id)
                             log.info("reconciling job", extra={**extra,
                                                                "attempt": written.attempts})
                         job, attempt = written, False
                     await self._publish_early(job, plan, renditions)
             if attempt:
                 count = await asyncio.to_thread(self.store.start_attempt, job.id)
+                self._attempted.add(job.id)
                 log.info("reconciling job", extra={**extra, "attempt": count})
             if failure is not None:
                 await self._fail(job, failure, renditions)
