@@ -1,7 +1,8 @@
 """The operator's own worker Job watch (an informer instead of kopf's index).
 
-The index rules are checked on plain dicts; the list, watch, resume and 410 paths against the
-real API server of the test cluster, with the operator's service account.
+The index rules and a relist's deletions are checked on plain dicts; the list, watch and
+resume against the real API server of the test cluster, with the operator's service account
+(a 410 Gone could not be provoked on demand there: a watch from resourceVersion 1 was served).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from atproto_video.core.kube import Gone, Kube
+from atproto_video.core.kube import Kube
 from atproto_video.operator.handlers import API_ERROR_BACKOFFS
 from atproto_video.operator.jobwatch import JobIndex, JobWatch
 from atproto_video.operator.templates import LABEL_JOB_ID
@@ -120,10 +121,6 @@ def test_the_watch_lists_follows_and_resumes_against_the_api_server(k8s: K8sEnv)
 
     try:
         asyncio.run(main())
-        # A resourceVersion the API server no longer has: Gone, which makes the watch list.
-        with pytest.raises(Gone):
-            for _ in kube.watch_jobs(k8s.namespace, LABEL_JOB_ID, "1", timeout_s=2):
-                pass
     finally:
         kube.close()
         k8s.kubectl("delete", "jobs", "-l", LABEL_JOB_ID, "--wait=false", check=False)
