@@ -5,7 +5,7 @@ which steps :class:`~atproto_video.operator.reconcile.VideoJobReconciler` when a
 one of its worker Jobs changes (and at the intervals :func:`~atproto_video.operator.driver.
 next_wake` names), instead of a kopf timer per VideoJob every second. It reads worker Jobs
 from an in-memory index kept current by :class:`~atproto_video.operator.jobwatch.JobWatch`
-(not kopf: its handling of every Job event cost more CPU than the rest of the operator), and
+(not kopf, whose per-event machinery is heavy for ~5 events per worker Job), and
 Pods only when a Job failed or is slow to start, so a step normally costs no API call besides
 its status patch. kopf's own state lives in annotations and ``status.kopf`` (declared with
 ``x-kubernetes-preserve-unknown-fields`` in the CRD).

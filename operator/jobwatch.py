@@ -3,8 +3,8 @@
 kopf kept this index before (a kopf index and an event handler on Jobs). Each worker Job
 sends five or more watch events (created, its pod created, pods ready, done, deleted), and kopf
 took every one through its whole per-object machinery (a worker task per Job, a Body wrapper,
-loggers, cause detection, a patch check): on a burst of uploads that was most of the
-operator's CPU (py-spy, issue 17). Here one thread reads the watch stream, parses each line
+loggers, cause detection, a patch check); issue 17's profile put most of the operator's CPU on
+a burst of uploads in kopf's handling of watch events. Here one thread reads the watch stream, parses each line
 with :func:`json.loads` and hands each chunk's events to the event loop at once; the index is
 updated before the driver hears of an event, so a woken step sees the new Job.
 
