@@ -4,9 +4,10 @@ kopf kept this index before (a kopf index and an event handler on Jobs). Each wo
 sends five or more watch events (created, its pod created, pods ready, done, deleted), and kopf
 took every one through its whole per-object machinery (a worker task per Job, a Body wrapper,
 loggers, cause detection, a patch check); issue 17's profile put most of the operator's CPU on
-a burst of uploads in kopf's handling of watch events. Here one thread reads the watch stream, parses each line
-with :func:`json.loads` and hands each chunk's events to the event loop at once; the index is
-updated before the driver hears of an event, so a woken step sees the new Job.
+a burst of uploads in kopf's handling of watch events. Here one thread reads the watch
+stream, parses each line with :func:`json.loads` and hands each chunk's events to the event
+loop at once; the index is updated before the driver hears of an event, so a woken step sees
+the new Job.
 
 A watch that ends is resumed from the last resourceVersion seen (bookmarks included); one that
 is too old (410 Gone) lists again, and Jobs gone meanwhile count as deleted. Errors are
