@@ -408,8 +408,8 @@ def _cluster_cpu() -> dict[str, float]:
 def _breakdown(logs: str, created_wall: dict[str, float], ids: list[str]) -> dict[str, Any]:
     """Where dispatch time goes, from the operator's own log lines (wall clock, s).
 
-    CR created -> first reconcile step ("reconciling job") -> first worker Job created ->
-    last worker Job created.
+    CR created -> first reconcile step ("dispatching job", or "reconciling job" before the
+    dispatch step existed) -> first worker Job created -> last worker Job created.
     """
     import datetime as dt
 
@@ -426,7 +426,7 @@ def _breakdown(logs: str, created_wall: dict[str, float], ids: list[str]) -> dic
         if msg.startswith("worker Job created"):
             marks.setdefault(job_id, {}).setdefault("first_job", ts)
             marks[job_id]["last_job"] = ts
-        elif msg == "reconciling job":
+        elif msg in ("dispatching job", "reconciling job"):  # the first step, either kind
             marks.setdefault(job_id, {}).setdefault("reconcile", ts)
     gaps: dict[str, list[float]] = {"created_to_first_step": [], "step_to_first_job": [],
                                     "first_to_last_job": []}

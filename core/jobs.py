@@ -412,6 +412,56 @@ class JobStore:
             attempts = conn.execute(select(c.attempts).where(c.id == job_id)).scalar_one()
         return int(attempts)
 
+    def record_progress(
+        self,
+        job_id: str,
+        progress: int,
+        change: Callable[[JobDetails], JobDetails] | None = None,
+        *,
+        attempt: bool = False,
+    ) -> Job | None:
+        """One reconcile step's writes in one transaction; the row as committed (None: gone).
+
+        Counts an attempt (``attempt``, as :meth:`start_attempt`), moves the job to ENCODING at
+        ``progress`` unless that would go backwards (as :meth:`advance`) and applies ``change``
+        to its details under the row lock (as :meth:`update_details`), each only while the job
+        is not terminal. The operator made these four transactions and a read before: on a
+        burst of uploads, round trips its threads waited on instead of creating worker Jobs.
+        """
+        c = video_job.c
+        now = utcnow()
+        progress = max(0, min(100, int(progress)))
+        live = and_(c.id == job_id, c.state.not_in(TERMINAL))
+        earlier = [s.value for s in STATE_ORDER[: STATE_ORDER.index(JobState.ENCODING)]]
+        forward = or_(c.state.in_(earlier),
+                      and_(c.state == JobState.ENCODING.value, c.progress < progress))
+        with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                raw = conn.execute(select(c.details).where(live).with_for_update()).first()
+            else:  # SQLite has no row locks: a first write takes the database's write lock
+                res = conn.execute(update(video_job).where(live).values(updated_at=now))
+                raw = conn.execute(select(c.details).where(live)).first() if res.rowcount else None
+            advanced = False
+            if raw is not None:
+                advanced = conn.execute(
+                    update(video_job).where(live, forward)
+                    .values(state=JobState.ENCODING.value, progress=progress, updated_at=now)
+                ).rowcount == 1
+                values: dict[str, Any] = {"updated_at": now}
+                if attempt:
+                    values.update(attempts=c.attempts + 1, started_at=now)
+                if change is not None:
+                    current = JobDetails.from_json(raw[0])
+                    new = change(current)
+                    if new != current:
+                        values["details"] = new.to_json()
+                if len(values) > 1:
+                    conn.execute(update(video_job).where(c.id == job_id).values(**values))
+            row = conn.execute(select(video_job).where(c.id == job_id)).mappings().first()
+        if advanced:
+            self._changed(job_id)
+        return Job.from_row(row) if row else None
+
     def update_fields(self, job_id: str, **values: Any) -> None:
         """Set non-state columns (cid, ...) of a job that is not terminal."""
         if "details" in values:

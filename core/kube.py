@@ -15,10 +15,12 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from typing import Any, ParamSpec, Protocol, TypeVar
+from urllib.parse import urlencode
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
@@ -105,6 +107,10 @@ POOL_SIZE = 64
 
 class KubeError(Exception):
     pass
+
+
+class Gone(Exception):
+    """A watch's resourceVersion is too old (410 Gone): list again."""
 
 
 def load_api_client() -> Any:
@@ -296,6 +302,64 @@ class Kube:
             return int(status), json.loads(raw) if raw else {}
         except ValueError:
             return int(status), {"message": bytes(raw)[:200].decode(errors="replace")}
+
+    @_counted("list_jobs")
+    def list_jobs_versioned(
+        self, namespace: str, selector: str
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The Jobs matching ``selector`` and the list's resourceVersion (to watch from)."""
+        query = urlencode({"labelSelector": selector})
+        status, body = self._request("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs?{query}")
+        _raise_for(status, body)
+        items: list[dict[str, Any]] = body.get("items") or []
+        return items, str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch_jobs(
+        self, namespace: str, selector: str, resource_version: str, *, timeout_s: int,
+        opened: Callable[[Any], None] | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The watch events after ``resource_version`` as the API server sends them (plain
+        dicts, ``{"type", "object"}``), a list per chunk received; ends when the server ends
+        the stream (after ``timeout_s``). Raises :class:`Gone` on 410. ``opened`` gets the
+        response, whose ``shutdown()`` ends the stream from another thread."""
+        query = urlencode({"labelSelector": selector, "watch": "true",
+                           "resourceVersion": resource_version, "allowWatchBookmarks": "true",
+                           "timeoutSeconds": str(timeout_s)})
+        url = f"{self.api_client.configuration.host}/apis/batch/v1/namespaces/{namespace}/jobs"
+        headers = {"Accept": "application/json"}
+        self.api_client.update_params_for_auth(headers, [], ["BearerToken"])
+        resp = self.api_client.rest_client.pool_manager.request(
+            "GET", f"{url}?{query}", headers=headers, preload_content=False,
+            timeout=urllib3.Timeout(connect=10, read=timeout_s + 30))
+        complete = False
+        try:
+            if opened is not None:
+                opened(resp)
+            if resp.status == 410:
+                raise Gone(resource_version)
+            if resp.status != 200:
+                metrics.kube_error("watch_jobs", resp.status)
+                raise ApiException(status=resp.status, reason=resp.data[:300].decode(
+                    errors="replace"))
+            rest = b""
+            for chunk in resp.stream(None, decode_content=False):
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                events = [json.loads(line) for line in lines if line.strip()]
+                for event in events:
+                    if event.get("type") == "ERROR":
+                        code = (event.get("object") or {}).get("code")
+                        if code == 410:
+                            raise Gone(resource_version)
+                        raise ApiException(status=code, reason=str(event.get("object"))[:300])
+                if events:
+                    yield events
+            complete = True
+        finally:
+            if complete:
+                resp.release_conn()
+            else:  # a half-read stream must not go back to the pool
+                resp.close()
 
     @_counted("list_jobs")
     def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:

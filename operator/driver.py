@@ -1,12 +1,20 @@
 """When a VideoJob is reconciled: on its own watch events and its worker Jobs', not on a timer.
 
-kopf's watches feed :meth:`VideoJobDriver.videojob_event` and :meth:`VideoJobDriver.job_event`;
-they wake the VideoJob on a :class:`~atproto_video.operator.wakeups.WakeQueue`. A step writes
-at most one status patch (only the keys that changed, none if nothing did) and asks for its
+kopf's VideoJob watch feeds :meth:`VideoJobDriver.videojob_event` and the worker Job watch
+(:mod:`~atproto_video.operator.jobwatch`) :meth:`VideoJobDriver.job_event`; they wake the
+VideoJob on a :class:`~atproto_video.operator.wakeups.WakeQueue`. A step writes at most one
+status patch (only the keys that changed, none if nothing did) and asks for its
 next wake by what it is waiting for (:func:`next_wake`): progress files of running workers
 every ``VIDEO_K8S_POLL_INTERVAL_S``, a look at the pods of a Job that is not ready yet every
 :data:`~atproto_video.operator.reconcile.STUCK_CHECK_S`, else only the safety resync
 (``VIDEO_K8S_RESYNC_INTERVAL_S``) for a missed event or the job's deadline.
+
+A VideoJob this process has not stepped yet is woken *urgently*: its first step only creates
+its worker Jobs (:meth:`~atproto_video.operator.reconcile.VideoJobReconciler.dispatch`), and
+the rest of it (database writes, the status patch, the event) comes as an ordinary step, which
+waits while other new VideoJobs' Jobs are being created (bounded; see
+:mod:`~atproto_video.operator.wakeups`). On a burst of uploads, the last VideoJob's Jobs no
+longer wait behind every earlier one's status.
 
 A kopf timer per VideoJob ticked every second instead; with kopf's handling of each tick and
 of the watch events its patches caused, that was most of the operator's CPU on a burst of
@@ -122,16 +130,25 @@ class VideoJobDriver:
         self.resync_s = resync_s
         self.queue = WakeQueue(self._step, workers=workers)
         self.bodies: dict[str, dict[str, Any]] = {}
-        #: The worker Jobs by VideoJob name (kopf's index, handed over by the first event).
+        #: The worker Jobs by VideoJob name (:class:`~atproto_video.operator.jobwatch.JobIndex`).
         self.jobs: Mapping[str, Iterable[dict[str, Any]]] | None = None
         self._own: dict[str, str] = {}  # resourceVersion of the status this process wrote
         self._signatures: dict[str, tuple[Any, ...]] = {}
+        #: VideoJobs whose first (dispatch) step ran in this process.
+        self._dispatched: set[str] = set()
         self._posting: set[asyncio.Task[None]] = set()
         # Few status patches at once: on a burst the API server's time goes to creating the
         # next VideoJobs' Jobs first (each step still writes its own status before it ends).
         self._patching = asyncio.Semaphore(PATCHES_IN_FLIGHT)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
+        """Steps until ``stop``; none before ``ready`` (the worker Job index listed)."""
+        if ready is not None:
+            waiting = asyncio.create_task(ready.wait())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            stopping.cancel()
         await self.queue.run(stop)
 
     # -- watch events --------------------------------------------------------------------------
@@ -145,6 +162,7 @@ class VideoJobDriver:
             self.bodies.pop(name, None)
             self._own.pop(name, None)
             await self.queue.forget(name)
+            self._dispatched.discard(name)
             return
         if not _newer(body, self.bodies.get(name)):
             return  # older than the status this process already wrote
@@ -152,7 +170,7 @@ class VideoJobDriver:
         if self._own.get(name) == _rv(body):
             return  # the echo of our own status patch: nothing new to act on
         if active(body):
-            self.queue.wake(name)
+            self.queue.wake(name, urgent=name not in self._dispatched)
 
     def job_event(self, kind: str | None, body: Mapping[str, Any]) -> None:
         """A worker Job changed: wake its VideoJob if its outcome, readiness or retries did."""
@@ -174,6 +192,7 @@ class VideoJobDriver:
     async def forget(self, name: str) -> None:
         """Before a VideoJob's finalizer runs: no step for it in flight or to come."""
         await self.queue.forget(name)
+        self._dispatched.discard(name)
 
     # -- the step ------------------------------------------------------------------------------
 
@@ -182,6 +201,14 @@ class VideoJobDriver:
         if body is None or not active(body):
             return None
         observed = Observed(list(self.jobs.get(name, ()))) if self.jobs is not None else None
+        if name not in self._dispatched:
+            self._dispatched.add(name)
+            try:
+                if await self.reconciler.dispatch(body, observed):
+                    return 0.0  # the rest as an ordinary step, after other new Jobs
+            except Exception as exc:  # the full step below meets it again and handles it
+                log.warning("could not create the worker Jobs first: %s", exc,
+                            extra={"videojob": name})
         previous: Mapping[str, Any] = body.get("status") or {}
         try:
             new = await self.reconciler.step(body, observed)

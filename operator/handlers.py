@@ -1,12 +1,13 @@
-"""kopf wiring: watches that wake VideoJobs, a watch-fed index of worker Jobs, a finalizer.
+"""kopf wiring: a watch that wakes VideoJobs, and their finalizer.
 
 Handlers are small and delegate to :class:`~atproto_video.operator.driver.VideoJobDriver`,
 which steps :class:`~atproto_video.operator.reconcile.VideoJobReconciler` when a VideoJob or
 one of its worker Jobs changes (and at the intervals :func:`~atproto_video.operator.driver.
 next_wake` names), instead of a kopf timer per VideoJob every second. It reads worker Jobs
-from an in-memory index that kopf keeps current from a watch, and Pods only when a Job failed
-or is slow to start, so a step normally costs no API call besides its status patch. kopf's own
-state lives in annotations and ``status.kopf`` (declared with
+from an in-memory index kept current by :class:`~atproto_video.operator.jobwatch.JobWatch`
+(not kopf, whose per-event machinery is heavy for ~5 events per worker Job), and
+Pods only when a Job failed or is slow to start, so a step normally costs no API call besides
+its status patch. kopf's own state lives in annotations and ``status.kopf`` (declared with
 ``x-kubernetes-preserve-unknown-fields`` in the CRD).
 """
 
@@ -20,7 +21,6 @@ import kopf
 from atproto_video.core.config import VideoConfig
 from atproto_video.core.kube import FINALIZER, GROUP, LABEL_INSTANCE, PLURAL, VERSION
 from atproto_video.operator.driver import VideoJobDriver
-from atproto_video.operator.templates import LABEL_JOB_ID
 
 #: Waits between retries of one Kubernetes API request (watches included) that failed with a
 #: connection error, 5xx, 403 or 429. kopf's default (1, 1, 2, 3, 5, 8, 13, 21) gives up after
@@ -69,23 +69,9 @@ def build_registry(cfg: VideoConfig, driver: VideoJobDriver) -> kopf.OperatorReg
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_via_client(**kwargs)
 
-    @kopf.index("batch", "v1", "jobs", id="worker_jobs", labels={LABEL_JOB_ID: kopf.PRESENT},
-                registry=registry)
-    async def worker_jobs(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
-        # async, like every handler here: kopf runs a sync one in a thread, per event.
-        return {labels[LABEL_JOB_ID]: snapshot(body)}
-
-    # kopf runs a resource's indexers before its handlers, so a woken step sees the new Job.
-    @kopf.on.event("batch", "v1", "jobs", id="wake-owner", labels={LABEL_JOB_ID: kopf.PRESENT},
-                   registry=registry)
-    async def job_event(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
-        driver.jobs = kwargs["worker_jobs"]
-        driver.job_event(type, body)
-
+    # async, like every handler here: kopf runs a sync one in a thread, per event.
     @kopf.on.event(GROUP, VERSION, PLURAL, id="wake", registry=registry, labels=mine)
-    async def videojob_event(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
-        # kopf passes an index as a keyword argument named after its handler id.
-        driver.jobs = kwargs["worker_jobs"]
+    async def videojob_event(body: kopf.Body, type: str | None, **_: Any) -> None:
         await driver.videojob_event(type, snapshot(body))
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup", registry=registry, labels=mine)

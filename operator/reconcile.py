@@ -115,12 +115,45 @@ class VideoJobReconciler:
         self._listed: dict[str, tuple[str, ...]] = {}
         # The segmented renditions this process has joined, by job (see operator/segments).
         self._joined: dict[str, set[str]] = {}
+        #: Worker Jobs this process created, by job and Job name, until the watch shows them:
+        #: a step before the watch caught up would create them again (POST, 409, GET).
+        self._created: dict[str, dict[str, dict[str, Any]]] = {}
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="create-job")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- the step ------------------------------------------------------------------------------
+
+    async def dispatch(
+        self, body: Mapping[str, Any], observed: Observed | None = None
+    ) -> bool:
+        """A new VideoJob's first step: create its worker Jobs, with one database read before
+        and no write, no status, no event. True if it created any.
+
+        On a burst of uploads every new VideoJob gets its Jobs before any VideoJob's status
+        patch or progress write (:mod:`atproto_video.operator.wakeups` runs these first);
+        :meth:`step` does the rest afterwards. Anything unusual (no plan yet, a refused
+        source, past the deadline, already encoded) is left to :meth:`step`: False.
+        """
+        spec = body.get("spec") or {}
+        previous: Mapping[str, Any] = body.get("status") or {}
+        job_id = str(spec.get("jobId") or "")
+        job = await asyncio.to_thread(self.store.get, job_id) if job_id else None
+        if job is None or job.state not in _BEFORE_ENCODED:
+            return False
+        plan = Plan.from_json(previous.get("plan")) or job.details.plan
+        if (plan is None
+                or not self.storage.check_source_ref(job.id, str(spec.get("source") or ""))
+                or (self.clock() - job.created_at).total_seconds() > self.cfg.kube.timeout_s):
+            return False
+        renditions = merge_renditions(
+            job.details.renditions, renditions_from_json(previous.get("renditions")),
+            self._seen.get(job.id))
+        targets = seg.startable(self._targets(job, plan), self._joined.get(job.id, ()))
+        log.info("dispatching job", extra={"job_id": job.id, "did": job.did})
+        return await asyncio.to_thread(self._create_missing, job, body, targets, renditions,
+                                       observed)
 
     async def step(
         self, body: Mapping[str, Any], observed: Observed | None = None
@@ -165,10 +198,8 @@ class VideoJobReconciler:
         wrote = False  # re-read the row only then: most ticks change nothing
 
         if not job.state.terminal:
-            if job.id not in self._attempted:
-                self._attempted.add(job.id)
-                attempt = await asyncio.to_thread(self.store.start_attempt, job.id)
-                log.info("reconciling job", extra={**extra, "attempt": attempt})
+            # Counted once per process, with this step's progress write if it makes one.
+            attempt = job.id not in self._attempted
             age = (self.clock() - job.created_at).total_seconds()
             timeout = self.cfg.kube.timeout_s
             if not self.storage.check_source_ref(job.id, str(spec.get("source") or "")):
@@ -194,8 +225,19 @@ class VideoJobReconciler:
                         job, body, plan, targets, renditions, observed)
                 self._seen[job.id] = renditions
                 if failure is None:
-                    wrote |= await self._progress(job, plan, targets, renditions)
+                    written = await self._progress(job, plan, targets, renditions,
+                                                   attempt=attempt)
+                    if written is not None:
+                        if attempt:
+                            self._attempted.add(job.id)
+                            log.info("reconciling job", extra={**extra,
+                                                               "attempt": written.attempts})
+                        job, attempt = written, False
                     await self._publish_early(job, plan, renditions)
+            if attempt:
+                count = await asyncio.to_thread(self.store.start_attempt, job.id)
+                self._attempted.add(job.id)
+                log.info("reconciling job", extra={**extra, "attempt": count})
             if failure is not None:
                 await self._fail(job, failure, renditions)
                 wrote = True
@@ -275,7 +317,8 @@ class VideoJobReconciler:
         if observed is None:
             observed = Observed(self.kube.list_jobs(namespace, selector(job.id)),
                                 self.kube.list_pods(namespace, selector(job.id)))
-        existing = {j["metadata"]["name"]: j for j in observed.jobs}
+        existing = self._existing(job, observed.jobs)
+        self._create_missing(job, body, targets, renditions, existing)
         known_pods = observed.pods
         now = self.clock()
 
@@ -288,17 +331,6 @@ class VideoJobReconciler:
             return [p for p in known_pods
                     if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_TARGET) == label]
 
-        missing = [t for t in targets
-                   if (renditions.get(t.name) or RenditionStatus()).outcome
-                   is not Outcome.SUCCEEDED and job_name(job.id, t.name) not in existing]
-        if missing:  # before any worker can start
-            self.storage.prepare_worker(job.id, self.cfg.kube.worker_uid,
-                                        self.cfg.kube.worker_gid)
-        # All of a job's Jobs at once: on a burst, round trips to a busy API server dominate.
-        for name, created in zip(
-                (job_name(job.id, t.name) for t in missing),
-                self._pool.map(lambda t: self._create(job, body, t), missing), strict=True):
-            existing[name] = created
         out = dict(renditions)
         failures: list[Failure] = []
         for target in targets:
@@ -335,6 +367,53 @@ class VideoJobReconciler:
         failures.sort(key=lambda f: f.code is not FailureCode.VALIDATION)
         return (failures[0] if failures else None), out
 
+    def _existing(self, job: Job, listed: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The job's worker Jobs by name: as watched or listed, else as this process created
+        them (the watch decides once it shows a Job: it may have been deleted since)."""
+        existing = {j["metadata"]["name"]: j for j in listed}
+        created = self._created.get(job.id)
+        if created:  # one step per job at a time: no other thread changes this one's dict
+            for name in list(created):
+                if name in existing:
+                    del created[name]
+                else:
+                    existing[name] = created[name]
+        return existing
+
+    def _create_missing(
+        self,
+        job: Job,
+        body: Mapping[str, Any],
+        targets: list[Target],
+        renditions: Renditions,
+        observed: Observed | dict[str, dict[str, Any]] | None,
+    ) -> bool:
+        """Create the targets' Jobs that do not exist yet; True if there were any.
+
+        ``observed``: the Jobs by name (updated in place), or as the watch sees them.
+        """
+        if isinstance(observed, dict):
+            existing = observed
+        elif observed is not None:
+            existing = self._existing(job, observed.jobs)
+        else:
+            existing = self._existing(job, self.kube.list_jobs(
+                str(body["metadata"]["namespace"]), selector(job.id)))
+        missing = [t for t in targets
+                   if (renditions.get(t.name) or RenditionStatus()).outcome
+                   is not Outcome.SUCCEEDED and job_name(job.id, t.name) not in existing]
+        if not missing:
+            return False
+        # Before any worker can start.
+        self.storage.prepare_worker(job.id, self.cfg.kube.worker_uid, self.cfg.kube.worker_gid)
+        # All of a job's Jobs at once: on a burst, round trips to a busy API server dominate.
+        for name, created in zip(
+                (job_name(job.id, t.name) for t in missing),
+                self._pool.map(lambda t: self._create(job, body, t), missing), strict=True):
+            existing[name] = created
+            self._created.setdefault(job.id, {})[name] = created
+        return True
+
     def _stuck_check_due(self, job_id: str, k8s_job: Mapping[str, Any],
                          pods: list[dict[str, Any]] | None, now: dt.datetime) -> bool:
         """Whether to look at the pods of a Job that is not ready yet."""
@@ -363,18 +442,23 @@ class VideoJobReconciler:
     # -- outcomes ------------------------------------------------------------------------------
 
     async def _progress(
-        self, job: Job, plan: Plan, targets: list[Target], renditions: Renditions
-    ) -> bool:
-        """Write overall and per-target progress where it moved; True if anything was written."""
+        self, job: Job, plan: Plan, targets: list[Target], renditions: Renditions,
+        *, attempt: bool = False,
+    ) -> Job | None:
+        """Write overall and per-target progress where it moved, with the attempt count if
+        ``attempt``, in one transaction; the row as written, None if nothing was."""
         pct = min(99, aggregate(targets, {k: v.progress for k, v in renditions.items()}))
-        wrote = False
-        if job.state is not JobState.ENCODING or pct > job.progress:
-            await asyncio.to_thread(self.store.advance, job.id, JobState.ENCODING, pct)
-            wrote = True
-        if job.details.renditions != renditions:
-            await self._record(job, plan, renditions)
-            wrote = True
-        return wrote
+        moved = job.state is not JobState.ENCODING or pct > job.progress
+        details = job.details.renditions != renditions
+        if not (moved or details or attempt):
+            return None
+
+        def change(current: JobDetails) -> JobDetails:
+            return replace(current, plan=plan or current.plan,
+                           renditions=merge_renditions(current.renditions, renditions))
+
+        return await asyncio.to_thread(self.store.record_progress, job.id, pct,
+                                       change if details else None, attempt=attempt)
 
     async def _record(
         self, job: Job, plan: Plan | None, renditions: Renditions,
@@ -455,6 +539,7 @@ class VideoJobReconciler:
         self._forget(job.id)
 
     def _forget(self, job_id: str) -> None:
+        self._created.pop(job_id, None)
         self._seen.pop(job_id, None)
         self._listed.pop(job_id, None)
         self._joined.pop(job_id, None)

@@ -28,7 +28,8 @@ from atproto_video.core.storage import Storage, open_storage
 from atproto_video.core.upload_expiry import UploadSweeper
 from atproto_video.operator.driver import VideoJobDriver
 from atproto_video.operator.expiry import VideoJobExpiry
-from atproto_video.operator.handlers import build_registry
+from atproto_video.operator.handlers import API_ERROR_BACKOFFS, build_registry
+from atproto_video.operator.jobwatch import JobWatch
 from atproto_video.operator.periodic import every
 from atproto_video.operator.reconcile import VideoJobCreator, VideoJobReconciler
 
@@ -49,6 +50,9 @@ class OperatorService:
         self.reconciler = VideoJobReconciler(cfg, store, storage, kube)
         self.driver = VideoJobDriver(self.reconciler, kube, poll_s=cfg.kube.poll_interval_s,
                                      resync_s=cfg.kube.resync_interval_s)
+        self.jobs = JobWatch(kube, cfg.kube.namespace, self.driver.job_event,
+                             backoffs=API_ERROR_BACKOFFS)
+        self.driver.jobs = self.jobs.index
         self.creator = VideoJobCreator(cfg, store, storage, kube)
         self.expiry = VideoJobExpiry(cfg, kube)
         # Cluster mode: abandoned multipart sessions and stale reservations end here.
@@ -79,7 +83,9 @@ class OperatorService:
         metrics.watch_jobs(self.store.engine)
         self.metrics.start()
         creator = asyncio.create_task(self.creator.run(self._stop), name="videojob-creator")
-        driver = asyncio.create_task(self.driver.run(self._stop), name="videojob-steps")
+        jobs = asyncio.create_task(self.jobs.run(self._stop), name="worker-job-watch")
+        driver = asyncio.create_task(self.driver.run(self._stop, ready=self.jobs.synced),
+                                     name="videojob-steps")
         expiry = asyncio.create_task(self.expiry.run(self._stop), name="videojob-expiry")
         uploads = asyncio.create_task(
             every(self.cfg.service.upload_sweep_interval_s, self._stop, self.uploads.once,
@@ -96,6 +102,7 @@ class OperatorService:
             await self.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await creator
+                await jobs
                 await driver
                 await expiry
                 await uploads

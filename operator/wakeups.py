@@ -4,6 +4,11 @@ Watch events wake an object at once; a step asks for its own next wake (progress
 check, safety resync). Wakes coalesce: a burst of events for one object while it waits or runs
 costs one more step, not one each. This replaced a kopf timer per VideoJob, whose ticks (and
 kopf's handling of each) were most of the operator's CPU on a burst of uploads.
+
+Two lanes: an *urgent* wake (a new VideoJob whose worker Jobs are still to be created) runs
+before any due ordinary one, and while urgent steps are waiting or running, ordinary steps
+(status patches, database writes) wait too, for at most :data:`MAX_DEFER_S`. On a burst of
+uploads the API server's time then goes to creating the next VideoJobs' Jobs first.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ log = logging.getLogger(__name__)
 
 #: A step that raised is retried this much later (kopf's timer used the same backoff).
 ERROR_RETRY_S = 2.0
+#: The longest an ordinary step waits behind urgent ones: a steady stream of new VideoJobs
+#: never starves the status of the running ones.
+MAX_DEFER_S = 3.0
 
 Step = Callable[[str], Awaitable[float | None]]
 
@@ -41,10 +49,17 @@ class WakeQueue:
         self._parked: set[str] = set()
         self._dropped: set[str] = set()
         self._changed = asyncio.Event()
+        #: Urgent names in the order they were woken (due now; see the module docstring).
+        self._urgent: dict[str, None] = {}
+        self._urgent_running: set[str] = set()
         self.steps = 0  # how many steps ran (tests, logs)
 
-    def wake(self, name: str, delay: float = 0.0) -> None:
-        """Due in ``delay`` seconds, unless already due sooner."""
+    def wake(self, name: str, delay: float = 0.0, *, urgent: bool = False) -> None:
+        """Due in ``delay`` seconds, unless already due sooner; ``urgent``: now, first."""
+        if urgent:
+            self._urgent[name] = None
+            self._changed.set()
+            return
         when = self._clock() + max(0.0, delay)
         current = self._due.get(name)
         if current is not None and current <= when:
@@ -61,9 +76,15 @@ class WakeQueue:
     def running(self, name: str) -> bool:
         return name in self._running
 
+    @property
+    def urgent_pending(self) -> bool:
+        """Urgent steps waiting or running: ordinary work holds back (bounded)."""
+        return bool(self._urgent or self._urgent_running)
+
     async def forget(self, name: str) -> None:
         """No more steps for ``name``; waits for one in progress to end."""
         self._due.pop(name, None)
+        self._urgent.pop(name, None)
         self._parked.discard(name)
         task = self._running.get(name)
         if task is not None:
@@ -86,6 +107,9 @@ class WakeQueue:
                 if name is None:
                     slots.release()
                     break
+                if name in self._urgent:
+                    del self._urgent[name]
+                    self._urgent_running.add(name)
                 self._running[name] = asyncio.create_task(self._one(name, slots),
                                                           name=f"step-{name}")
         finally:
@@ -94,8 +118,13 @@ class WakeQueue:
                 task.cancel()
 
     async def _next(self, stopping: asyncio.Task[bool]) -> str | None:
-        """The earliest due name not running, once it is due; None if woken for nothing."""
+        """The first urgent name not running, else the earliest due name not running, once
+        it is due (and not held back by urgent work); None if woken for nothing."""
+        for name in self._urgent:
+            if name not in self._running:
+                return name
         now = self._clock()
+        timeout: float | None = None
         while self._heap:
             when, _, name = self._heap[0]
             if self._due.get(name) != when:
@@ -106,11 +135,14 @@ class WakeQueue:
                 self._parked.add(name)
                 continue
             if when > now:
+                timeout = when - now
+                break
+            if self.urgent_pending and now < when + MAX_DEFER_S:
+                timeout = when + MAX_DEFER_S - now  # or sooner, when the urgent work ends
                 break
             heapq.heappop(self._heap)
             del self._due[name]
             return name
-        timeout = self._heap[0][0] - now if self._heap else None
         self._changed.clear()
         changed = asyncio.create_task(self._changed.wait())
         try:
@@ -133,6 +165,8 @@ class WakeQueue:
         finally:
             slots.release()
             del self._running[name]
+            self._urgent_running.discard(name)
+            self._changed.set()  # held-back ordinary steps may go now
         if name in self._dropped:
             return
         if name in self._parked:

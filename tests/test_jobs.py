@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
 from sqlalchemy import Engine
 
-from atproto_video.core.details import Plan, RenditionStatus
+from atproto_video.core.details import JobDetails, Plan, RenditionStatus
 from atproto_video.core.jobs import (
     DuplicateUpload,
     JobStore,
@@ -215,3 +216,42 @@ def test_details_are_typed_and_frozen_once_terminal(engine: Engine) -> None:
     assert store.update_details(job.id, lambda d: replace(d, strategy="x")) is None
     final = store.get(job.id)
     assert final is not None and final.details.strategy is None
+
+
+def test_one_step_write_leaves_the_rows_the_separate_writes_leave(engine: Engine) -> None:
+    """record_progress (one transaction) against start_attempt + advance + update_details."""
+    store = JobStore(engine)
+    one, many = store.create(new(), None), store.create(new(), None)
+    plan = Plan(1280, 720, "30", True, ("720p", "480p"))
+    steps = [(True, 0, {"720p": RenditionStatus(job="a")}),
+             (False, 35, {"720p": RenditionStatus(job="a", progress=70)}),
+             (False, 20, {"480p": RenditionStatus(job="b", progress=40)}),  # lower: kept 35
+             (False, 35, {})]
+
+    def change(rends: dict[str, RenditionStatus]) -> Callable[[JobDetails], JobDetails]:
+        return lambda d: replace(d, plan=plan, renditions={**d.renditions, **rends})
+
+    for attempt, pct, rends in steps:
+        row = store.record_progress(one.id, pct, change(rends) if rends else None,
+                                    attempt=attempt)
+        if attempt:
+            store.start_attempt(many.id)
+        store.advance(many.id, JobState.ENCODING, pct)
+        if rends:
+            store.update_details(many.id, change(rends))
+        assert row is not None and row == store.get(one.id)
+    a, b = store.get(one.id), store.get(many.id)
+    assert a is not None and b is not None
+    assert (a.state, a.progress, a.attempts, a.details) == (
+        b.state, b.progress, b.attempts, b.details)
+    assert (a.state, a.progress, a.attempts) == (JobState.ENCODING, 35, 1)
+    assert a.details.renditions["720p"].progress == 70 and a.details.plan == plan
+    # Later states and terminal jobs are not moved back, their details not changed.
+    store.advance(one.id, JobState.ENCODED, 0)
+    row = store.record_progress(one.id, 99, change({"x": RenditionStatus()}))
+    assert row is not None and (row.state, row.progress) == (JobState.ENCODED, 0)
+    store.fail(one.id, FailureCode.GENERIC, "stop")
+    row = store.record_progress(one.id, 99, change({"y": RenditionStatus()}), attempt=True)
+    assert row is not None and row.state is JobState.FAILED and row.attempts == 1
+    assert "y" not in row.details.renditions
+    assert store.record_progress(new_job_id(), 10) is None

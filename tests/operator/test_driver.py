@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from atproto_video.core.jobs import JobStore
 from atproto_video.core.lexicon import JobState
 from atproto_video.operator.driver import (
     BLANK_JOB,
@@ -25,6 +26,8 @@ from atproto_video.operator.driver import (
 )
 from atproto_video.operator.reconcile import STUCK_CHECK_S, VideoJobReconciler
 from atproto_video.operator.templates import LABEL_JOB_ID
+from atproto_video.transcoder.limits import TranscodeLimits
+from atproto_video.transcoder.plan import plan_job
 from tests.operator.test_reconcile import (
     FakeKube,
     World,
@@ -246,3 +249,68 @@ def test_next_wake_follows_what_the_videojob_waits_for() -> None:
     assert wake(status("JOB_STATE_ENCODING", "Succeeded")) == 30.0
     assert wake(status("JOB_STATE_CREATED")) == 30.0
     assert wake(status("JOB_STATE_UPLOADING", "Succeeded")) == 1.0
+
+
+class OrderedKube(FakeStatusKube):
+    """FakeStatusKube recording, in order, each Job creation and status patch, and how many
+    jobs the database showed ENCODING (written by a step) at each creation."""
+
+    def __init__(self, store: JobStore) -> None:
+        super().__init__()
+        self.store = store
+        self.calls: list[tuple[str, str, int]] = []
+
+    def create_or_get_job(
+        self, namespace: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        written = sum(1 for j in self.store.unfinished()
+                      if j.state is JobState.ENCODING)
+        self.calls.append(("create", body["metadata"]["name"], written))
+        return super().create_or_get_job(namespace, body)
+
+    def patch_videojob_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        self.calls.append(("patch", name, 0))
+        return super().patch_videojob_status(namespace, name, status)
+
+
+def test_a_burst_creates_every_worker_job_before_any_status_or_progress_write(
+    world: World, clip: bytes
+) -> None:
+    cfg, store, storage = world
+    kube = OrderedKube(store)
+    ids = [add_job(store, storage, clip) for _ in range(6)]
+    for job_id in ids:  # planned by the API, as the cluster executor does
+        row = store.get(job_id)
+        assert row is not None
+        with storage.open_source(job_id) as src:
+            plan_job(store, row, src, TranscodeLimits())
+    driver = VideoJobDriver(VideoJobReconciler(cfg, store, storage, kube), kube,
+                            poll_s=HOUR, resync_s=HOUR)
+    driver.jobs = JobIndex(kube)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        runner = asyncio.create_task(driver.run(stop))
+        try:
+            for job_id in ids:
+                await driver.videojob_event("ADDED", kube.add(body_for(job_id, storage)))
+            await until(lambda: len({n for c, n, _ in kube.calls if c == "patch"}) == len(ids),
+                        "every VideoJob's first status patch")
+        finally:
+            stop.set()
+            await runner
+
+    asyncio.run(main())
+    kinds = [c for c, _, _ in kube.calls]
+    assert kinds.count("create") == 3 * len(ids) and kube.creates == 3 * len(ids)
+    last_create = max(i for i, c in enumerate(kinds) if c == "create")
+    first_patch = kinds.index("patch")
+    assert last_create < first_patch, kube.calls
+    assert all(written == 0 for c, _, written in kube.calls if c == "create"), kube.calls
+    for job_id in ids:  # the rest of the step came after: the same rows as one step makes
+        row = store.get(job_id)
+        assert row is not None and row.state is JobState.ENCODING and row.attempts == 1
+        assert {r.job for r in row.details.renditions.values()} == {
+            f"vj-{job_id}-{t}" for t in ("480p", "mp4", "thumbnail")}

@@ -154,3 +154,61 @@ def test_forget_waits_for_the_step_in_flight_and_drops_the_rest() -> None:
         assert finished == ["a"] and queue.due("a") is None and not queue.running("a")
 
     running(queue, body)
+
+
+def test_urgent_wakes_go_first_and_hold_ordinary_steps_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """New VideoJobs' dispatch steps before any due status step, which waits while they run."""
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def step(name: str) -> float | None:
+        order.append(name)
+        if name.startswith("new"):
+            await release.wait()
+        return None
+
+    queue = WakeQueue(step, workers=8)
+
+    async def body(stop: asyncio.Event) -> None:
+        for name in ("old1", "old2"):
+            queue.wake(name)
+        for i in range(3):
+            queue.wake(f"new{i}", urgent=True)
+        await until(lambda: len(order) == 3, "the urgent steps started")
+        assert order == ["new0", "new1", "new2"]
+        assert queue.urgent_pending
+        await asyncio.sleep(0.1)
+        assert len(order) == 3, "an ordinary step ran while urgent ones were running"
+        release.set()
+        await until(lambda: len(order) == 5, "the ordinary steps")
+        assert sorted(order[3:]) == ["old1", "old2"] and not queue.urgent_pending
+
+    running(queue, body)
+
+
+def test_ordinary_steps_wait_for_urgent_ones_only_so_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wakeups, "MAX_DEFER_S", 0.05)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def step(name: str) -> float | None:
+        order.append(name)
+        if name == "new":
+            await release.wait()
+        return None
+
+    queue = WakeQueue(step)
+
+    async def body(stop: asyncio.Event) -> None:
+        queue.wake("new", urgent=True)
+        await until(lambda: order == ["new"], "the urgent step")
+        queue.wake("old")
+        await until(lambda: order == ["new", "old"], "the ordinary step, deferred no longer")
+        assert queue.urgent_pending
+        release.set()
+
+    running(queue, body)
