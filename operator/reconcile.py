@@ -487,6 +487,8 @@ class VideoJobReconciler:
         """Playable early: once a rendition's Job succeeded (its files are in place), the
         master playlist lists it, and only complete renditions, while the others encode. A
         restarted operator writes it once more; a store outage only delays it."""
+        if not self.cfg.transcode.playable_early:
+            return
         variants = plan.variants()
         done = seg.complete([v.name for v in variants], renditions,
                             self._joined.get(job.id, ()))

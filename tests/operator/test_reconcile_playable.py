@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
 from atproto_video.core.lexicon import JobState
 from atproto_video.operator.reconcile import VideoJobReconciler
@@ -16,6 +17,7 @@ from tests.operator.test_reconcile import (
     World,
     add_job,
     body_for,
+    make_world,
     write_mp4,
 )
 from tests.operator.test_reconcile import world as world  # the fixture
@@ -69,3 +71,25 @@ def test_master_lists_renditions_as_their_jobs_succeed(world: World, hd_clip: by
     status = step(status)
     assert status["state"] == "JOB_STATE_COMPLETED"
     assert listed(world, job_id) == ["720p/video.m3u8", "480p/video.m3u8"]
+
+
+def test_without_playable_early_the_master_waits_for_completion(
+    engine: Engine, tmp_path: Any, hd_clip: bytes
+) -> None:
+    """VIDEO_PLAYABLE_EARLY=0 in the operator: a succeeded rendition is not listed early."""
+    world = make_world(engine, tmp_path, VIDEO_PLAYABLE_EARLY="0")
+    cfg, store, storage = world
+    kube = FakeKube()
+    job_id = add_job(store, storage, hd_clip)
+    reconciler = VideoJobReconciler(cfg, store, storage, kube)
+    status = asyncio.run(reconciler.step(body_for(job_id, storage)))
+    for target in ("480p", "720p", "thumbnail"):
+        kube.finish(target)
+        status = asyncio.run(reconciler.step(body_for(job_id, storage, status)))
+        assert listed(world, job_id) is None
+    kube.finish("mp4")
+    write_mp4(cfg, storage, job_id)
+    status = asyncio.run(reconciler.step(body_for(job_id, storage, status)))
+    assert status["state"] == "JOB_STATE_COMPLETED"
+    assert listed(world, job_id) == ["720p/video.m3u8", "480p/video.m3u8"]
+    storage.close()
