@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import hashlib
 import json
 import mimetypes
@@ -30,7 +31,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from atproto_video.core.diskspace import free_bytes
 
@@ -300,10 +301,11 @@ class LocalStorage:
     ) -> StoredUpload:
         """Stream an upload to disk, hashing as it goes; memory stays at a few write buffers.
 
-        Each full buffer is hashed and written on a worker thread while the event loop
-        receives the next one: sha256 is most of the CPU per byte, and hashlib and write()
-        release the GIL. At most one buffer is in the thread, so memory stays bounded.
-        On any failure (client gone, too large, empty) the job directory is removed.
+        Each batch of about ``_WRITE_BUFFER`` bytes is hashed and written (one ``writev``, no
+        joined copy) on a worker thread while the event loop receives the next: sha256 is most
+        of the CPU per byte, and hashlib and writev release the GIL. At most one batch is in
+        the thread, so memory stays bounded. On any failure (client gone, too large, empty)
+        the job directory is removed.
         """
         directory = self._dir(job_id)
         await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=False)
@@ -315,12 +317,14 @@ class LocalStorage:
         in_thread: concurrent.futures.Future[None] | None = None
         pool = self._pool()
 
-        def sink(f: BinaryIO, block: bytes) -> None:
-            digest.update(block)
-            f.write(block)
+        def sink(fd: int, blocks: list[bytes]) -> None:
+            for block in blocks:
+                digest.update(block)
+            _write_blocks(fd, blocks)
 
         try:
-            with path.open("wb") as f:
+            with path.open("wb", buffering=0) as f:
+                fd = f.fileno()
                 try:
                     async for chunk in chunks:
                         if not chunk:
@@ -331,18 +335,17 @@ class LocalStorage:
                         pending.append(chunk)
                         pending_len += len(chunk)
                         if pending_len >= _WRITE_BUFFER:
-                            block = b"".join(pending)
-                            pending.clear()
-                            pending_len = 0
                             if in_thread is not None:
                                 await asyncio.wrap_future(in_thread)
-                            in_thread = pool.submit(sink, f, block)
+                            in_thread = pool.submit(sink, fd, _batch(pending))
+                            pending = []
+                            pending_len = 0
                     if in_thread is not None:
                         await asyncio.wrap_future(in_thread)
                     if pending:
-                        sink(f, b"".join(pending))
+                        sink(fd, _batch(pending))
                 finally:
-                    # On failure the thread may still hold f: let it finish (one buffer) before
+                    # On failure the thread may still hold f: let it finish (one batch) before
                     # f is closed. Waiting here, not awaiting, so a cancellation cannot skip it.
                     if in_thread is not None and not in_thread.done():
                         concurrent.futures.wait([in_thread])
@@ -593,6 +596,30 @@ async def _in_thread(cm: contextlib.AbstractContextManager[Path]) -> AsyncIterat
         await shielded(asyncio.to_thread(cm.__exit__, type(exc), exc, exc.__traceback__))
         raise
     await asyncio.to_thread(cm.__exit__, None, None, None)
+
+
+#: More blocks than this in one batch are joined first: many tiny chunks (a body chunked by
+#: its client) are cheaper to copy once than to pass one by one. writev takes at most IOV_MAX.
+_MAX_IOV = 64
+
+
+def _batch(blocks: list[bytes]) -> list[bytes]:
+    return blocks if len(blocks) <= _MAX_IOV else [b"".join(blocks)]
+
+
+def _write_blocks(fd: int, blocks: Sequence[bytes]) -> None:
+    """Write ``blocks`` in order with as few ``writev`` calls as the kernel allows (it may
+    write less than asked: a signal, a nearly full disk), never joining them in memory."""
+    views = [memoryview(b) for b in blocks if b]
+    while views:
+        written = os.writev(fd, views[:_MAX_IOV])
+        if written == 0:
+            raise OSError(errno.EIO, "writev made no progress")
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
 
 
 def atomic_write_text(target: Path, text: str) -> None:

@@ -59,6 +59,27 @@ async def test_hash_and_content_across_many_buffers(storage: LocalStorage) -> No
         assert source.read_bytes() == data
 
 
+async def test_tiny_chunks_are_joined_before_the_thread_writes_them(
+    storage: LocalStorage,
+) -> None:
+    # A body chunked by its client into 1,000-byte pieces: more per buffer than one writev
+    # takes, so a batch is joined first; the bytes and their hash are the same.
+    data = os.urandom(2 * storage_module._WRITE_BUFFER + 999)
+    stored = await storage.receive(JOB, _chunks(data, 1_000), max_bytes=len(data))
+    assert stored.size == len(data)
+    assert stored.sha256_hex == hashlib.sha256(data).hexdigest()
+    with storage.open_source(JOB) as source:
+        assert source.read_bytes() == data
+
+
+def test_blocks_are_written_in_order_in_bounded_calls(tmp_path: Path) -> None:
+    blocks = [os.urandom(n) for n in [5, 0, 70_000, 1] * 400]  # 1,600: more than IOV_MAX
+    path = tmp_path / "out"
+    with path.open("wb", buffering=0) as f:
+        storage_module._write_blocks(f.fileno(), blocks)
+    assert path.read_bytes() == b"".join(blocks)
+
+
 async def test_too_large_stops_at_the_crossing_chunk(storage: LocalStorage) -> None:
     limit = 3 * storage_module._WRITE_BUFFER + 1
     consumed = 0
