@@ -200,10 +200,14 @@ async def start_upload(
 
 #: Parts are kept as blocks of about this size: one 8 MiB join cost page faults per part.
 _BLOCK = 1 << 20
+#: Up to this many body chunks make a block as they came (no copy: the HTTP protocol hands
+#: them over uncopied, up to 1 MiB each); more, smaller ones are joined.
+_KEEP = 8
 
 
 async def _read_exact(request: Request, expected: int) -> list[bytes] | None:
-    """The body as blocks of about 1 MiB if it is exactly ``expected`` bytes long, else None."""
+    """The body as blocks of about 1 MiB or less if it is exactly ``expected`` bytes long,
+    else None."""
     blocks: list[bytes] = []
     pending: list[bytes] = []
     pending_len = filled = 0
@@ -211,11 +215,16 @@ async def _read_exact(request: Request, expected: int) -> list[bytes] | None:
         filled += len(chunk)
         if filled > expected:
             return None
+        if not chunk:
+            continue
         pending.append(chunk)
         pending_len += len(chunk)
         if pending_len >= _BLOCK:
-            blocks.append(b"".join(pending))
-            pending.clear()
+            if len(pending) <= _KEEP:
+                blocks += pending
+            else:
+                blocks.append(b"".join(pending))
+            pending = []
             pending_len = 0
     if pending:
         blocks.append(b"".join(pending))
