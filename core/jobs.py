@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
@@ -384,31 +384,22 @@ class JobStore:
         """
         if state.terminal:
             raise ValueError("use complete() or fail() for terminal states")
-        progress = max(0, min(100, int(progress)))
-        rank = STATE_ORDER.index(state)
-        earlier = [s.value for s in STATE_ORDER[:rank]]
-        c = video_job.c
-        cond = or_(c.state.in_(earlier), and_(c.state == state.value, c.progress < progress))
+        progress = _percent(progress)
         vals: dict[str, Any] = {"state": state.value, "progress": progress, "updated_at": utcnow()}
         if message is not None:
             vals["message"] = message
         vals.update(values)
         with self.engine.begin() as conn:
-            res = conn.execute(update(video_job).where(c.id == job_id, cond).values(**vals))
-        if res.rowcount == 1:
+            moved = _move_forward(conn, job_id, state, progress, vals)
+        if moved:
             self._changed(job_id)
-        return res.rowcount == 1
+        return moved
 
     def start_attempt(self, job_id: str) -> int:
         """Count an attempt (also when resuming after a restart); returns the new count."""
         c = video_job.c
-        now = utcnow()
         with self.engine.begin() as conn:
-            conn.execute(
-                update(video_job)
-                .where(c.id == job_id, c.state.not_in(TERMINAL))
-                .values(attempts=c.attempts + 1, started_at=now, updated_at=now)
-            )
+            conn.execute(update(video_job).where(_live(job_id)).values(**_attempt(utcnow())))
             attempts = conn.execute(select(c.attempts).where(c.id == job_id)).scalar_one()
         return int(attempts)
 
@@ -430,32 +421,18 @@ class JobStore:
         """
         c = video_job.c
         now = utcnow()
-        progress = max(0, min(100, int(progress)))
-        live = and_(c.id == job_id, c.state.not_in(TERMINAL))
-        earlier = [s.value for s in STATE_ORDER[: STATE_ORDER.index(JobState.ENCODING)]]
-        forward = or_(c.state.in_(earlier),
-                      and_(c.state == JobState.ENCODING.value, c.progress < progress))
+        progress = _percent(progress)
+        advanced = False
         with self.engine.begin() as conn:
-            if self.engine.dialect.name == "postgresql":
-                raw = conn.execute(select(c.details).where(live).with_for_update()).first()
-            else:  # SQLite has no row locks: a first write takes the database's write lock
-                res = conn.execute(update(video_job).where(live).values(updated_at=now))
-                raw = conn.execute(select(c.details).where(live)).first() if res.rowcount else None
-            advanced = False
-            if raw is not None:
-                advanced = conn.execute(
-                    update(video_job).where(live, forward)
-                    .values(state=JobState.ENCODING.value, progress=progress, updated_at=now)
-                ).rowcount == 1
-                values: dict[str, Any] = {"updated_at": now}
-                if attempt:
-                    values.update(attempts=c.attempts + 1, started_at=now)
-                if change is not None:
-                    current = JobDetails.from_json(raw[0])
-                    new = change(current)
-                    if new != current:
-                        values["details"] = new.to_json()
-                if len(values) > 1:
+            current = self._lock_details(conn, job_id)
+            if current is not None:
+                advanced = _move_forward(conn, job_id, JobState.ENCODING, progress, {
+                    "state": JobState.ENCODING.value, "progress": progress, "updated_at": now})
+                values: dict[str, Any] = _attempt(now) if attempt else {}
+                if change is not None and (new := change(current)) != current:
+                    values["details"] = new.to_json()
+                if values:
+                    values["updated_at"] = now
                     conn.execute(update(video_job).where(c.id == job_id).values(**values))
             row = conn.execute(select(video_job).where(c.id == job_id)).mappings().first()
         if advanced:
@@ -466,38 +443,41 @@ class JobStore:
         """Set non-state columns (cid, ...) of a job that is not terminal."""
         if "details" in values:
             raise ValueError("use update_details(): details are read and written under a lock")
-        c = video_job.c
         values["updated_at"] = utcnow()
         with self.engine.begin() as conn:
-            conn.execute(
-                update(video_job).where(c.id == job_id, c.state.not_in(TERMINAL)).values(**values)
-            )
+            conn.execute(update(video_job).where(_live(job_id)).values(**values))
 
     def update_details(
         self, job_id: str, change: Callable[[JobDetails], JobDetails]
     ) -> JobDetails | None:
         """Apply ``change`` to the job's details and store the result, without lost writes.
 
-        The read takes the row lock (``FOR UPDATE`` on Postgres; on SQLite a first write takes
-        the database's write lock), so concurrent writers (operator ticks, the API's planner)
-        take turns instead of overwriting each other. None when the job is terminal or gone.
+        The read takes the row lock (see :meth:`_lock_details`), so concurrent writers
+        (operator ticks, the API's planner) take turns instead of overwriting each other. None
+        when the job is terminal or gone.
         """
-        c = video_job.c
-        live = and_(c.id == job_id, c.state.not_in(TERMINAL))
         with self.engine.begin() as conn:
-            if self.engine.dialect.name == "postgresql":
-                raw = conn.execute(select(c.details).where(live).with_for_update()).first()
-            else:  # SQLite has no row locks: a first write takes the database's write lock
-                res = conn.execute(update(video_job).where(live).values(updated_at=utcnow()))
-                raw = conn.execute(select(c.details).where(live)).first() if res.rowcount else None
-            if raw is None:
+            current = self._lock_details(conn, job_id)
+            if current is None:
                 return None
-            current = JobDetails.from_json(raw[0])
             new = change(current)
             if new != current:
-                conn.execute(update(video_job).where(c.id == job_id)
+                conn.execute(update(video_job).where(video_job.c.id == job_id)
                              .values(details=new.to_json(), updated_at=utcnow()))
         return new
+
+    def _lock_details(self, conn: Connection, job_id: str) -> JobDetails | None:
+        """A live job's details, read under its row lock until ``conn`` commits (None: the job
+        is terminal or gone): ``FOR UPDATE`` on Postgres; SQLite has no row locks, so a first
+        write takes the database's write lock instead."""
+        c = video_job.c
+        if self.engine.dialect.name == "postgresql":
+            raw = conn.execute(select(c.details).where(_live(job_id)).with_for_update()).first()
+        else:
+            res = conn.execute(update(video_job).where(_live(job_id)).values(updated_at=utcnow()))
+            raw = conn.execute(select(c.details).where(_live(job_id))).first() if res.rowcount \
+                else None
+        return None if raw is None else JobDetails.from_json(raw[0])
 
     def complete(self, job_id: str, *, blob: dict[str, Any], cid: str, output_size: int) -> bool:
         return self._finish(
@@ -518,12 +498,11 @@ class JobStore:
 
     def _finish(self, job_id: str, **values: Any) -> bool:
         """Enter a terminal state once; the forwarded upload token is dropped with it."""
-        c = video_job.c
         now = utcnow()
         with self.engine.begin() as conn:
             res = conn.execute(
                 update(video_job)
-                .where(c.id == job_id, c.state.not_in(TERMINAL))
+                .where(_live(job_id))
                 .values(**values, upload_token=None, updated_at=now, finished_at=now)
             )
         self._changed(job_id)
@@ -532,3 +511,33 @@ class JobStore:
             metrics.JOBS_FINISHED.labels(
                 outcome="completed" if completed else str(values["failure_code"])).inc()
         return res.rowcount == 1
+
+
+# -- the transition rules, shared by the writers above (each takes the open transaction) ------
+
+
+def _live(job_id: str) -> ColumnElement[bool]:
+    """The job's row while it is not terminal: a terminal job never changes again."""
+    c = video_job.c
+    return and_(c.id == job_id, c.state.not_in(TERMINAL))
+
+
+def _move_forward(
+    conn: Connection, job_id: str, state: JobState, progress: int, values: dict[str, Any]
+) -> bool:
+    """Write ``values`` if the job is in an earlier state than ``state``, or in it with less
+    progress; states only move forward and progress never goes backwards within one."""
+    c = video_job.c
+    earlier = [s.value for s in STATE_ORDER[: STATE_ORDER.index(state)]]
+    forward = or_(c.state.in_(earlier), and_(c.state == state.value, c.progress < progress))
+    return conn.execute(update(video_job).where(_live(job_id), forward).values(**values)) \
+        .rowcount == 1
+
+
+def _attempt(now: dt.datetime) -> dict[str, Any]:
+    """The columns one more attempt sets (also on resuming after a restart)."""
+    return {"attempts": video_job.c.attempts + 1, "started_at": now, "updated_at": now}
+
+
+def _percent(progress: int) -> int:
+    return max(0, min(100, int(progress)))

@@ -143,17 +143,21 @@ class VideoJobReconciler:
         if job is None or job.state not in _BEFORE_ENCODED:
             return False
         plan = Plan.from_json(previous.get("plan")) or job.details.plan
-        if (plan is None
-                or not self.storage.check_source_ref(job.id, str(spec.get("source") or ""))
-                or (self.clock() - job.created_at).total_seconds() > self.cfg.kube.timeout_s):
+        if plan is None or self._refused(job, spec) is not None:
             return False
         renditions = merge_renditions(
             job.details.renditions, renditions_from_json(previous.get("renditions")),
             self._seen.get(job.id))
         targets = seg.startable(self._targets(job, plan), self._joined.get(job.id, ()))
         log.info("dispatching job", extra={"job_id": job.id, "did": job.did})
-        return await asyncio.to_thread(self._create_missing, job, body, targets, renditions,
-                                       observed)
+
+        def create() -> bool:
+            listed = observed.jobs if observed is not None else self.kube.list_jobs(
+                str(body["metadata"]["namespace"]), selector(job.id))
+            return self._create_missing(job, body, targets, renditions,
+                                        self._existing(job, listed))
+
+        return await asyncio.to_thread(create)
 
     async def step(
         self, body: Mapping[str, Any], observed: Observed | None = None
@@ -200,17 +204,8 @@ class VideoJobReconciler:
         if not job.state.terminal:
             # Counted once per process, with this step's progress write if it makes one.
             attempt = job.id not in self._attempted
-            age = (self.clock() - job.created_at).total_seconds()
-            timeout = self.cfg.kube.timeout_s
-            if not self.storage.check_source_ref(job.id, str(spec.get("source") or "")):
-                # Workers read the job's own upload; a VideoJob naming anything else (an
-                # absolute path, another job's file) is refused, not followed.
-                failure = Failure(FailureCode.GENERIC, Reason.INVALID_SOURCE,
-                                  "spec.source does not name this job's upload")
-            elif age > timeout:
-                failure = Failure(FailureCode.GENERIC, Reason.TIMEOUT,
-                                  f"processing did not finish within {timeout} s")
-            elif plan is None:
+            failure = self._refused(job, spec)
+            if failure is None and plan is None:
                 plan, failure = await self._plan(job, spec)
                 wrote = True
                 if plan is not None:  # the probed source decides the targets (segments)
@@ -253,6 +248,19 @@ class VideoJobReconciler:
                       plan=plan, renditions=renditions,
                       failure_reason=failure.reason if failure else None)
 
+    def _refused(self, job: Job, spec: Mapping[str, Any]) -> Failure | None:
+        """Why an unfinished job must not go on, checked before every step's work."""
+        if not self.storage.check_source_ref(job.id, str(spec.get("source") or "")):
+            # Workers read the job's own upload; a VideoJob naming anything else (an absolute
+            # path, another job's file) is refused, not followed.
+            return Failure(FailureCode.GENERIC, Reason.INVALID_SOURCE,
+                           "spec.source does not name this job's upload")
+        timeout = self.cfg.kube.timeout_s
+        if (self.clock() - job.created_at).total_seconds() > timeout:
+            return Failure(FailureCode.GENERIC, Reason.TIMEOUT,
+                           f"processing did not finish within {timeout} s")
+        return None
+
     async def _plan(
         self, job: Job, spec: Mapping[str, Any]
     ) -> tuple[Plan | None, Failure | None]:
@@ -282,19 +290,28 @@ class VideoJobReconciler:
             return None, renditions
         joined = self._joined.setdefault(job.id, set())
         before = seg.startable(targets, joined)
-        try:
-            for name in names:
-                await asyncio.to_thread(join_rendition, self.storage, job.id, name,
-                                        len(segments))
-                joined.add(name)
-                log.info("joined %d segments of %s", len(segments), name,
-                         extra={"job_id": job.id, "did": job.did})
-        except EncodingFailure as exc:
-            return Failure(FailureCode.ENCODING, Reason.ENCODING_FAILED, exc.message), renditions
+        failure = await self._join(job, names, len(segments))
+        if failure is not None:
+            return failure, renditions
         new = [t for t in seg.startable(targets, joined) if t not in before]
         if not new:
             return None, renditions
         return await asyncio.to_thread(self._sync_targets, job, body, new, renditions, observed)
+
+    async def _join(self, job: Job, names: list[str], count: int) -> Failure | None:
+        """Join the ``count`` segments of each named rendition this process has not joined."""
+        joined = self._joined.setdefault(job.id, set())
+        try:
+            for name in names:
+                if name in joined:
+                    continue
+                await asyncio.to_thread(join_rendition, self.storage, job.id, name, count)
+                joined.add(name)
+                log.info("joined %d segments of %s", count, name,
+                         extra={"job_id": job.id, "did": job.did})
+        except EncodingFailure as exc:
+            return Failure(FailureCode.ENCODING, Reason.ENCODING_FAILED, exc.message)
+        return None
 
     # -- worker Jobs (blocking; runs in a thread) --------------------------------------------------
 
@@ -386,19 +403,10 @@ class VideoJobReconciler:
         body: Mapping[str, Any],
         targets: list[Target],
         renditions: Renditions,
-        observed: Observed | dict[str, dict[str, Any]] | None,
+        existing: dict[str, dict[str, Any]],
     ) -> bool:
-        """Create the targets' Jobs that do not exist yet; True if there were any.
-
-        ``observed``: the Jobs by name (updated in place), or as the watch sees them.
-        """
-        if isinstance(observed, dict):
-            existing = observed
-        elif observed is not None:
-            existing = self._existing(job, observed.jobs)
-        else:
-            existing = self._existing(job, self.kube.list_jobs(
-                str(body["metadata"]["namespace"]), selector(job.id)))
+        """Create the targets' Jobs not in ``existing`` (by name; updated in place); True if
+        there were any."""
         missing = [t for t in targets
                    if (renditions.get(t.name) or RenditionStatus()).outcome
                    is not Outcome.SUCCEEDED and job_name(job.id, t.name) not in existing]
@@ -508,15 +516,10 @@ class VideoJobReconciler:
 
     async def _deliver(self, job: Job, plan: Plan, renditions: Renditions) -> None:
         segments = segments_for(job.details.source, self.cfg.kube, self.limits)
-        if len(segments) > 1:
-            try:
-                for name in plan.renditions:  # normally joined already (_join_complete)
-                    if name not in self._joined.get(job.id, ()):
-                        await asyncio.to_thread(join_rendition, self.storage, job.id, name,
-                                                len(segments))
-            except EncodingFailure as exc:
-                await self._fail(job, Failure(FailureCode.ENCODING, Reason.ENCODING_FAILED,
-                                              exc.message), renditions)
+        if len(segments) > 1:  # normally all joined already (_join_complete)
+            failure = await self._join(job, list(plan.renditions), len(segments))
+            if failure is not None:
+                await self._fail(job, failure, renditions)
                 return
         text = master_playlist(plan.variants(), has_audio=plan.has_audio)
         await asyncio.to_thread(self.storage.write_output, job.id, encoding.MASTER, text)
