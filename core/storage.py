@@ -301,11 +301,12 @@ class LocalStorage:
     ) -> StoredUpload:
         """Stream an upload to disk, hashing as it goes; memory stays at a few write buffers.
 
-        Each batch of about ``_WRITE_BUFFER`` bytes is hashed and written (one ``writev``, no
-        joined copy) on a worker thread while the event loop receives the next: sha256 is most
-        of the CPU per byte, and hashlib and writev release the GIL. At most one batch is in
-        the thread, so memory stays bounded. On any failure (client gone, too large, empty)
-        the job directory is removed.
+        Each batch of about ``_WRITE_BUFFER`` bytes is hashed on one worker thread and written
+        (one ``writev``, no joined copy) on another while the event loop receives the next:
+        three stages in a pipeline, so an upload goes as fast as the slowest of receiving,
+        hashing and writing, not hashing plus writing (hashlib and writev release the GIL).
+        Each stage holds at most one batch, in order, so memory stays bounded. On any failure
+        (client gone, too large, empty) the job directory is removed.
         """
         directory = self._dir(job_id)
         await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=False)
@@ -314,13 +315,13 @@ class LocalStorage:
         size = 0
         pending: list[bytes] = []
         pending_len = 0
-        in_thread: concurrent.futures.Future[None] | None = None
+        hashing: concurrent.futures.Future[None] | None = None
+        writing: concurrent.futures.Future[None] | None = None
         pool = self._pool()
 
-        def sink(fd: int, blocks: list[bytes]) -> None:
+        def hash_blocks(blocks: list[bytes]) -> None:
             for block in blocks:
                 digest.update(block)
-            _write_blocks(fd, blocks)
 
         try:
             with path.open("wb", buffering=0) as f:
@@ -335,20 +336,26 @@ class LocalStorage:
                         pending.append(chunk)
                         pending_len += len(chunk)
                         if pending_len >= _WRITE_BUFFER:
-                            if in_thread is not None:
-                                await asyncio.wrap_future(in_thread)
-                            in_thread = pool.submit(sink, fd, _batch(pending))
+                            batch = _batch(pending)
                             pending = []
                             pending_len = 0
-                    if in_thread is not None:
-                        await asyncio.wrap_future(in_thread)
+                            # Each stage takes the next batch once it is done with the previous
+                            # one: the digest and the file both see the batches in order.
+                            await _settled(hashing)
+                            hashing = pool.submit(hash_blocks, batch)
+                            await _settled(writing)
+                            writing = pool.submit(_write_blocks, fd, batch)
+                    await _settled(hashing)
+                    await _settled(writing)
                     if pending:
-                        sink(fd, _batch(pending))
+                        batch = _batch(pending)
+                        hash_blocks(batch)
+                        _write_blocks(fd, batch)
                 finally:
-                    # On failure the thread may still hold f: let it finish (one batch) before
-                    # f is closed. Waiting here, not awaiting, so a cancellation cannot skip it.
-                    if in_thread is not None and not in_thread.done():
-                        concurrent.futures.wait([in_thread])
+                    # On failure a thread may still hold f: let both finish (one batch each)
+                    # before f is closed. Waiting here, not awaiting, so a cancellation cannot
+                    # skip it.
+                    concurrent.futures.wait([s for s in (hashing, writing) if s is not None])
             if size == 0:
                 raise EmptyUpload("the request body is empty")
         except BaseException:
@@ -601,6 +608,17 @@ async def _in_thread(cm: contextlib.AbstractContextManager[Path]) -> AsyncIterat
 #: More blocks than this in one batch are joined first: many tiny chunks (a body chunked by
 #: its client) are cheaper to copy once than to pass one by one. writev takes at most IOV_MAX.
 _MAX_IOV = 64
+
+
+async def _settled(stage: concurrent.futures.Future[None] | None) -> None:
+    """Wait for a pipeline stage's batch (and raise its error); a finished one costs no
+    round trip through the event loop."""
+    if stage is None:
+        return
+    if stage.done():
+        stage.result()
+    else:
+        await asyncio.wrap_future(stage)
 
 
 def _batch(blocks: list[bytes]) -> list[bytes]:

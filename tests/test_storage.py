@@ -1,10 +1,12 @@
-"""The storage interface's local backend: uploads (hash, size limit, clean-up, buffers in a
-thread), workspaces, outputs for playback and delivery, worker locations, progress files."""
+"""The storage interface's local backend: uploads (hash, size limit, clean-up, batches hashed
+and written by separate threads), workspaces, outputs for playback and delivery, worker
+locations, progress files."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import hashlib
 import os
 import threading
@@ -146,6 +148,70 @@ async def test_cancelled_while_a_buffer_is_in_the_thread(
         await task
     pool.shutdown(wait=True)
     assert errors == []
+    assert storage.job_ids() == []
+
+
+async def test_a_batch_is_written_while_it_is_hashed(
+    storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hashing and writing are separate stages: each batch's hash waits here until the same
+    # batch is on disk, which would never happen if one thread hashed and then wrote it.
+    written = threading.Semaphore(0)
+    write_blocks = storage_module._write_blocks
+
+    def write_then_signal(fd: int, blocks: list[bytes]) -> None:
+        write_blocks(fd, blocks)
+        written.release()
+
+    class HashAfterWrite(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, fn: Callable[..., None], *args: object) -> concurrent.futures.Future[None]:
+            if fn is write_then_signal:
+                return super().submit(fn, *args)
+
+            def after_write() -> None:
+                assert written.acquire(timeout=10), "the hash waited for a write that never came"
+                fn(*args)
+
+            return super().submit(after_write)
+
+    monkeypatch.setattr(storage_module, "_write_blocks", write_then_signal)
+    monkeypatch.setattr(storage, "_sink_pool", HashAfterWrite(max_workers=2))
+    data = os.urandom(3 * storage_module._WRITE_BUFFER)  # whole batches: all go to the threads
+    stored = await storage.receive(JOB, _chunks(data, 65_536), max_bytes=len(data))
+    assert stored.sha256_hex == hashlib.sha256(data).hexdigest()
+    with storage.open_source(JOB) as source:
+        assert source.read_bytes() == data
+
+
+async def test_a_failed_write_stops_the_upload_and_removes_it(
+    storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The disk filling up on the write thread (the hash thread still busy with the batch):
+    # the error reaches the caller and nothing of the upload stays behind.
+    calls = 0
+    write_blocks = storage_module._write_blocks
+
+    def full_on_third(fd: int, blocks: list[bytes]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_blocks(fd, blocks)
+
+    monkeypatch.setattr(storage_module, "_write_blocks", full_on_third)
+    consumed = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal consumed
+        while True:
+            consumed += 65_536
+            await asyncio.sleep(0)
+            yield os.urandom(65_536)
+
+    with pytest.raises(OSError) as raised:
+        await storage.receive(JOB, chunks(), max_bytes=10**9)
+    assert raised.value.errno == errno.ENOSPC
+    assert consumed < 6 * storage_module._WRITE_BUFFER  # stopped, not read to the end
     assert storage.job_ids() == []
 
 
