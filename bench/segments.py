@@ -1,9 +1,15 @@
 """segment_cpu_overhead_ratio and the simulated speedup of segment-parallel encoding.
 
-Measured on this machine: one rendition of a longer clip encoded by the worker's CLI once
-whole and once as segments (``--segment K/N``, one after the other, as N Jobs would run them)
-plus the join. The ratio is the segments' total CPU (each worker process with its ffprobe
-and ffmpeg children, plus the join) over the single encode's.
+Measured on this machine: one rendition of a longer clip encoded by the worker's CLI (the
+worker image's entrypoint, ``atproto-video transcode``) once whole and once as segments
+(``--segment K/N``, one after the other, as N Jobs would run them) plus the join. The ratio
+is the segments' total CPU (each worker process with its ffmpeg children, plus the join) over
+the single encode's (worker, ffprobe, ffmpeg). Segment workers get the probe's facts
+(``--source-info``) as the operator passes them, from the probe recorded when the upload was
+planned, so they run no ffprobe; that probe is charged to the segments once (``probe_plan``
+in-process, as the API runs it), although the cluster pays it for an unsplit job too. The
+workers run with compiled bytecode, as the image's (pip-installed) package does. Five
+rounds: on this shared machine one round's ratio swings by about 0.1 with other load.
 
 ``segment_speedup_simulated_n{2,4,8}`` is a SIMULATION, not a cluster measurement: the
 measured per-segment times are scheduled longest-first onto N identical nodes, and the
@@ -21,6 +27,7 @@ the single encode it replaces (the MP4 used to be one whole encode Job, the crit
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -29,6 +36,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from atproto_video.core.config import TranscodeSettings
+from atproto_video.operator.segments import source_facts
+from atproto_video.transcoder.limits import TranscodeLimits
+from atproto_video.transcoder.plan import probe_plan, summary
 from atproto_video.transcoder.segments import join_segments, plan_segments
 from tests.support import hlsequiv
 from tests.support.media import make_clip
@@ -49,13 +60,26 @@ def make_source(path: Path) -> Path:
                      audio_codec=("-c:a", "aac", "-b:a", "128k"))
 
 
-def _worker(src: Path, out: Path, *extra: str) -> tuple[float, float]:
+#: The worker image's entrypoint (``ENTRYPOINT ["atproto-video", "transcode"]``).
+WORKER = Path(sys.executable).with_name("atproto-video")
+
+
+def _worker_env(workdir: Path) -> dict[str, str]:
+    """The workers' environment: with compiled bytecode, as in the worker image (pip
+    compiles the installed package); an editable install under PYTHONDONTWRITEBYTECODE would
+    compile every module again in every worker (about 0.06 CPU-s each)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(VIDEO_LOG_LEVEL="error", PYTHONPYCACHEPREFIX=str(workdir / "pycache"))
+    subprocess.run([str(WORKER), "transcode", "--help"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)  # writes the bytecode once, unmeasured
+    return env
+
+
+def _worker(env: dict[str, str], src: Path, out: Path, *extra: str) -> tuple[float, float]:
     """Wall and CPU seconds of one worker process (the CLI a Job runs), children included."""
     if "--target" not in extra:
         extra = ("--target", TARGET, *extra)
-    argv = [sys.executable, "-m", "atproto_video.transcoder.command", "transcode", str(src),
-            str(out), *extra]
-    env = {**os.environ, "VIDEO_LOG_LEVEL": "error"}
+    argv = [str(WORKER), "transcode", str(src), str(out), *extra]
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -63,6 +87,20 @@ def _worker(src: Path, out: Path, *extra: str) -> tuple[float, float]:
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"worker {' '.join(extra) or 'single'} failed")
     return wall, usage.ru_utime + usage.ru_stime
+
+
+def _probe(src: Path) -> tuple[str, float]:
+    """The planning probe, as the API runs it in-process for every cluster job (split or
+    not), and the ``--source-info`` the operator makes of what it records: (facts, CPU s)."""
+    limits = TranscodeLimits.from_settings(TranscodeSettings.from_env())
+    before, c0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.process_time()
+    _, info = probe_plan(src, limits)
+    facts = source_facts(summary(info))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (time.process_time() - c0 + after.ru_utime - before.ru_utime
+           + after.ru_stime - before.ru_stime)
+    assert facts is not None
+    return facts, cpu
 
 
 def simulate(segment_walls: list[float], join_s: float, nodes: int,
@@ -75,35 +113,38 @@ def simulate(segment_walls: list[float], join_s: float, nodes: int,
     return max(loads) + join_s + remux_s
 
 
-def run(workdir: Path, rounds: int = 3) -> dict[str, Any]:
+def run(workdir: Path, rounds: int = 5) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     src = make_source(workdir / "source.mp4")
+    env = _worker_env(workdir)
     segments = plan_segments(SECONDS, SEGMENT_S, 0, 4)
     rounds_out: list[dict[str, Any]] = []
     for i in range(rounds):  # interleaved, so drift on a shared machine hits both alike
         single_dir, split_dir = workdir / f"single-{i}", workdir / f"split-{i}"
         walls, cpus = [], []
         if i % 2:
-            single_wall, single_cpu = _worker(src, single_dir)
+            single_wall, single_cpu = _worker(env, src, single_dir)
+        # The probe whose facts the segment workers get (in the cluster: the API's, once).
+        facts, probe_cpu = _probe(src)
         for segment in segments:
-            wall, cpu = _worker(src, split_dir, "--segment", segment.name,
-                                "--segment-seconds", str(SEGMENT_S))
+            wall, cpu = _worker(env, src, split_dir, "--segment", segment.name,
+                                "--segment-seconds", str(SEGMENT_S), "--source-info", facts)
             walls.append(wall)
             cpus.append(cpu)
         if not i % 2:
-            single_wall, single_cpu = _worker(src, single_dir)
-        _, startup_cpu = _worker(src, workdir / "plan", "--target", "plan")
+            single_wall, single_cpu = _worker(env, src, single_dir)
         c0, t0 = time.process_time(), time.perf_counter()
         joined = join_segments(split_dir, TARGET, len(segments))
         join_cpu, join_wall = time.process_time() - c0, time.perf_counter() - t0
-        remux_wall, remux_cpu = _worker(src, split_dir, "--target", "mp4",
+        remux_wall, remux_cpu = _worker(env, src, split_dir, "--target", "mp4",
                                         "--from-rendition", TARGET)
+        _, startup_cpu = _worker(env, src, workdir / "plan", "--target", "plan")
         single = single_dir / TARGET / "video.m3u8"
         rounds_out.append({
             "single_wall_s": single_wall, "single_cpu_s": single_cpu,
             "segment_wall_s": walls, "segment_cpu_s": cpus,
             "join_wall_s": join_wall, "join_cpu_s": join_cpu,
-            "worker_startup_cpu_s": startup_cpu,
+            "worker_startup_cpu_s": startup_cpu, "probe_cpu_s": probe_cpu,
             "remux_wall_s": remux_wall, "remux_cpu_s": remux_cpu,
             "frames_single": hlsequiv.frame_count(single),
             "frames_joined": hlsequiv.frame_count(joined),
@@ -122,18 +163,26 @@ def run(workdir: Path, rounds: int = 3) -> dict[str, Any]:
             })
         shutil.rmtree(single_dir, ignore_errors=True)
         shutil.rmtree(split_dir, ignore_errors=True)
-    ratios = [(sum(r["segment_cpu_s"]) + r["join_cpu_s"]) / r["single_cpu_s"]
-              for r in rounds_out]
+    ratios = [(sum(r["segment_cpu_s"]) + r["join_cpu_s"] + r["probe_cpu_s"])
+              / r["single_cpu_s"] for r in rounds_out]
+    unprobed = [(sum(r["segment_cpu_s"]) + r["join_cpu_s"]) / r["single_cpu_s"]
+                for r in rounds_out]
     out: dict[str, Any] = {
         "segment_cpu_overhead_ratio": {
             "value": round(statistics.median(ratios), 3),
             "samples": [round(x, 4) for x in ratios],
             "clip": f"{SECONDS} s {SIZE} 30 fps with audio, rendition {TARGET}, "
                     f"{len(segments)} segments of {SEGMENT_S} s",
-            "how": "sum of the segment workers' CPU (python, ffprobe, ffmpeg) plus the join "
-                   "over the single-encode worker's CPU, median of interleaved rounds; "
-                   "worker_startup_cpu_s is one worker's fixed cost (--target plan), paid "
-                   "once more per extra segment",
+            "samples_without_probe": [round(x, 4) for x in unprobed],
+            "how": "sum of the segment workers' CPU (atproto-video transcode with compiled "
+                   "bytecode, as in the worker image: python, ffmpeg; given the probe's facts "
+                   "with --source-info as the operator passes them, so no ffprobe) plus the "
+                   "join plus the planning probe those facts came from (probe_cpu_s: "
+                   "probe_plan in-process, as the API runs it, with its ffprobe), over the "
+                   "single-encode worker's CPU (python, ffprobe, ffmpeg); median of "
+                   "interleaved rounds. samples_without_probe leave the planning probe out "
+                   "(the cluster pays it for an unsplit job as well). worker_startup_cpu_s "
+                   "is one worker's fixed cost with a probe (--target plan)",
             "rounds": rounds_out,
         },
     }

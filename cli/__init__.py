@@ -14,11 +14,7 @@ from typing import TYPE_CHECKING
 
 from atproto_video.core import __version__
 from atproto_video.core.config import ConfigError, VideoConfig
-from atproto_video.operator.command import register as register_operator
 from atproto_video.transcoder.command import register as register_transcode
-
-from .tryupload import register as register_try_upload
-from .upload import register as register_upload
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -77,13 +73,33 @@ def _wait_for_database(engine: Engine, seconds: float, interval: float = 1.0) ->
             time.sleep(min(interval, max(0.0, deadline - now)))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="atproto-video",
         description="Video processing service for the AT Protocol (app.bsky.video.*). "
         "Configuration comes from VIDEO_* environment variables (see README).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def _worker_parser() -> argparse.ArgumentParser:
+    """Only ``transcode``: the worker image's entrypoint runs once per Job (per segment of a
+    long video), and the other subcommands' modules (HTTP client, JWT, kopf) would cost each
+    run about 0.2 CPU-s of imports (bench/segments.py)."""
+    parser = _top_parser()
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register_transcode(sub)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from atproto_video.operator.command import register as register_operator
+
+    from .tryupload import register as register_try_upload
+    from .upload import register as register_upload
+
+    parser = _top_parser()
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser(
@@ -115,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = _worker_parser() if words[:1] == ["transcode"] else build_parser()
+    args = parser.parse_args(words)
     try:
         result: int = args.func(args)
     except ConfigError as exc:

@@ -61,18 +61,25 @@ class SourceSummary:
     height: int
     duration_s: float
     has_audio: bool
+    #: The whole probe result (``SourceInfo.to_json``), handed to segment workers so each
+    #: need not run ffprobe again; None for jobs planned before it was recorded.
+    probe: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"width": self.width, "height": self.height, "duration_s": self.duration_s,
-                "has_audio": self.has_audio}
+        out: dict[str, Any] = {"width": self.width, "height": self.height,
+                               "duration_s": self.duration_s, "has_audio": self.has_audio}
+        if self.probe is not None:
+            out["probe"] = dict(self.probe)
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> SourceSummary | None:
         if not isinstance(data, Mapping):
             return None
         try:
+            probe = data.get("probe")
             return cls(int(data["width"]), int(data["height"]), float(data["duration_s"]),
-                       bool(data["has_audio"]))
+                       bool(data["has_audio"]), dict(probe) if isinstance(probe, Mapping) else None)
         except (KeyError, TypeError, ValueError):
             return None
 

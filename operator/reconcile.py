@@ -318,7 +318,8 @@ class VideoJobReconciler:
     def _targets(self, job: Job, plan: Plan) -> list[Target]:
         """One worker Job per target; a long source's renditions as one per segment."""
         segments = segments_for(job.details.source, self.cfg.kube, self.limits)
-        return expand(targets_for(plan.variants()), plan.renditions, segments)
+        return expand(targets_for(plan.variants()), plan.renditions, segments,
+                      seg.source_facts(job.details.source))
 
     def _sync_targets(
         self,

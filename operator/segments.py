@@ -6,7 +6,10 @@ reconcile (and a restarted operator) computes the same segment targets, hence th
 names: creation stays create-or-get and idempotent like every other worker Job. A segment is
 an ordinary :class:`Target` (``<variant>s<k>``, e.g. ``720ps3``) whose worker gets
 ``--segment k/N --segment-seconds S``, so progress, failures and retries follow the rules of
-the other targets; its weight is its share of the rendition's.
+the other targets; its weight is its share of the rendition's. It also gets the probe's
+facts (``--source-info``, from the plan recorded when the upload was probed): a segment worker
+then runs no ffprobe of its own, which with its interpreter start was most of the fixed cost
+that N segment Jobs pay N times (bench/segments.py).
 
 The join (:func:`join_rendition`) concatenates the segments' partial playlists into the
 rendition's ``video.m3u8`` through storage: text only, cheap enough for the operator, and
@@ -23,6 +26,7 @@ seconds of work), and its Job is created only once that rendition is joined
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 
@@ -51,11 +55,26 @@ def segments_for(
     return plan_segments(duration, kube.segment_s, kube.segment_min_source_s, limits.segment_s)
 
 
-def segment_target(target: Target, segment: Segment, length_s: int) -> Target:
+SOURCE_INFO_FLAG = "--source-info"
+
+
+def source_facts(source: SourceSummary | None) -> str | None:
+    """The recorded probe result as the one-line JSON a segment worker takes, or None (a job
+    planned before it was recorded: its workers probe for themselves)."""
+    if source is None or source.probe is None:
+        return None
+    return json.dumps(dict(source.probe), separators=(",", ":"), sort_keys=True)
+
+
+def segment_target(target: Target, segment: Segment, length_s: int,
+                   facts: str | None = None) -> Target:
     """One segment of a rendition target, as its own worker Job."""
     share = (segment.length_s or length_s) / (length_s * segment.count)
+    args: tuple[str, ...] = ("--segment", segment.name, "--segment-seconds", str(length_s))
+    if facts is not None:
+        args += (SOURCE_INFO_FLAG, facts)
     return replace(target, name=f"{target.name}s{segment.index}", weight=target.weight * share,
-                   args=("--segment", segment.name, "--segment-seconds", str(length_s)))
+                   args=args)
 
 
 #: A remux moves bytes, it encodes nothing: its share of overall progress (measured: about
@@ -77,9 +96,10 @@ def remux_source(target: Target) -> str | None:
 
 
 def expand(targets: Sequence[Target], rendition_names: Sequence[str],
-           segments: Sequence[Segment]) -> list[Target]:
-    """``targets`` with each rendition replaced by its segments and the MP4 made a remux of
-    the top (first) rendition; unchanged for one segment."""
+           segments: Sequence[Segment], facts: str | None = None) -> list[Target]:
+    """``targets`` with each rendition replaced by its segments (given the probe's ``facts``,
+    see :func:`source_facts`) and the MP4 made a remux of the top (first) rendition;
+    unchanged for one segment."""
     if len(segments) <= 1:
         return list(targets)
     length = segments[0].length_s or 0
@@ -87,7 +107,7 @@ def expand(targets: Sequence[Target], rendition_names: Sequence[str],
     out: list[Target] = []
     for target in targets:
         if target.name in rendition_names:
-            out += [segment_target(target, s, length) for s in segments]
+            out += [segment_target(target, s, length, facts) for s in segments]
         elif target.name == TARGET_MP4:
             out.append(remux_target(target, top))
         else:

@@ -78,3 +78,20 @@ def test_the_operator_command_says_what_is_missing_without_its_extra(tmp_path: P
     assert out.returncode == 2
     assert "atproto-video[operator]" in out.stderr and "kopf" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_the_worker_entrypoint_loads_only_the_transcoder(tmp_path: Path) -> None:
+    """``atproto-video transcode`` runs once per worker Job, per segment of a long video:
+    it must not pay for the other subcommands' stacks (HTTP client, JWT, kopf, database,
+    web framework, Kubernetes client; boto3 loads only for object storage)."""
+    script = (
+        "import sys\n"
+        "from atproto_video.cli import main\n"
+        "code = main(['transcode', 'in.mp4', 'out', '--target', 'nonsense'])\n"
+        "heavy = ('httpx', 'jwt', 'kopf', 'sqlalchemy', 'fastapi', 'starlette', 'kubernetes',\n"
+        "         'boto3', 'cryptography', 'asyncpg', 'uvicorn')\n"
+        "print(code, sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path, check=False)
+    assert out.stdout.split(None, 1) == ["2", "[]\n"], out.stderr

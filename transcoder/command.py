@@ -38,7 +38,7 @@ from atproto_video.transcoder.pipeline import (
     transcode,
     transcode_target,
 )
-from atproto_video.transcoder.probe import probe
+from atproto_video.transcoder.probe import SourceInfo, probe
 from atproto_video.transcoder.remux import remux_rendition
 from atproto_video.transcoder.segments import Segment, encode_segment, segment_at
 
@@ -58,9 +58,12 @@ targets:
                      rendition V/video.m3u8 under OUTPUT_DIR (a segment-encoded job's
                      joined top rendition); SOURCE is not read
   master             playlist.m3u8, written from the plan (run after the renditions)
-  <rendition> --segment K/N --segment-seconds S
+  <rendition> --segment K/N --segment-seconds S [--source-info JSON]
                      segment K of N of a long rendition: <rendition>/part_K.m3u8 and its
-                     media segments; the parts are joined into video.m3u8 without re-encoding
+                     media segments; the parts are joined into video.m3u8 without re-encoding.
+                     --source-info: the "source" object of --target plan, from the probe
+                     the operator recorded; the worker then runs no ffprobe (it probes when
+                     the facts are unusable or the file is of another container)
   all                everything, using --strategy
   plan               print the source info and the ladder as JSON, write nothing
 
@@ -116,6 +119,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the segment length for --segment (a multiple of 8)",
     )
     parser.add_argument(
+        "--source-info", metavar="JSON",
+        help="with --segment: the source's probe result (--target plan's \"source\"), so "
+        "this worker need not run ffprobe",
+    )
+    parser.add_argument(
         "--from-rendition", metavar="VARIANT",
         help="for --target mp4: remux the complete rendition VARIANT already in OUTPUT_DIR "
         "(segment-parallel encoding) instead of encoding the source",
@@ -142,20 +150,21 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         segment = _segment(args, target)
         rendition = _from_rendition(args, target)
+        facts = _source_info(args, segment)
     except ValueError as exc:
         return _fail(args, EncodingFailure(str(exc)), exit_code=EXIT_USAGE)
     if rendition is not None:
         return _run_remux(args, rendition, limits)
     remote = str(args.source).startswith("s3://")
     if remote:
-        return _run_remote(args, target, limits, segment)
+        return _run_remote(args, target, limits, segment, facts)
     path = Path(args.progress_file) if args.progress_file else None
     reporter = ProgressReport(target, (lambda body, _final: _write_file(path, body))
                               if path is not None else None)
     reporter(0.0)
     try:
         summary = _run(Path(args.source), Path(args.output_dir), args.strategy, target, limits,
-                       reporter, segment)
+                       reporter, segment, facts)
     except TranscodeError as exc:
         return _fail(args, exc)
     except Exception:
@@ -181,6 +190,25 @@ def _segment(args: argparse.Namespace, target: str) -> Segment | None:
         return segment_at(int(index), int(count), int(args.segment_seconds))
     except ValueError:
         raise ValueError(f"bad --segment {args.segment!r} / --segment-seconds") from None
+
+
+def _source_info(args: argparse.Namespace, segment: Segment | None) -> SourceInfo | None:
+    """``--source-info``: only with ``--segment``; facts that do not parse are logged and
+    ignored (the worker probes), so an operator and a worker of different versions still
+    work together."""
+    raw: str | None = args.source_info
+    if raw is None:
+        return None
+    if segment is None:
+        raise ValueError("--source-info applies with --segment")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    facts = SourceInfo.from_json(data)
+    if facts is None:
+        log.warning("ignoring unusable --source-info; probing the source")
+    return facts
 
 
 def _from_rendition(args: argparse.Namespace, target: str) -> str | None:
@@ -234,7 +262,8 @@ def _run_remux(args: argparse.Namespace, rendition: str, limits: TranscodeLimits
 
 
 def _run_remote(
-    args: argparse.Namespace, target: str, limits: TranscodeLimits, segment: Segment | None
+    args: argparse.Namespace, target: str, limits: TranscodeLimits, segment: Segment | None,
+    facts: SourceInfo | None = None,
 ) -> int:
     """Object storage: fetch the source into scratch (TMPDIR, an emptyDir in a pod),
     transcode there, publish the outputs, report progress as an object."""
@@ -248,7 +277,7 @@ def _run_remote(
     try:
         source = files.fetch_source(args.source)
         out_dir = files.out_dir()
-        summary = _run(source, out_dir, args.strategy, target, limits, reporter, segment)
+        summary = _run(source, out_dir, args.strategy, target, limits, reporter, segment, facts)
         if target != "plan":
             files.publish(out_dir, args.output_dir)
     except TranscodeError as exc:
@@ -274,17 +303,19 @@ def _run(
     limits: TranscodeLimits,
     reporter: Callable[[float], None],
     segment: Segment | None = None,
+    facts: SourceInfo | None = None,
 ) -> dict[str, Any]:
     if target == "plan":
         info = probe(source, limits)
         plan = ladder_for(info, limits)
         return {
-            "source": {**asdict(info), "fps": str(info.fps), "has_audio": info.has_audio},
+            "source": {**info.to_json(), "has_audio": info.has_audio},
             "fps": str(info.output_fps(limits.max_fps)),
             "variants": [asdict(v) for v in plan],
         }
     if segment is not None:
-        done = encode_segment(source, out_dir, target, segment, limits, on_progress=reporter)
+        done = encode_segment(source, out_dir, target, segment, limits, on_progress=reporter,
+                              facts=facts)
         return {"target": target, "segment": segment.name, "skipped": not done}
     if target == "all":
         result = transcode(source, out_dir, limits, strategy=strategy, on_progress=reporter)

@@ -33,7 +33,8 @@ def choose_variants(ladder: list[Variant], wanted: list[str] | None) -> list[Var
 
 
 def summary(info: SourceInfo) -> SourceSummary:
-    return SourceSummary(info.width, info.height, info.duration_s, info.has_audio)
+    return SourceSummary(info.width, info.height, info.duration_s, info.has_audio,
+                         probe=info.to_json())
 
 
 def probe_plan(

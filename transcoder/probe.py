@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from atproto_video.transcoder.errors import EncodingFailure, ValidationFailure
 from atproto_video.transcoder.formats import (
+    ALLOWED_DEMUXERS,
     DESCRIPTIONS,
     demuxer_for_format_name,
     input_args,
@@ -51,6 +52,37 @@ class SourceInfo:
     def hdr(self) -> bool:
         """PQ or HLG transfer: needs tone mapping to look right as 8-bit BT.709."""
         return self.color_transfer in _HDR_TRANSFERS
+
+    def to_json(self) -> dict[str, Any]:
+        """The facts as JSON (``fps`` as ``"num/den"``): what the operator hands segment
+        workers so they need not probe the same file again."""
+        return {**asdict(self), "fps": str(self.fps)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> SourceInfo | None:
+        """Facts from :meth:`to_json`; None when anything is missing or out of range."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            fps = Fraction(str(data["fps"]))
+            audio = data["audio_stream"]
+            info = cls(
+                format=str(data["format"]), width=int(data["width"]),
+                height=int(data["height"]), coded_width=int(data["coded_width"]),
+                coded_height=int(data["coded_height"]), rotation=int(data["rotation"]) % 360,
+                duration_s=float(data["duration_s"]), fps=fps,
+                video_stream=int(data["video_stream"]), video_codec=str(data["video_codec"]),
+                pix_fmt=str(data["pix_fmt"]), color_transfer=str(data["color_transfer"]),
+                audio_stream=None if audio is None else int(audio),
+            )
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            return None
+        sizes = (info.width, info.height, info.coded_width, info.coded_height)
+        if (info.format not in ALLOWED_DEMUXERS or min(sizes) <= 0 or not 0 < fps <= 1000
+                or not math.isfinite(info.duration_s) or info.duration_s <= 0
+                or info.video_stream < 0 or (info.audio_stream or 0) < 0):
+            return None
+        return info
 
     def output_fps(self, max_fps: int) -> Fraction:
         """Constant output rate: the source rate, or an even fraction of it at most `max_fps`.

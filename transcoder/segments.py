@@ -24,6 +24,7 @@ Audio: each segment's AAC encode starts with its own priming frame (1024 samples
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ from pathlib import Path
 from atproto_video.core.storage import atomic_write_text
 from atproto_video.transcoder import encoding, filtergraph
 from atproto_video.transcoder.errors import EncodingFailure, ValidationFailure
-from atproto_video.transcoder.formats import input_args
+from atproto_video.transcoder.formats import input_args, sniff
 from atproto_video.transcoder.limits import TranscodeLimits
 from atproto_video.transcoder.pipeline import (
     _base_argv,
@@ -45,6 +46,8 @@ from atproto_video.transcoder.pipeline import (
 )
 from atproto_video.transcoder.probe import SourceInfo, probe
 from atproto_video.transcoder.progress import Progress, ProgressCallback
+
+log = logging.getLogger(__name__)
 
 #: The partial playlist one segment encode writes next to its media segments.
 PART_PLAYLIST = "part_{index:03d}.m3u8"
@@ -125,15 +128,17 @@ def encode_segment(
     segment: Segment,
     limits: TranscodeLimits,
     on_progress: ProgressCallback | None = None,
+    facts: SourceInfo | None = None,
 ) -> bool:
     """Encode one segment of rendition ``target`` into ``out_dir/<variant>/``.
 
     Only this segment's files are replaced, so segments of one rendition may share a
     directory (a shared volume). Returns False when the source is too small for the rung.
+    ``facts``: the source as the operator's probe found it; then no ffprobe runs here.
     """
     if segment.start_s % limits.segment_s or (segment.length_s or 0) % limits.segment_s:
         raise ValueError(f"segment {segment.name} is not on HLS segment boundaries")
-    source = probe(src, limits)
+    source = _given(src, facts) or probe(src, limits)
     variant = find_variant(ladder_for(source, limits), target)
     if variant is None:
         return False
@@ -173,6 +178,18 @@ def encode_segment(
             raise ValidationFailure("the video contains no decodable frames")
     progress.done()
     return True
+
+
+def _given(src: Path, facts: SourceInfo | None) -> SourceInfo | None:
+    """``facts`` if they can describe ``src``: the file's first bytes must still name the
+    container the probe accepted (ffmpeg is then forced to that demuxer, as after a probe of
+    its own); otherwise None, and the worker probes."""
+    if facts is None:
+        return None
+    if sniff(src) != facts.format:
+        log.warning("the given source facts do not match the file (%s); probing it", facts.format)
+        return None
+    return facts
 
 
 def _audio_end(source: SourceInfo, segment: Segment) -> list[str]:

@@ -21,6 +21,7 @@ import pytest
 
 from atproto_video.transcoder import TranscodeLimits
 from atproto_video.transcoder.pipeline import transcode_target
+from atproto_video.transcoder.probe import SourceInfo
 from tests.operator.test_cluster import db, submit, worker_jobs  # noqa: F401 (fixture)
 from tests.support import hlsequiv
 from tests.support import k8s as support
@@ -89,6 +90,9 @@ def test_long_source_is_encoded_as_segment_jobs_and_joined(
         args = job["spec"]["template"]["spec"]["containers"][0]["args"]
         if target in SEGMENTS:
             assert args[args.index("--segment") + 1] == f"{target[-1]}/3"
+            # The probe recorded at planning time: the segment worker runs no ffprobe.
+            facts = SourceInfo.from_json(json.loads(args[args.index("--source-info") + 1]))
+            assert facts is not None and (facts.format, facts.width) == ("mov", 854)
     # The MP4 is a remux of the joined rendition, started after its last segment ended.
     args = jobs["mp4"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--target") + 1] == "mp4"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
 from atproto_video.core.config import KubeSettings, VideoConfig
-from atproto_video.core.details import Outcome, RenditionStatus, SourceSummary
+from atproto_video.core.details import JobDetails, Outcome, RenditionStatus, SourceSummary
 from atproto_video.core.ladder import build_ladder
 from atproto_video.core.storage import LocalStorage, WorkerIO
 from atproto_video.operator.segments import (
@@ -16,6 +18,7 @@ from atproto_video.operator.segments import (
     join_rendition,
     remux_source,
     segments_for,
+    source_facts,
     startable,
     to_join,
 )
@@ -23,6 +26,8 @@ from atproto_video.operator.templates import job_manifest, job_name
 from atproto_video.transcoder.contract import Target, aggregate, targets_for
 from atproto_video.transcoder.errors import EncodingFailure
 from atproto_video.transcoder.limits import TranscodeLimits
+from atproto_video.transcoder.plan import summary
+from atproto_video.transcoder.probe import SourceInfo
 
 LIMITS = TranscodeLimits()
 KUBE = KubeSettings.from_env({"VIDEO_SEGMENT_SECONDS": "60", "VIDEO_SEGMENT_MIN_SOURCE_S": "120"})
@@ -76,6 +81,33 @@ def test_segment_jobs_have_distinct_names_and_pass_the_segment(tmp_path: Path) -
     assert args[args.index("--segment") + 1] == "2/5"
     assert args[args.index("--segment-seconds") + 1] == "64"
     assert manifest["metadata"]["name"].endswith("-480ps2")
+
+
+INFO = SourceInfo(format="mov", width=1280, height=720, coded_width=1280, coded_height=720,
+                  rotation=0, duration_s=300.0, fps=Fraction(30000, 1001), video_stream=0,
+                  video_codec="h264", pix_fmt="yuv420p", color_transfer="", audio_stream=1)
+
+
+def test_segment_jobs_get_the_recorded_probe_so_workers_do_not_probe(tmp_path: Path) -> None:
+    # Recorded with the plan in the job's details (a JSON column), read back by the operator.
+    recorded = JobDetails.from_json(json.loads(json.dumps(
+        JobDetails(source=summary(INFO)).to_json()))).source
+    assert recorded is not None
+    facts = source_facts(recorded)
+    assert facts is not None
+    targets = {t.name: t for t in expand(targets_for(PLAN), NAMES,
+                                         segments_for(recorded, KUBE, LIMITS), facts)}
+    io = WorkerIO(source="/s/src", out_dir="/s/out", progress_file="/s/p.json")
+    cfg = VideoConfig.from_env({"VIDEO_SERVICE_DID": "did:web:video.test",
+                               "VIDEO_STORAGE_DIR": str(tmp_path)})
+    manifest = job_manifest(cfg, job_id="a" * 26, did="did:plc:x", io=io,
+                            target=targets["720ps1"], owner_name="vj", owner_uid="u")
+    args = manifest["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert SourceInfo.from_json(json.loads(args[args.index("--source-info") + 1])) == INFO
+    # Only segment workers take them; a job planned before they were recorded has none.
+    assert "--source-info" not in targets["mp4"].args + targets["thumbnail"].args
+    assert source_facts(SourceSummary(1280, 720, 300.0, True)) is None
+    assert source_facts(None) is None
 
 
 def _part(first: int, count: int) -> str:

@@ -3,14 +3,18 @@
 The equivalence test encodes a 24 s clip with audio once whole and once as three 8 s segments
 joined without re-encoding, then holds the joined rendition to the single encode: the same
 frame count and duration, timestamps that run on across joins in both streams, a clean
-decode of every media segment in order, and PSNR against the source within 0.5 dB.
+decode of every media segment in order, and PSNR against the source within 0.5 dB. Its
+segment workers get the probe's facts (``--source-info``) as the operator passes them, and
+run no ffprobe of their own (counted by a real ffprobe behind a wrapper).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ import pytest
 from atproto_video.transcoder import TranscodeLimits
 from atproto_video.transcoder.errors import EncodingFailure
 from atproto_video.transcoder.pipeline import transcode_target
+from atproto_video.transcoder.probe import SourceInfo, probe
 from atproto_video.transcoder.segments import (
     encode_segment,
     join_playlists,
@@ -112,24 +117,85 @@ def single(source: Path, tmp_path_factory: pytest.TempPathFactory,
     return out / TARGET / "video.m3u8"
 
 
+def _counting_ffprobe(where: Path) -> tuple[Path, Path]:
+    """A wrapper that logs each call, then runs the real ffprobe: (wrapper, call log)."""
+    real = shutil.which("ffprobe")
+    assert real is not None
+    calls = where / "ffprobe-calls"
+    wrapper = where / "ffprobe"
+    wrapper.write_text(f'#!/bin/sh\necho call >> "{calls}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper, calls
+
+
+def _segment_worker(source: Path, out: Path, segment: str, ffprobe: Path,
+                    *extra: str) -> subprocess.CompletedProcess[str]:
+    """One segment Job's run of the worker's CLI."""
+    return subprocess.run(
+        [sys.executable, "-m", "atproto_video.transcoder.command", "transcode", str(source),
+         str(out), "--target", TARGET, "--segment", segment,
+         "--segment-seconds", str(SEGMENT_S), *extra],
+        capture_output=True, text=True, timeout=300,
+        env={"PATH": "/usr/bin:/bin", "VIDEO_TRANSCODE_THREADS": "2",
+             "VIDEO_FFPROBE_PATH": str(ffprobe)},
+    )
+
+
+def _calls(log: Path) -> int:
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
 @pytest.fixture(scope="module")
 def joined(source: Path, tmp_path_factory: pytest.TempPathFactory,
            limits: TranscodeLimits) -> Path:
-    """Encoded through the worker's CLI, segments out of order (as parallel Jobs finish)."""
+    """Encoded through the worker's CLI, segments out of order (as parallel Jobs finish),
+    each given the probe's facts as the operator passes them: no worker runs ffprobe."""
     out = tmp_path_factory.mktemp("joined")
+    ffprobe, calls = _counting_ffprobe(tmp_path_factory.mktemp("bin"))
+    facts = json.dumps(probe(source, limits).to_json())
     segments = plan_segments(SECONDS, SEGMENT_S, 10, limits.segment_s)
     assert len(segments) == 3
     for segment in reversed(segments):
-        done = subprocess.run(
-            [sys.executable, "-m", "atproto_video.transcoder.command", "transcode",
-             str(source), str(out), "--target", TARGET, "--segment", segment.name,
-             "--segment-seconds", str(SEGMENT_S)],
-            capture_output=True, text=True, timeout=300,
-            env={"PATH": "/usr/bin:/bin", "VIDEO_TRANSCODE_THREADS": "2"},
-        )
+        done = _segment_worker(source, out, segment.name, ffprobe, "--source-info", facts)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["segment"] == segment.name
+    assert _calls(calls) == 0
     return join_segments(out, TARGET, len(segments))
+
+
+def test_source_info_round_trips_and_refuses_nonsense(source: Path,
+                                                      limits: TranscodeLimits) -> None:
+    info = probe(source, limits)
+    assert SourceInfo.from_json(json.loads(json.dumps(info.to_json()))) == info
+    bad: object
+    for bad in ({**info.to_json(), "format": "hls"}, {**info.to_json(), "fps": "0/1"},
+                {**info.to_json(), "width": 0}, {"format": "mov"}, [], None):
+        assert SourceInfo.from_json(bad) is None
+
+
+@pytest.mark.parametrize("facts", ["not json", '{"format": "mov"}', "matroska"])
+def test_a_worker_given_unusable_facts_probes_for_itself(
+    source: Path, tmp_path: Path, limits: TranscodeLimits, facts: str
+) -> None:
+    """Facts that do not parse, or name another container than the file's first bytes do
+    (``matroska``: the facts of some other upload), are not trusted: the worker probes."""
+    if facts == "matroska":
+        facts = json.dumps(replace(probe(source, limits), format="matroska").to_json())
+    ffprobe, calls = _counting_ffprobe(tmp_path)
+    done = _segment_worker(source, tmp_path / "out", "2/3", ffprobe, "--source-info", facts)
+    assert done.returncode == 0, done.stderr
+    assert _calls(calls) == 1
+    part = tmp_path / "out" / TARGET / "part_002.m3u8"
+    assert "#EXT-X-ENDLIST" in part.read_text()
+
+
+def test_source_info_only_with_a_segment(source: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "atproto_video.transcoder.command", "transcode", str(source),
+         str(tmp_path), "--target", TARGET, "--source-info", "{}"],
+        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode != 0
+    assert "--source-info applies with --segment" in done.stderr
 
 
 def test_joined_has_the_same_frames_and_duration(single: Path, joined: Path) -> None:
