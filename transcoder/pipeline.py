@@ -99,13 +99,13 @@ _INPUT_ERRORS = re.compile(
 #: The nice value of the ``single`` strategy's process for the renditions after the lowest
 #: (weight 110 against 1024): it yields the CPU to the lowest rendition's process.
 REST_NICENESS = 10
-#: Decoder threads of the two processes playable early runs at once (unless
+#: Decoder threads of the rest's process when playable early runs two at once (unless
 #: VIDEO_TRANSCODE_THREADS sets them). ffmpeg's automatic count (cores + 1 frame threads)
-#: spent 5.7 CPU-s decoding the 30 s 1080p benchmark source on 2 cores, 2 threads 5.2 and one
-#: 4.75: the rest's encoders keep the cores busy without frame-threaded decoding, and the
-#: lowest keeps two threads so that it is not slowed down (first playable).
+#: spent 5.7 CPU-s decoding the 30 s 1080p benchmark source on 2 cores, one thread 4.75: the
+#: rest's encoders keep the cores busy without frame-threaded decoding. The lowest keeps the
+#: automatic count: its decode is on the way to first playable (2 threads saved ~0.4 CPU-s
+#: but ran ~0.3 s longer).
 REST_DECODE_THREADS = 1
-LOWEST_DECODE_THREADS = 2
 
 
 class _Stopped(Exception):
@@ -237,7 +237,7 @@ def _run_lowest_and_rest(
         rest_run = pool.submit(run_rest)
         try:
             _run_target(src, out_dir, lowest.name, source, plan, limits, stages.sink(0),
-                        group=group, decode_threads=LOWEST_DECODE_THREADS)
+                        group=group)
             seconds[lowest.rung] = time.monotonic() - began
             stages.finish(0)
             early.completed(lowest)
@@ -456,7 +456,6 @@ def _run_target(
     sink: Callable[[float], None],
     *,
     group: RunGroup | None = None,
-    decode_threads: int | None = None,
 ) -> None:
     """One ffmpeg process for one target (one Kubernetes Job in the cluster)."""
     fps = source.output_fps(limits.max_fps)
@@ -483,8 +482,7 @@ def _run_target(
             _fresh_dir(out_dir / variant.name)
             outputs = ["-map", "[out]", *codec, *encoding.hls_output(variant, limits)]
     argv = [*_base_argv(limits),
-            *_input(src, source, limits, read_s=read_s, decode_threads=decode_threads),
-            "-filter_complex", graph, *outputs]
+            *_input(src, source, limits, read_s=read_s), "-filter_complex", graph, *outputs]
     _ffmpeg(argv, out_dir, seconds, limits, sink, group=group)
     if target in (TARGET_THUMBNAIL, TARGET_MP4):
         _check_file(out_dir / (encoding.THUMBNAIL if target == TARGET_THUMBNAIL else encoding.MP4))
