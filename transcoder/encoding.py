@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
 
 from atproto_video.core.ladder import Variant
@@ -21,28 +22,39 @@ STRIP_METADATA = ("-map_metadata", "-1", "-map_chapters", "-1")
 
 
 def video_args(
-    variant: Variant, source: SourceInfo, fps: Fraction, limits: TranscodeLimits
+    variant: Variant,
+    source: SourceInfo,
+    fps: Fraction,
+    limits: TranscodeLimits,
+    *,
+    stream: int | None = None,
 ) -> list[str]:
-    """H.264 High, CRF capped by VBV, IDR frames exactly on segment boundaries."""
+    """H.264 High, CRF capped by VBV, IDR frames exactly on segment boundaries.
+
+    ``stream`` addresses the output's ``stream``-th video stream (``-crf:v:1``...) when one
+    output carries several renditions (:func:`renditions_output`); the metadata options are
+    then the caller's, once per output.
+    """
     gop = max(1, round(float(fps) * limits.segment_s))
+    spec = "" if stream is None else f":v:{stream}"
     args = [
-        *STRIP_METADATA,
-        "-c:v", "libx264",
-        "-preset", X264_PRESET,
-        "-profile:v", variant.profile,
-        "-level:v", variant.level,
-        "-crf", str(variant.crf),
-        "-maxrate", str(variant.video_bitrate),
-        "-bufsize", str(variant.bufsize),
-        "-g", str(gop),
-        "-force_key_frames", f"expr:gte(t,n_forced*{limits.segment_s})",
-        "-pix_fmt", "yuv420p",
+        "-c" + (spec or ":v"), "libx264",
+        "-preset" + spec, X264_PRESET,
+        "-profile" + (spec or ":v"), variant.profile,
+        "-level" + (spec or ":v"), variant.level,
+        "-crf" + spec, str(variant.crf),
+        "-maxrate" + spec, str(variant.video_bitrate),
+        "-bufsize" + spec, str(variant.bufsize),
+        "-g" + spec, str(gop),
+        "-force_key_frames" + spec, f"expr:gte(t,n_forced*{limits.segment_s})",
+        "-pix_fmt" + spec, "yuv420p",
     ]
     if source.hdr:
-        args += ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
+        args += ["-colorspace" + spec, "bt709", "-color_primaries" + spec, "bt709",
+                 "-color_trc" + spec, "bt709"]
     if limits.thread_count is not None:
-        args += ["-threads", str(limits.thread_count)]
-    return args
+        args += ["-threads" + spec, str(limits.thread_count)]
+    return args if stream is not None else [*STRIP_METADATA, *args]
 
 
 def audio_args(source: SourceInfo, variant: Variant) -> list[str]:
@@ -90,6 +102,24 @@ def hls_and_mp4_output(variant: Variant, limits: TranscodeLimits) -> list[str]:
     hls = ":".join(f"{k}={v}" for k, v in hls_options(variant, limits).items())
     tee = f"[f=hls:{hls}]{variant.name}/{PLAYLIST}|[f=mp4:movflags=+faststart]{MP4}"
     return ["-flags", "+global_header", "-f", "tee", tee]
+
+
+def renditions_output(
+    plan: Sequence[Variant], limits: TranscodeLimits, *, has_audio: bool
+) -> list[str]:
+    """One output whose streams are every rendition's video (in plan order) and one audio
+    track, split by the tee muxer: each rendition's HLS playlist gets its video and the
+    shared audio, and ``video.mp4`` the first rendition's. The audio is encoded once instead
+    of once per rendition (0.7 CPU-s per encode of a 30 s stereo track here).
+    """
+    slaves = []
+    for i, variant in enumerate(plan):
+        select = f"select=\\'v:{i},a\\'" if has_audio else f"select=\\'v:{i}\\'"
+        hls = ":".join(f"{k}={v}" for k, v in hls_options(variant, limits).items())
+        slaves.append(f"[{select}:f=hls:{hls}]{variant.name}/{PLAYLIST}")
+        if i == 0:
+            slaves.append(f"[{select}:f=mp4:movflags=+faststart]{MP4}")
+    return ["-flags", "+global_header", "-f", "tee", "|".join(slaves)]
 
 
 def thumbnail_output() -> list[str]:

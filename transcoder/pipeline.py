@@ -99,6 +99,13 @@ _INPUT_ERRORS = re.compile(
 #: The nice value of the ``single`` strategy's process for the renditions after the lowest
 #: (weight 110 against 1024): it yields the CPU to the lowest rendition's process.
 REST_NICENESS = 10
+#: Decoder threads of the rest's process when playable early runs two at once (unless
+#: VIDEO_TRANSCODE_THREADS sets them). ffmpeg's automatic count (cores + 1 frame threads)
+#: spent 5.7 CPU-s decoding the 30 s 1080p benchmark source on 2 cores, one thread 4.75: the
+#: rest's encoders keep the cores busy without frame-threaded decoding. The lowest keeps the
+#: automatic count: its decode is on the way to first playable (2 threads saved ~0.4 CPU-s
+#: but ran ~0.3 s longer).
+REST_DECODE_THREADS = 1
 
 
 class _Stopped(Exception):
@@ -218,7 +225,8 @@ def _run_lowest_and_rest(
         began = time.monotonic()
         try:
             _run_single(src, out_dir, source, rest, limits, stages.sink(1),
-                        niceness=REST_NICENESS, group=group)
+                        niceness=REST_NICENESS, group=group,
+                        decode_threads=REST_DECODE_THREADS)
         except BaseException:
             group.stop()
             raise
@@ -367,15 +375,26 @@ def _base_argv(limits: TranscodeLimits) -> list[str]:
     return argv
 
 
-def _input(src: Path, source: SourceInfo, limits: TranscodeLimits, *, read_s: float) -> list[str]:
+def _input(
+    src: Path,
+    source: SourceInfo,
+    limits: TranscodeLimits,
+    *,
+    read_s: float,
+    decode_threads: int | None = None,
+) -> list[str]:
     """Input options; `-t` stops a file that lies about its length at the duration cap.
+
+    ``decode_threads`` replaces ffmpeg's automatic decoder thread count unless the limits
+    set one explicitly (VIDEO_TRANSCODE_THREADS).
 
     The cap, not the probed duration: container durations can be estimates (MPEG-TS/PS),
     and cutting at an underestimate would silently drop the end of a real video.
     """
     extra = ["-t", f"{read_s:.3f}"]
-    if limits.thread_count is not None:
-        extra += ["-threads", str(limits.thread_count)]
+    threads = limits.thread_count if limits.thread_count is not None else decode_threads
+    if threads is not None:
+        extra += ["-threads", str(threads)]
     return input_args(src, source.format, max_frame_pixels=limits.max_frame_pixels, extra=extra)
 
 
@@ -394,8 +413,10 @@ def _run_single(
     *,
     niceness: int = 0,
     group: RunGroup | None = None,
+    decode_threads: int | None = None,
 ) -> None:
-    """Decode once; split to every rendition plus the thumbnail; tee the top one to MP4."""
+    """Decode once; split to every rendition plus the thumbnail; one output of every
+    rendition and one audio encode, teed to each HLS playlist and (the top one) the MP4."""
     fps = source.output_fps(limits.max_fps)
     for variant in plan:
         _fresh_dir(out_dir / variant.name)
@@ -407,15 +428,16 @@ def _run_single(
     graph += [f"[s{i}]{filtergraph.scale(v)}[v{i}]" for i, v in enumerate(plan)]
     graph.append(filtergraph.thumbnail(f"s{len(plan)}", "thumb", reference_variant(plan)))
     seconds = _media_seconds(source, limits)
-    argv = [*_base_argv(limits), *_input(src, source, limits, read_s=limits.max_duration_s),
+    argv = [*_base_argv(limits),
+            *_input(src, source, limits, read_s=limits.max_duration_s,
+                    decode_threads=decode_threads),
             "-filter_complex", ";".join(graph)]
+    argv += [arg for i in range(len(plan)) for arg in ("-map", f"[v{i}]")]
+    argv += encoding.STRIP_METADATA
     for i, variant in enumerate(plan):
-        argv += ["-map", f"[v{i}]", *encoding.video_args(variant, source, fps, limits),
-                 *encoding.audio_args(source, variant), "-max_muxing_queue_size", "4096"]
-        if i == 0:
-            argv += encoding.hls_and_mp4_output(variant, limits)
-        else:
-            argv += encoding.hls_output(variant, limits)
+        argv += encoding.video_args(variant, source, fps, limits, stream=i)
+    argv += [*encoding.audio_args(source, plan[0]), "-max_muxing_queue_size", "4096",
+             *encoding.renditions_output(plan, limits, has_audio=source.has_audio)]
     argv += ["-map", "[thumb]", *encoding.thumbnail_output()]
     _ffmpeg(argv, out_dir, seconds, limits, sink, niceness=niceness, group=group)
     for variant in plan:
@@ -459,8 +481,8 @@ def _run_target(
         else:
             _fresh_dir(out_dir / variant.name)
             outputs = ["-map", "[out]", *codec, *encoding.hls_output(variant, limits)]
-    argv = [*_base_argv(limits), *_input(src, source, limits, read_s=read_s),
-            "-filter_complex", graph, *outputs]
+    argv = [*_base_argv(limits),
+            *_input(src, source, limits, read_s=read_s), "-filter_complex", graph, *outputs]
     _ffmpeg(argv, out_dir, seconds, limits, sink, group=group)
     if target in (TARGET_THUMBNAIL, TARGET_MP4):
         _check_file(out_dir / (encoding.THUMBNAIL if target == TARGET_THUMBNAIL else encoding.MP4))

@@ -29,7 +29,7 @@ from atproto_video.transcoder.pipeline import (
 )
 from atproto_video.transcoder.probe import probe
 from tests.support.media import make_clip
-from tests.transcoder.media import parse_master_playlist, parse_media_playlist
+from tests.transcoder.media import ffprobe, parse_master_playlist, parse_media_playlist
 
 #: How a wrapper waits (at most ~10 s) for a file another process writes.
 WAIT_FOR = 'for _ in $(seq 200); do [ -e "$dir/{name}" ] && break; sleep 0.05; done'
@@ -110,6 +110,41 @@ def test_without_playable_early_nothing_is_published_and_single_decodes_once(
     assert runs == (1 if strategy == "single" else len(targets_for(result.variants)))
     assert complete_listed(tmp_path / "out") == [
         "1080p/video.m3u8", "720p/video.m3u8", "480p/video.m3u8"]
+
+
+@pytest.mark.parametrize("threads", [0, 3])
+def test_single_early_decoder_threads_and_one_audio_encode(
+    fhd_source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int
+) -> None:
+    """The rest's process decodes with one thread (its encoders fill the cores), the lowest's
+    with ffmpeg's choice, unless VIDEO_TRANSCODE_THREADS says otherwise; the rest encodes its
+    audio once for all its renditions, and each of its playlists and the MP4 carry it."""
+    from atproto_video.transcoder.process import run as real_run
+
+    calls: list[list[str]] = []
+
+    def recording_run(argv: list[str], **kwargs: object) -> object:
+        calls.append(list(argv))
+        return real_run(argv, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("atproto_video.transcoder.pipeline.run", recording_run)
+    limits = TranscodeLimits(threads=threads, segment_s=1)
+    transcode(fhd_source, tmp_path / "out", limits, strategy="single")
+
+    def decoder_threads(argv: list[str]) -> str | None:
+        before_input = argv[: argv.index("-i")]
+        return before_input[before_input.index("-threads") + 1] if "-threads" in before_input \
+            else None
+
+    lowest, rest = sorted(calls, key=lambda argv: "480p/video.m3u8" not in " ".join(argv))
+    expected = ("3", "3") if threads else (None, "1")
+    assert (decoder_threads(lowest), decoder_threads(rest)) == expected
+    assert rest.count("-c:a") == 1 and rest.count("0:1") == 1
+    assert complete_listed(tmp_path / "out") == [
+        "1080p/video.m3u8", "720p/video.m3u8", "480p/video.m3u8"]
+    for path in ("720p/seg_000.ts", "1080p/seg_000.ts", "video.mp4"):
+        info = ffprobe(tmp_path / "out" / path)
+        assert sorted(st["codec_name"] for st in info["streams"]) == ["aac", "h264"], path
 
 
 def test_renditions_are_ordered_lowest_first(fhd_source: Path) -> None:

@@ -103,6 +103,37 @@ def test_tee_feeds_the_same_encode_to_hls_and_faststart_mp4() -> None:
     assert encoding.mp4_output() == ["-f", "mp4", "-movflags", "+faststart", "video.mp4"]
 
 
+def test_one_output_carries_every_rendition_and_one_audio_track() -> None:
+    """Each HLS playlist gets its own video and the shared audio; the MP4 the first's."""
+    args = encoding.renditions_output([V720, SMALL], TranscodeLimits(segment_s=4),
+                                      has_audio=True)
+    assert args[:4] == ["-flags", "+global_header", "-f", "tee"]
+    top_hls, mp4, small_hls = args[4].split("|")
+    assert top_hls.startswith("[select=\\'v:0,a\\':f=hls:hls_time=4:")
+    assert top_hls.endswith("hls_segment_filename=720p/seg_%03d.ts]720p/video.m3u8")
+    assert mp4 == "[select=\\'v:0,a\\':f=mp4:movflags=+faststart]video.mp4"
+    assert small_hls.startswith("[select=\\'v:1,a\\':f=hls:")
+    assert small_hls.endswith("]240p/video.m3u8")
+    silent = encoding.renditions_output([V720, SMALL], TranscodeLimits(), has_audio=False)
+    assert [part.split(":f=")[0] for part in silent[4].split("|")] == [
+        "[select=\\'v:0\\'", "[select=\\'v:0\\'", "[select=\\'v:1\\'"]
+
+
+def test_video_args_for_one_stream_of_several() -> None:
+    """The same settings, addressed to the output's n-th video stream; no metadata options
+    (those are per output)."""
+    limits = TranscodeLimits(segment_s=4)
+    source = source_info(width=1280, height=720, fps=Fraction(30))
+    plain = encoding.video_args(V720, source, Fraction(30), limits)
+    second = encoding.video_args(V720, source, Fraction(30), limits, stream=1)
+    assert plain[:4] == list(encoding.STRIP_METADATA)
+    options, values = second[::2], second[1::2]
+    assert all(opt.endswith(":v:1") for opt in options)
+    assert values == plain[5::2]
+    assert [opt.split(":")[0] for opt in options] == [
+        opt.split(":")[0] for opt in plain[4::2]]
+
+
 def keyframe_times(path: Path) -> list[float]:
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
