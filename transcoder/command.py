@@ -144,7 +144,8 @@ def run_command(args: argparse.Namespace) -> int:
     if not _valid_target(target):
         return _fail(args, EncodingFailure(f"unknown target {target!r}"), exit_code=EXIT_USAGE)
     try:
-        limits = TranscodeLimits.from_settings(TranscodeSettings.from_env())
+        settings = TranscodeSettings.from_env()
+        limits = TranscodeLimits.from_settings(settings)
     except ConfigError as exc:
         return _fail(args, EncodingFailure(f"configuration error: {exc}"), exit_code=EXIT_USAGE)
     try:
@@ -157,14 +158,15 @@ def run_command(args: argparse.Namespace) -> int:
         return _run_remux(args, rendition, limits)
     remote = str(args.source).startswith("s3://")
     if remote:
-        return _run_remote(args, target, limits, segment, facts)
+        return _run_remote(args, target, limits, segment, facts,
+                           early=settings.playable_early)
     path = Path(args.progress_file) if args.progress_file else None
     reporter = ProgressReport(target, (lambda body, _final: _write_file(path, body))
                               if path is not None else None)
     reporter(0.0)
     try:
         summary = _run(Path(args.source), Path(args.output_dir), args.strategy, target, limits,
-                       reporter, segment, facts)
+                       reporter, segment, facts, early=settings.playable_early)
     except TranscodeError as exc:
         return _fail(args, exc)
     except Exception:
@@ -264,6 +266,8 @@ def _run_remux(args: argparse.Namespace, rendition: str, limits: TranscodeLimits
 def _run_remote(
     args: argparse.Namespace, target: str, limits: TranscodeLimits, segment: Segment | None,
     facts: SourceInfo | None = None,
+    *,
+    early: bool = True,
 ) -> int:
     """Object storage: fetch the source into scratch (TMPDIR, an emptyDir in a pod),
     transcode there, publish the outputs, report progress as an object."""
@@ -277,7 +281,8 @@ def _run_remote(
     try:
         source = files.fetch_source(args.source)
         out_dir = files.out_dir()
-        summary = _run(source, out_dir, args.strategy, target, limits, reporter, segment, facts)
+        summary = _run(source, out_dir, args.strategy, target, limits, reporter, segment, facts,
+                       early=early)
         if target != "plan":
             files.publish(out_dir, args.output_dir)
     except TranscodeError as exc:
@@ -304,6 +309,8 @@ def _run(
     reporter: Callable[[float], None],
     segment: Segment | None = None,
     facts: SourceInfo | None = None,
+    *,
+    early: bool = True,
 ) -> dict[str, Any]:
     if target == "plan":
         info = probe(source, limits)
@@ -318,7 +325,8 @@ def _run(
                               facts=facts)
         return {"target": target, "segment": segment.name, "skipped": not done}
     if target == "all":
-        result = transcode(source, out_dir, limits, strategy=strategy, on_progress=reporter)
+        result = transcode(source, out_dir, limits, strategy=strategy, on_progress=reporter,
+                           early=early)
         return {"target": target, "variants": [v.name for v in result.variants]}
     variant = transcode_target(source, out_dir, target, limits, on_progress=reporter)
     produced = variant.name if variant else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,22 @@ def test_help_documents_targets_and_exit_codes() -> None:
     for word in ("--target", "--progress-file", "--termination-log", "thumbnail", "master",
                  "validation_failure", "encoding_failure", "VIDEO_MAX_FPS", " 10 ", " 11 "):
         assert word in text, word
+
+
+@pytest.mark.parametrize(("early", "runs"), [("1", 2), ("0", 1)])
+def test_all_follows_playable_early(tmp_path: Path, early: str, runs: int) -> None:
+    """``--target all`` reads VIDEO_PLAYABLE_EARLY as the embedded executor does: on, the
+    lowest rendition gets an ffmpeg of its own (published first); off, one ffmpeg, one decode."""
+    two_rungs = make_clip(tmp_path / "720p.mp4", seconds=1, size="1280x720")
+    real = shutil.which("ffmpeg")
+    assert real is not None
+    calls = tmp_path / "ffmpeg-calls"
+    wrapper = tmp_path / "ffmpeg"
+    wrapper.write_text(f'#!/bin/sh\necho call >> "{calls}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    done = cli(str(two_rungs), str(tmp_path / "out"),
+               env={"VIDEO_PLAYABLE_EARLY": early, "VIDEO_FFMPEG_PATH": str(wrapper)})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"target": "all", "variants": ["720p", "480p"]}
+    assert len(calls.read_text().splitlines()) == runs
+    assert_valid_layout(tmp_path / "out", [(1280, 720), (854, 480)], has_audio=True)
