@@ -1,8 +1,9 @@
 """e2e_latency_ratio and cost: upload to COMPLETED against the best single ffmpeg command.
 
 The baseline is written out by hand below: one ffmpeg process, one decode, a split to the
-three renditions and the thumbnail, the top rendition encoded once and teed to its HLS
-playlist and the faststart MP4, with the service's encoder settings (read from the ladder).
+three renditions and the thumbnail, each rendition encoded once and the audio once, teed to
+the HLS playlists and (the top rendition) the faststart MP4, with the service's encoder
+settings (read from the ladder).
 """
 
 from __future__ import annotations
@@ -43,30 +44,31 @@ def baseline_argv(src: Path) -> list[str]:
     )
     argv = ["ffmpeg", "-hide_banner", "-nostdin", "-y", "-v", "error", "-i", str(src),
             "-filter_complex", ";".join(graph)]  # fmt: skip
+    # One output: every rendition's video and one AAC encode of the audio, teed to each HLS
+    # playlist (and the top one's MP4), so the audio is encoded once, not once per rendition.
+    argv += [arg for i in range(len(plan)) for arg in ("-map", f"[v{i}]")] + ["-map", "0:a"]
+    slaves = []
     for i, v in enumerate(plan):
-        hls = {
+        argv += [
+            f"-c:v:{i}", "libx264", f"-preset:v:{i}", "veryfast", f"-profile:v:{i}", "high",
+            f"-level:v:{i}", v.level, f"-crf:v:{i}", "23",
+            f"-maxrate:v:{i}", str(v.video_bitrate), f"-bufsize:v:{i}", str(v.video_bitrate),
+            f"-g:v:{i}", "120", f"-force_key_frames:v:{i}", "expr:gte(t,n_forced*4)",
+            f"-pix_fmt:v:{i}", "yuv420p",
+        ]  # fmt: skip
+        hls = ":".join(f"{k}={val}" for k, val in {
             "hls_time": "4",
             "hls_playlist_type": "vod",
             "hls_segment_type": "mpegts",
             "hls_flags": "independent_segments",
             "hls_segment_filename": f"{v.name}/seg_%03d.ts",
-        }
-        argv += [
-            "-map", f"[v{i}]", "-map", "0:a",
-            "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high", "-level:v", v.level,
-            "-crf", "23", "-maxrate", str(v.video_bitrate), "-bufsize", str(v.video_bitrate),
-            "-g", "120", "-force_key_frames", "expr:gte(t,n_forced*4)", "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-ar", "48000",
-        ]  # fmt: skip
+        }.items())
+        select = f"select=\\'v:{i},a\\'"
+        slaves.append(f"[{select}:f=hls:{hls}]{v.name}/video.m3u8")
         if i == 0:
-            opts = ":".join(f"{k}={val}" for k, val in hls.items())
-            tee = f"[f=hls:{opts}]{v.name}/video.m3u8|[f=mp4:movflags=+faststart]video.mp4"
-            argv += ["-flags", "+global_header", "-f", "tee", tee]
-        else:
-            argv += ["-f", "hls"]
-            for k, val in hls.items():
-                argv += [f"-{k}", val]
-            argv.append(f"{v.name}/video.m3u8")
+            slaves.append(f"[{select}:f=mp4:movflags=+faststart]video.mp4")
+    argv += ["-c:a", "aac", "-b:a", "128k", "-ac", "2", "-ar", "48000",
+             "-flags", "+global_header", "-f", "tee", "|".join(slaves)]
     argv += ["-map", "[thumb]", "-update", "1", "-q:v", "3", "thumbnail.jpg"]
     return argv
 
