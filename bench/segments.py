@@ -182,6 +182,8 @@ def run(workdir: Path, rounds: int = 7) -> dict[str, Any]:
             "ratio_of_min_cpu": round(min(totals) / min(singles), 4),
             "ratio_of_median_cpu": round(statistics.median(totals)
                                          / statistics.median(singles), 4),
+            "extra_cpu_s_per_extra_segment": round(
+                (statistics.median(totals) - statistics.median(singles)) / (len(segments) - 1), 3),
             "clip": f"{SECONDS} s {SIZE} 30 fps with audio, rendition {TARGET}, "
                     f"{len(segments)} segments of {SEGMENT_S} s",
             "samples_without_probe": [round(x, 4) for x in unprobed],
@@ -194,7 +196,9 @@ def run(workdir: Path, rounds: int = 7) -> dict[str, Any]:
                    "of the per-round ratios of interleaved rounds. ratio_of_min_cpu: the "
                    "smallest segments total over the smallest single encode across rounds "
                    "(the least disturbed of each); ratio_of_median_cpu: the same with "
-                   "medians. load_average_1min: at each round's start. "
+                   "medians; extra_cpu_s_per_extra_segment: (median segments total - "
+                   "median single) / (segments - 1), what splitting costs per extra worker. "
+                   "load_average_1min: at each round's start. "
                    "samples_without_probe leave the planning probe out (the cluster pays it "
                    "for an unsplit job as well). worker_startup_cpu_s "
                    "is one worker's fixed cost with a probe (--target plan)",
