@@ -8,8 +8,12 @@ the single encode's (worker, ffprobe, ffmpeg). Segment workers get the probe's f
 (``--source-info``) as the operator passes them, from the probe recorded when the upload was
 planned, so they run no ffprobe; that probe is charged to the segments once (``probe_plan``
 in-process, as the API runs it), although the cluster pays it for an unsplit job too. The
-workers run with compiled bytecode, as the image's (pip-installed) package does. Five
-rounds: on this shared machine one round's ratio swings by about 0.1 with other load.
+workers run with compiled bytecode, as the image's (pip-installed) package does. Seven
+rounds: on this shared machine the same encode's CPU seconds vary by up to 15% between rounds,
+so one round's ratio swings by about 0.1 with other load. The headline is the median of the
+per-round ratios (each round's segments against the single encode run next to them); beside it
+``ratio_of_min_cpu`` (the least-disturbed segments total over the least-disturbed single
+encode, across rounds) and ``ratio_of_median_cpu``, with every round's load average.
 
 ``segment_speedup_simulated_n{2,4,8}`` is a SIMULATION, not a cluster measurement: the
 measured per-segment times are scheduled longest-first onto N identical nodes, and the
@@ -113,7 +117,7 @@ def simulate(segment_walls: list[float], join_s: float, nodes: int,
     return max(loads) + join_s + remux_s
 
 
-def run(workdir: Path, rounds: int = 5) -> dict[str, Any]:
+def run(workdir: Path, rounds: int = 7) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     src = make_source(workdir / "source.mp4")
     env = _worker_env(workdir)
@@ -122,6 +126,7 @@ def run(workdir: Path, rounds: int = 5) -> dict[str, Any]:
     for i in range(rounds):  # interleaved, so drift on a shared machine hits both alike
         single_dir, split_dir = workdir / f"single-{i}", workdir / f"split-{i}"
         walls, cpus = [], []
+        load = os.getloadavg()[0]
         if i % 2:
             single_wall, single_cpu = _worker(env, src, single_dir)
         # The probe whose facts the segment workers get (in the cluster: the API's, once).
@@ -148,6 +153,7 @@ def run(workdir: Path, rounds: int = 5) -> dict[str, Any]:
             "remux_wall_s": remux_wall, "remux_cpu_s": remux_cpu,
             "frames_single": hlsequiv.frame_count(single),
             "frames_joined": hlsequiv.frame_count(joined),
+            "load_average_1min": round(load, 2),
         })
         if i == 0:
             rounds_out[-1]["psnr_single_db"] = hlsequiv.psnr(src, single, 854, 480, "30/1")
@@ -163,14 +169,21 @@ def run(workdir: Path, rounds: int = 5) -> dict[str, Any]:
             })
         shutil.rmtree(single_dir, ignore_errors=True)
         shutil.rmtree(split_dir, ignore_errors=True)
-    ratios = [(sum(r["segment_cpu_s"]) + r["join_cpu_s"] + r["probe_cpu_s"])
-              / r["single_cpu_s"] for r in rounds_out]
+    totals = [sum(r["segment_cpu_s"]) + r["join_cpu_s"] + r["probe_cpu_s"] for r in rounds_out]
+    singles = [r["single_cpu_s"] for r in rounds_out]
+    ratios = [total / single for total, single in zip(totals, singles, strict=True)]
     unprobed = [(sum(r["segment_cpu_s"]) + r["join_cpu_s"]) / r["single_cpu_s"]
                 for r in rounds_out]
     out: dict[str, Any] = {
         "segment_cpu_overhead_ratio": {
             "value": round(statistics.median(ratios), 3),
             "samples": [round(x, 4) for x in ratios],
+            "samples_range": [round(min(ratios), 4), round(max(ratios), 4)],
+            "ratio_of_min_cpu": round(min(totals) / min(singles), 4),
+            "ratio_of_median_cpu": round(statistics.median(totals)
+                                         / statistics.median(singles), 4),
+            "extra_cpu_s_per_extra_segment": round(
+                (statistics.median(totals) - statistics.median(singles)) / (len(segments) - 1), 3),
             "clip": f"{SECONDS} s {SIZE} 30 fps with audio, rendition {TARGET}, "
                     f"{len(segments)} segments of {SEGMENT_S} s",
             "samples_without_probe": [round(x, 4) for x in unprobed],
@@ -179,9 +192,15 @@ def run(workdir: Path, rounds: int = 5) -> dict[str, Any]:
                    "with --source-info as the operator passes them, so no ffprobe) plus the "
                    "join plus the planning probe those facts came from (probe_cpu_s: "
                    "probe_plan in-process, as the API runs it, with its ffprobe), over the "
-                   "single-encode worker's CPU (python, ffprobe, ffmpeg); median of "
-                   "interleaved rounds. samples_without_probe leave the planning probe out "
-                   "(the cluster pays it for an unsplit job as well). worker_startup_cpu_s "
+                   "single-encode worker's CPU (python, ffprobe, ffmpeg); value: median "
+                   "of the per-round ratios of interleaved rounds. ratio_of_min_cpu: the "
+                   "smallest segments total over the smallest single encode across rounds "
+                   "(the least disturbed of each); ratio_of_median_cpu: the same with "
+                   "medians; extra_cpu_s_per_extra_segment: (median segments total - "
+                   "median single) / (segments - 1), what splitting costs per extra worker. "
+                   "load_average_1min: at each round's start. "
+                   "samples_without_probe leave the planning probe out (the cluster pays it "
+                   "for an unsplit job as well). worker_startup_cpu_s "
                    "is one worker's fixed cost with a probe (--target plan)",
             "rounds": rounds_out,
         },

@@ -57,20 +57,31 @@ class Reason(StrEnum):
 
 @dataclass(frozen=True)
 class SourceSummary:
+    """The source as the plan saw it.
+
+    Jobs planned now record the whole probe result (``SourceInfo.to_json``), which segment
+    workers take so each need not run ffprobe again; the four figures are read from it
+    (:meth:`from_probe`), so a row holds them once. Rows planned before the probe was recorded
+    hold the four figures alone, and ``probe`` is None.
+    """
+
     width: int
     height: int
     duration_s: float
     has_audio: bool
-    #: The whole probe result (``SourceInfo.to_json``), handed to segment workers so each
-    #: need not run ffprobe again; None for jobs planned before it was recorded.
     probe: Mapping[str, Any] | None = field(default=None, compare=False)
 
+    @classmethod
+    def from_probe(cls, probe: Mapping[str, Any]) -> SourceSummary:
+        """Raises KeyError, TypeError or ValueError when ``probe`` lacks a figure."""
+        return cls(int(probe["width"]), int(probe["height"]), float(probe["duration_s"]),
+                   probe["audio_stream"] is not None, dict(probe))
+
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"width": self.width, "height": self.height,
-                               "duration_s": self.duration_s, "has_audio": self.has_audio}
         if self.probe is not None:
-            out["probe"] = dict(self.probe)
-        return out
+            return {"probe": dict(self.probe)}
+        return {"width": self.width, "height": self.height, "duration_s": self.duration_s,
+                "has_audio": self.has_audio}
 
     @classmethod
     def from_json(cls, data: Any) -> SourceSummary | None:
@@ -78,8 +89,10 @@ class SourceSummary:
             return None
         try:
             probe = data.get("probe")
+            if isinstance(probe, Mapping):
+                return cls.from_probe(probe)
             return cls(int(data["width"]), int(data["height"]), float(data["duration_s"]),
-                       bool(data["has_audio"]), dict(probe) if isinstance(probe, Mapping) else None)
+                       bool(data["has_audio"]))
         except (KeyError, TypeError, ValueError):
             return None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
-import sqlite3
+import sys
 import tempfile
 from pathlib import Path
 
@@ -44,7 +44,10 @@ def out_of_space(exc: BaseException) -> bool:
 
 def database_full(exc: BaseException) -> bool:
     """Whether ``exc`` itself is a database refusing a write because its disk is full."""
-    if isinstance(exc, sqlite3.Error):
+    # Never imported here: the worker (ffmpeg's disk errors only) does not pay for sqlite3; an
+    # exception of it exists only once something else has imported it.
+    sqlite3 = sys.modules.get("sqlite3")
+    if sqlite3 is not None and isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
         return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
     return getattr(exc, "sqlstate", None) == PG_DISK_FULL

@@ -26,13 +26,13 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
+from atproto_video.core.atomicfile import atomic_write_text
 from atproto_video.core.diskspace import free_bytes
 
 if TYPE_CHECKING:
@@ -638,19 +638,6 @@ def _write_blocks(fd: int, blocks: Sequence[bytes]) -> None:
             views.pop(0)
         if written:
             views[0] = views[0][written:]
-
-
-def atomic_write_text(target: Path, text: str) -> None:
-    """Write through a temporary file and a rename: readers see the old or the new file."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def parse_progress(raw: bytes) -> int | None:

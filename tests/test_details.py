@@ -40,6 +40,28 @@ def test_rows_from_the_untyped_era_still_read() -> None:
     assert junk.plan is None and junk.renditions["a"] == RenditionStatus()
 
 
+PROBE = {"format": "mov", "width": 1280, "height": 720, "coded_width": 720, "coded_height": 1280,
+         "rotation": 90, "duration_s": 300.0, "fps": "30000/1001", "video_stream": 0,
+         "video_codec": "h264", "pix_fmt": "yuv420p", "color_transfer": "", "audio_stream": None}
+
+
+def test_the_source_is_recorded_once_as_its_probe() -> None:
+    source = SourceSummary.from_probe(PROBE)
+    assert (source.width, source.height, source.duration_s, source.has_audio) == (
+        1280, 720, 300.0, False)
+    data = JobDetails(source=source).to_json()
+    assert data["source"] == {"probe": PROBE}  # the figures are not stored a second time
+    back = JobDetails.from_json(data).source
+    assert back == source and back is not None and back.probe == PROBE
+    assert SourceSummary.from_probe({**PROBE, "audio_stream": 1}).has_audio is True
+    # Rows planned while the figures were stored next to the probe read the probe.
+    both = {"width": 1, "height": 1, "duration_s": 1.0, "has_audio": True, "probe": PROBE}
+    assert SourceSummary.from_json(both) == source
+    # A probe that lacks a figure is no source at all (workers then probe for themselves).
+    assert SourceSummary.from_json({"probe": {**PROBE, "width": None}}) is None
+    assert SourceSummary.from_json({"probe": {"width": 1}}) is None
+
+
 def test_merge_never_moves_progress_backwards() -> None:
     stored = {"720p": RenditionStatus(80, Outcome.RUNNING, job="vj-720p")}
     retried = {"720p": RenditionStatus(5, Outcome.RUNNING)}  # a new pod's file restarts at 0

@@ -21,7 +21,6 @@ from atproto_video.core.storage import (
     EmptyUpload,
     LocalStorage,
     UploadTooLarge,
-    atomic_write_text,
     parse_progress,
 )
 from tests.support.storage import receive_bytes
@@ -297,15 +296,6 @@ def test_progress_files_read_as_no_news_when_odd(storage: LocalStorage, tmp_path
         assert parse_progress(junk) is None
     storage.remove_scratch(JOB)
     assert storage.read_progress(JOB, "480p") is None
-
-
-def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
-    target = tmp_path / "playlist.m3u8"
-    target.write_text("old\n")
-    with pytest.raises(UnicodeEncodeError):
-        atomic_write_text(target, "new \udcff")  # not encodable as UTF-8: fails mid-write
-    assert target.read_text() == "old\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["playlist.m3u8"]
 
 
 def test_parts_are_written_at_their_offsets(storage: LocalStorage) -> None:

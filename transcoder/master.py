@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from atproto_video.core.atomicfile import atomic_write_text
 from atproto_video.core.ladder import Variant
-from atproto_video.core.storage import atomic_write_text
 from atproto_video.transcoder.encoding import MASTER, PLAYLIST
 
 

@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from atproto_video.core.atomicfile import atomic_write_text
 from atproto_video.core.diskspace import out_of_space, refuses_writes, says_out_of_space
 from atproto_video.core.ladder import Variant, build_ladder
-from atproto_video.core.storage import atomic_write_text
 from atproto_video.transcoder import encoding, filtergraph
 from atproto_video.transcoder.contract import (
     TARGET_MASTER,

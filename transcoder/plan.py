@@ -33,8 +33,7 @@ def choose_variants(ladder: list[Variant], wanted: list[str] | None) -> list[Var
 
 
 def summary(info: SourceInfo) -> SourceSummary:
-    return SourceSummary(info.width, info.height, info.duration_s, info.has_audio,
-                         probe=info.to_json())
+    return SourceSummary.from_probe(info.to_json())
 
 
 def probe_plan(

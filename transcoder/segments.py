@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from atproto_video.core.storage import atomic_write_text
+from atproto_video.core.atomicfile import atomic_write_text
 from atproto_video.transcoder import encoding, filtergraph
 from atproto_video.transcoder.errors import EncodingFailure, ValidationFailure
 from atproto_video.transcoder.formats import input_args, sniff
