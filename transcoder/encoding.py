@@ -26,22 +26,21 @@ def video_args(
     source: SourceInfo,
     fps: Fraction,
     limits: TranscodeLimits,
-    *,
-    stream: int | None = None,
+    stream: int,
 ) -> list[str]:
     """H.264 High, CRF capped by VBV, IDR frames exactly on segment boundaries.
 
-    ``stream`` addresses the output's ``stream``-th video stream (``-crf:v:1``...) when one
-    output carries several renditions (:func:`renditions_output`); the metadata options are
-    then the caller's, once per output.
+    Addressed to the output's ``stream``-th video stream (``-crf:v:1``...), so one output can
+    carry several renditions (:func:`renditions_output`) and no option reaches its audio
+    encoder; :data:`STRIP_METADATA` is the caller's, once per output.
     """
     gop = max(1, round(float(fps) * limits.segment_s))
-    spec = "" if stream is None else f":v:{stream}"
+    spec = f":v:{stream}"
     args = [
-        "-c" + (spec or ":v"), "libx264",
+        "-c" + spec, "libx264",
         "-preset" + spec, X264_PRESET,
-        "-profile" + (spec or ":v"), variant.profile,
-        "-level" + (spec or ":v"), variant.level,
+        "-profile" + spec, variant.profile,
+        "-level" + spec, variant.level,
         "-crf" + spec, str(variant.crf),
         "-maxrate" + spec, str(variant.video_bitrate),
         "-bufsize" + spec, str(variant.bufsize),
@@ -54,7 +53,7 @@ def video_args(
                  "-color_trc" + spec, "bt709"]
     if limits.thread_count is not None:
         args += ["-threads" + spec, str(limits.thread_count)]
-    return args if stream is not None else [*STRIP_METADATA, *args]
+    return args
 
 
 def audio_args(source: SourceInfo, variant: Variant) -> list[str]:
@@ -93,17 +92,6 @@ def mp4_output() -> list[str]:
     return ["-f", "mp4", "-movflags", "+faststart", MP4]
 
 
-def hls_and_mp4_output(variant: Variant, limits: TranscodeLimits) -> list[str]:
-    """One encode feeding both the top rendition and the MP4 through the tee muxer.
-
-    Variant names are `<digits>p`, so no tee escaping is needed; global headers let the MP4
-    carry avcC while the MPEG-TS muxer re-inserts SPS/PPS at every keyframe.
-    """
-    hls = ":".join(f"{k}={v}" for k, v in hls_options(variant, limits).items())
-    tee = f"[f=hls:{hls}]{variant.name}/{PLAYLIST}|[f=mp4:movflags=+faststart]{MP4}"
-    return ["-flags", "+global_header", "-f", "tee", tee]
-
-
 def renditions_output(
     plan: Sequence[Variant], limits: TranscodeLimits, *, has_audio: bool
 ) -> list[str]:
@@ -111,6 +99,9 @@ def renditions_output(
     track, split by the tee muxer: each rendition's HLS playlist gets its video and the
     shared audio, and ``video.mp4`` the first rendition's. The audio is encoded once instead
     of once per rendition (0.7 CPU-s per encode of a 30 s stereo track here).
+
+    Variant names are `<digits>p`, so no tee escaping is needed; global headers let the MP4
+    carry avcC while the MPEG-TS muxer re-inserts SPS/PPS at every keyframe.
     """
     slaves = []
     for i, variant in enumerate(plan):

@@ -435,7 +435,7 @@ def _run_single(
     argv += [arg for i in range(len(plan)) for arg in ("-map", f"[v{i}]")]
     argv += encoding.STRIP_METADATA
     for i, variant in enumerate(plan):
-        argv += encoding.video_args(variant, source, fps, limits, stream=i)
+        argv += encoding.video_args(variant, source, fps, limits, i)
     argv += [*encoding.audio_args(source, plan[0]), "-max_muxing_queue_size", "4096",
              *encoding.renditions_output(plan, limits, has_audio=source.has_audio)]
     argv += ["-map", "[thumb]", *encoding.thumbnail_output()]
@@ -473,7 +473,7 @@ def _run_target(
         if variant is None:
             raise ValueError(f"target {target!r} is not in the plan")
         graph = f"{pre},{filtergraph.scale(variant)}[out]"
-        codec = [*encoding.video_args(variant, source, fps, limits),
+        codec = [*encoding.STRIP_METADATA, *encoding.video_args(variant, source, fps, limits, 0),
                  *encoding.audio_args(source, variant), "-max_muxing_queue_size", "4096"]
         if target == TARGET_MP4:
             _remove(out_dir / encoding.MP4)

@@ -160,7 +160,8 @@ def encode_segment(
         graph = (f"[0:{source.video_stream}]{filtergraph.preprocess(source, fps)},"
                  f"{filtergraph.scale(variant)}[out]")
         hls = encoding.hls_options(variant, limits)
-        outputs = ["-map", "[out]", *encoding.video_args(variant, source, fps, limits),
+        outputs = ["-map", "[out]", *encoding.STRIP_METADATA,
+                   *encoding.video_args(variant, source, fps, limits, 0),
                    *encoding.audio_args(source, variant), *_audio_end(source, segment),
                    "-max_muxing_queue_size", "4096",
                    "-output_ts_offset", f"{segment.start_s + ts_lead_s(fps):.6f}",

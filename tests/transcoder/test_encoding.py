@@ -26,13 +26,13 @@ def option(args: list[str], name: str) -> str:
 
 
 def test_video_args_level_profile_and_vbv_come_from_the_variant() -> None:
-    args = encoding.video_args(V720, source_info(), Fraction(30), TranscodeLimits(threads=2))
-    assert option(args, "-c:v") == "libx264"
-    assert (option(args, "-profile:v"), option(args, "-level:v")) == ("high", "3.1")
-    assert option(args, "-crf") == "23"
+    args = encoding.video_args(V720, source_info(), Fraction(30), TranscodeLimits(threads=2), 0)
+    assert option(args, "-c:v:0") == "libx264"
+    assert (option(args, "-profile:v:0"), option(args, "-level:v:0")) == ("high", "3.1")
+    assert option(args, "-crf:v:0") == "23"
     # VBV: peak rate and a one-second buffer, so segments stay near the advertised BANDWIDTH.
-    assert option(args, "-maxrate") == option(args, "-bufsize") == "2800000"
-    assert option(args, "-pix_fmt") == "yuv420p"
+    assert option(args, "-maxrate:v:0") == option(args, "-bufsize:v:0") == "2800000"
+    assert option(args, "-pix_fmt:v:0") == "yuv420p"
 
 
 @pytest.mark.parametrize(
@@ -44,31 +44,31 @@ def test_gop_and_forced_keyframes_follow_the_segment_length(
     fps: Fraction, segment_s: int, gop: int
 ) -> None:
     limits = TranscodeLimits(segment_s=segment_s, threads=1)
-    args = encoding.video_args(V720, source_info(fps=fps), fps, limits)
-    assert option(args, "-g") == str(gop)
-    assert option(args, "-force_key_frames") == f"expr:gte(t,n_forced*{segment_s})"
+    args = encoding.video_args(V720, source_info(fps=fps), fps, limits, 0)
+    assert option(args, "-g:v:0") == str(gop)
+    assert option(args, "-force_key_frames:v:0") == f"expr:gte(t,n_forced*{segment_s})"
 
 
-def test_metadata_and_chapters_are_dropped_first() -> None:
-    args = encoding.video_args(V720, source_info(), Fraction(30), TranscodeLimits(threads=1))
-    assert args[:4] == ["-map_metadata", "-1", "-map_chapters", "-1"]
-    assert encoding.thumbnail_output()[:4] == ["-map_metadata", "-1", "-map_chapters", "-1"]
+def test_metadata_and_chapters_are_dropped() -> None:
+    assert encoding.STRIP_METADATA == ("-map_metadata", "-1", "-map_chapters", "-1")
+    assert encoding.thumbnail_output()[:4] == list(encoding.STRIP_METADATA)
 
 
 def test_hdr_output_is_tagged_bt709_and_sdr_is_left_alone() -> None:
     limits = TranscodeLimits(threads=1)
-    hdr = encoding.video_args(V720, source_info(color_transfer="smpte2084"), Fraction(30), limits)
-    assert [option(hdr, o) for o in ("-colorspace", "-color_primaries", "-color_trc")] == [
-        "bt709", "bt709", "bt709"]
-    sdr = encoding.video_args(V720, source_info(), Fraction(30), limits)
-    assert "-colorspace" not in sdr and "-color_trc" not in sdr
+    hdr = encoding.video_args(V720, source_info(color_transfer="smpte2084"), Fraction(30), limits,
+                              0)
+    assert [option(hdr, o + ":v:0") for o in ("-colorspace", "-color_primaries", "-color_trc")
+            ] == ["bt709", "bt709", "bt709"]
+    sdr = encoding.video_args(V720, source_info(), Fraction(30), limits, 0)
+    assert not any(arg.startswith(("-colorspace", "-color_trc")) for arg in sdr)
 
 
 def test_threads_only_when_chosen(one_cpu: None) -> None:
-    chosen = encoding.video_args(V720, source_info(), Fraction(30), TranscodeLimits(threads=3))
-    assert option(chosen, "-threads") == "3"
-    auto = encoding.video_args(V720, source_info(), Fraction(30), TranscodeLimits(threads=0))
-    assert "-threads" not in auto
+    chosen = encoding.video_args(V720, source_info(), Fraction(30), TranscodeLimits(threads=3), 0)
+    assert option(chosen, "-threads:v:0") == "3"
+    auto = encoding.video_args(V720, source_info(), Fraction(30), TranscodeLimits(threads=0), 0)
+    assert not any(arg.startswith("-threads") for arg in auto)
 
 
 def test_audio_is_aac_lc_stereo_48k_from_the_probed_stream() -> None:
@@ -93,13 +93,13 @@ def test_hls_output_is_a_vod_playlist_in_the_variant_directory() -> None:
 
 
 def test_tee_feeds_the_same_encode_to_hls_and_faststart_mp4() -> None:
-    args = encoding.hls_and_mp4_output(V720, TranscodeLimits(segment_s=4))
+    args = encoding.renditions_output([V720], TranscodeLimits(segment_s=4), has_audio=True)
     assert args[:4] == ["-flags", "+global_header", "-f", "tee"]
     hls, mp4 = args[4].split("|")
-    assert hls == ("[f=hls:hls_time=4:hls_playlist_type=vod:hls_segment_type=mpegts:"
-                   "hls_flags=independent_segments:hls_segment_filename=720p/seg_%03d.ts]"
-                   "720p/video.m3u8")
-    assert mp4 == "[f=mp4:movflags=+faststart]video.mp4"
+    assert hls == ("[select=\\'v:0,a\\':f=hls:hls_time=4:hls_playlist_type=vod:"
+                   "hls_segment_type=mpegts:hls_flags=independent_segments:"
+                   "hls_segment_filename=720p/seg_%03d.ts]720p/video.m3u8")
+    assert mp4 == "[select=\\'v:0,a\\':f=mp4:movflags=+faststart]video.mp4"
     assert encoding.mp4_output() == ["-f", "mp4", "-movflags", "+faststart", "video.mp4"]
 
 
@@ -120,18 +120,18 @@ def test_one_output_carries_every_rendition_and_one_audio_track() -> None:
 
 
 def test_video_args_for_one_stream_of_several() -> None:
-    """The same settings, addressed to the output's n-th video stream; no metadata options
-    (those are per output)."""
+    """The same settings, addressed to the output's n-th video stream only (never to its
+    audio encoder); no metadata options (those are per output)."""
     limits = TranscodeLimits(segment_s=4)
     source = source_info(width=1280, height=720, fps=Fraction(30))
-    plain = encoding.video_args(V720, source, Fraction(30), limits)
-    second = encoding.video_args(V720, source, Fraction(30), limits, stream=1)
-    assert plain[:4] == list(encoding.STRIP_METADATA)
-    options, values = second[::2], second[1::2]
-    assert all(opt.endswith(":v:1") for opt in options)
-    assert values == plain[5::2]
-    assert [opt.split(":")[0] for opt in options] == [
-        opt.split(":")[0] for opt in plain[4::2]]
+    first = encoding.video_args(V720, source, Fraction(30), limits, 0)
+    second = encoding.video_args(V720, source, Fraction(30), limits, 1)
+    assert not any(arg.startswith(("-map_metadata", "-map_chapters")) for arg in first)
+    assert all(opt.endswith(":v:0") for opt in first[::2])
+    assert all(opt.endswith(":v:1") for opt in second[::2])
+    assert first[1::2] == second[1::2]
+    assert [opt.removesuffix(":v:0") for opt in first[::2]] == [
+        opt.removesuffix(":v:1") for opt in second[::2]]
 
 
 def keyframe_times(path: Path) -> list[float]:
@@ -144,7 +144,8 @@ def keyframe_times(path: Path) -> list[float]:
 
 
 def test_ffmpeg_with_these_arguments_writes_what_the_plan_promises(tmp_path: Path) -> None:
-    """One real encode through the tee: level, profile, keyframes every segment, no tags."""
+    """One real encode through the tee, as the service's processes run it: level, profile,
+    keyframes every segment, no tags."""
     src = make_clip(tmp_path / "in.mp4", seconds=3, size="320x240", rate=30,
                     extra=("-metadata", "title=secret place"))
     limits = TranscodeLimits(segment_s=1, threads=1)
@@ -152,9 +153,10 @@ def test_ffmpeg_with_these_arguments_writes_what_the_plan_promises(tmp_path: Pat
     source = source_info(width=320, height=240, fps=fps, audio_stream=1)
     out = tmp_path / "out"
     (out / SMALL.name).mkdir(parents=True)
-    ffmpeg("-i", str(src), "-map", "0:v",
-           *encoding.video_args(SMALL, source, fps, limits), *encoding.audio_args(source, SMALL),
-           *encoding.hls_and_mp4_output(SMALL, limits), cwd=out)
+    ffmpeg("-i", str(src), "-map", "0:v", *encoding.STRIP_METADATA,
+           *encoding.video_args(SMALL, source, fps, limits, 0),
+           *encoding.audio_args(source, SMALL),
+           *encoding.renditions_output([SMALL], limits, has_audio=True), cwd=out)
 
     mp4 = out / encoding.MP4
     info = ffprobe(mp4)
