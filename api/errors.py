@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from atproto_video.core.dbfaults import db_unavailable
-from atproto_video.core.diskspace import out_of_space
+from atproto_video.core.dbfaults import db_unavailable, disk_or_database_full
 
 
 class XrpcError(Exception):
@@ -93,7 +92,7 @@ def from_unexpected(exc: BaseException) -> XrpcError:
     ``retry-after``, so clients retry instead of giving up; so is a full storage volume
     (ENOSPC, EDQUOT). Anything else is a bug: 500, with no internals in the message.
     """
-    if out_of_space(exc):
+    if disk_or_database_full(exc):
         return storage_full()
     if db_unavailable(exc):
         return NotEnoughResources("the service database is unavailable; try again shortly",

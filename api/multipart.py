@@ -40,8 +40,7 @@ from atproto_video.api.upload import (
     release_reservation,
     write_when_back,
 )
-from atproto_video.core.dbfaults import db_unavailable
-from atproto_video.core.diskspace import out_of_space
+from atproto_video.core.dbfaults import db_unavailable, disk_or_database_full
 from atproto_video.core.jobs import Job, new_job_id, utcnow
 from atproto_video.core.lexicon import (
     NSID_GET_UPLOAD_STATUS,
@@ -186,7 +185,7 @@ async def start_upload(
         if isinstance(exc, StorageUnavailable):
             log.warning("storage unavailable at startUpload", extra=extra)
             raise _overloaded() from None
-        if out_of_space(exc):
+        if disk_or_database_full(exc):
             log.warning("storage full at startUpload", extra=extra)
             raise storage_full() from None
         raise
@@ -258,7 +257,7 @@ async def upload_part(
     except StorageUnavailable:
         raise _overloaded() from None
     except Exception as exc:
-        if out_of_space(exc):
+        if disk_or_database_full(exc):
             await _end_for_space(ctx, session)
             raise storage_full(f"{STORAGE_FULL_MESSAGE}: this upload was ended, start it "
                                "again") from None
@@ -335,7 +334,7 @@ async def finish_upload(
         raise
     except BaseException as exc:
         reason = exc.message if isinstance(exc, XrpcError) else "the upload could not be finished"
-        if out_of_space(exc):
+        if disk_or_database_full(exc):
             reason = STORAGE_FULL_MESSAGE
         # Stored bytes go first: with the database down the transition below fails too; it
         # is then written (and the quota released) as soon as the database is back. An

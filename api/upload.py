@@ -35,8 +35,11 @@ from atproto_video.api.models import UploadVideoOutput, UploadVideoParams
 from atproto_video.api.responses import JSON
 from atproto_video.core import metrics
 from atproto_video.core.config import ConfigError
-from atproto_video.core.dbfaults import db_unavailable, retry_while_unavailable
-from atproto_video.core.diskspace import out_of_space
+from atproto_video.core.dbfaults import (
+    db_unavailable,
+    disk_or_database_full,
+    retry_while_unavailable,
+)
 from atproto_video.core.jobs import DuplicateUpload, Job, NewJob, new_job_id, utcnow
 from atproto_video.core.lexicon import (
     ALREADY_EXISTS,
@@ -253,7 +256,7 @@ async def _store_and_commit(
         raise NotEnoughResources("video storage is unavailable; try again shortly",
                                  headers={"retry-after": "5"}) from None
     except OSError as exc:
-        if not out_of_space(exc):
+        if not disk_or_database_full(exc):
             raise
         # receive() removed what it had written; the caller releases the reservation.
         log.warning("storage full during an upload", extra=extra)

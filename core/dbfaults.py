@@ -5,6 +5,10 @@ shutting down or not yet accepting connections, too many connections, a pool tha
 empty, a disk too full to take a write (it takes writes again once space is freed, like a
 server that comes back). Constraint violations, syntax errors, serialization failures and
 the like are not "unavailable" and keep their usual handling.
+
+A full disk under the database is also what :func:`disk_or_database_full` reports, with a full
+storage volume: the API answers both as "storage is full". It lives here, not in
+:mod:`~atproto_video.core.diskspace`, so that the worker never loads the database's errors.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy import exc as sa_exc
 
-from atproto_video.core.diskspace import database_full
+from atproto_video.core.diskspace import causes, out_of_space
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +33,34 @@ T = TypeVar("T")
 #: crash shutdown, cannot connect now.
 _UNAVAILABLE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03")
 
+#: PostgreSQL's disk_full (its data directory cannot grow).
+PG_DISK_FULL = "53100"
+
 #: Longest wait between two attempts while the database is down.
 MAX_BACKOFF_S = 5.0
 
 
 def db_unavailable(exc: BaseException) -> bool:
     """True when ``exc`` (or what it wraps) says the database cannot be reached right now."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if _unavailable(current):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    return any(_unavailable(cause) for cause in causes(exc))
+
+
+def disk_or_database_full(exc: BaseException) -> bool:
+    """True when ``exc``, or what it wraps, is a write refused for want of space: by the
+    filesystem, or by a database whose disk is full (SQLite's SQLITE_FULL, PostgreSQL's
+    disk_full), which is where the default layout keeps its SQLite file too."""
+    return out_of_space(exc) or any(database_full(cause) for cause in causes(exc))
+
+
+def database_full(exc: BaseException) -> bool:
+    """Whether ``exc`` itself is a database refusing a write because its disk is full."""
+    # Not imported here: an SQLite error exists only once the embedded database has loaded
+    # sqlite3, and a Postgres deployment (API, operator) need not pay for it.
+    sqlite3 = sys.modules.get("sqlite3")
+    if sqlite3 is not None and isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+    return getattr(exc, "sqlstate", None) == PG_DISK_FULL
 
 
 def _unavailable(exc: BaseException) -> bool:

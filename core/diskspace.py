@@ -5,21 +5,22 @@ and refuses early when the free space cannot hold a declared size; a job whose o
 longer fit fails with a named reason and its files are removed, so the service recovers by
 itself once space is back. ffmpeg's HLS muxer does not always report a failed write (it can
 exit 0 with empty files), hence :func:`refuses_writes`, which asks the filesystem itself.
+
+A database refusing a write because its disk is full is told by the database code
+(:func:`atproto_video.core.dbfaults.disk_or_database_full` asks both), which the worker, whose
+writes are its own and ffmpeg's, never loads.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 #: errno values that mean "no room to write": the filesystem is full, or the owner's quota is.
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-
-#: PostgreSQL's disk_full (its data directory cannot grow).
-PG_DISK_FULL = "53100"
 
 #: How ffmpeg (via strerror) reports those errors on stderr, lower case.
 NO_SPACE_MARKERS = ("no space left on device", "disk quota exceeded")
@@ -29,34 +30,23 @@ _PROBE_BYTES = 1 << 20
 
 
 def out_of_space(exc: BaseException) -> bool:
-    """True when ``exc``, or what it wraps, is a write refused for want of space: by the
-    filesystem, or by a database whose disk is full (SQLite's SQLITE_FULL, PostgreSQL's
-    disk_full), which is where the default layout keeps its SQLite file too."""
+    """True when ``exc``, or what it wraps, is a write the filesystem refused for want of
+    space (ENOSPC, EDQUOT)."""
+    return any(_no_space(cause) for cause in causes(exc))
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps (its cause, else its context), each once."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if _no_space(current):
-            return True
+        yield current
         current = current.__cause__ or current.__context__
-    return False
-
-
-def database_full(exc: BaseException) -> bool:
-    """Whether ``exc`` itself is a database refusing a write because its disk is full."""
-    # Never imported here: the worker (ffmpeg's disk errors only) does not pay for sqlite3; an
-    # exception of it exists only once something else has imported it.
-    sqlite3 = sys.modules.get("sqlite3")
-    if sqlite3 is not None and isinstance(exc, sqlite3.Error):
-        code = getattr(exc, "sqlite_errorcode", None)
-        return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
-    return getattr(exc, "sqlstate", None) == PG_DISK_FULL
 
 
 def _no_space(exc: BaseException) -> bool:
-    if isinstance(exc, OSError):
-        return exc.errno in NO_SPACE_ERRNOS
-    return database_full(exc)
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS
 
 
 def says_out_of_space(lines: list[str]) -> bool:

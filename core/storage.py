@@ -35,6 +35,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from atproto_video.core.atomicfile import atomic_write_text
 from atproto_video.core.diskspace import free_bytes
 
+# Part of the storage interface; defined apart so that the worker catches it without asyncio.
+from atproto_video.core.errors import StorageUnavailable as StorageUnavailable
+
 if TYPE_CHECKING:
     from atproto_video.core.config import VideoConfig
 
@@ -79,10 +82,6 @@ class UploadTooLarge(Exception):
 
 class EmptyUpload(Exception):
     pass
-
-
-class StorageUnavailable(Exception):
-    """The store cannot be reached (or answers 5xx) right now: retry later, nothing is lost."""
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,11 @@ from atproto_video.core.config import VideoConfig
 from atproto_video.core.dbfaults import (
     backoff_delays,
     db_unavailable,
+    disk_or_database_full,
     retry_while_unavailable,
 )
 from atproto_video.core.delivery import deliver
 from atproto_video.core.details import JobDetails, Outcome, RenditionStatus
-from atproto_video.core.diskspace import out_of_space
 from atproto_video.core.jobs import Job, JobStore
 from atproto_video.core.ladder import Variant
 from atproto_video.core.lexicon import STATE_ORDER, FailureCode, JobState
@@ -171,7 +171,7 @@ class LocalExecutor:
                 raise
             except Exception as exc:
                 code, message = FailureCode.GENERIC, "internal error while processing"
-                if out_of_space(exc):  # a write outside the transcoder: same reason
+                if disk_or_database_full(exc):  # a write outside the transcoder: same reason
                     code, message = FailureCode.ENCODING, OutOfSpace.MESSAGE
                     log.warning("job failed: storage full", extra={"job_id": job_id})
                 else:
@@ -211,7 +211,7 @@ class LocalExecutor:
             await self._storage_failed(job, exc)
             return
         except OSError as exc:
-            if not out_of_space(exc):
+            if not disk_or_database_full(exc):
                 raise
             await self._transcode_failed(job, OutOfSpace(), None)
             return

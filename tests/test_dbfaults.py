@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import psycopg
@@ -9,7 +10,8 @@ import pytest
 from sqlalchemy import create_engine, exc, text
 
 from atproto_video.api.errors import from_unexpected
-from atproto_video.core.dbfaults import db_unavailable
+from atproto_video.core.dbfaults import database_full, db_unavailable, disk_or_database_full
+from atproto_video.core.diskspace import out_of_space
 from tests.support.postgres import PostgresServer
 from tests.support.waiting import free_port
 
@@ -95,3 +97,26 @@ def test_a_full_database_disk_is_waited_for_and_answered_as_storage_full(
         answer = from_unexpected(error)
         assert (answer.status, answer.name) == (503, "NotEnoughResources")
         assert "storage is full" in answer.message
+        # Told by the database code, through what wraps it; the disk-only check (the
+        # worker's) does not look at database errors.
+        assert disk_or_database_full(error) and disk_or_database_full(_wrapped(error))
+        assert not out_of_space(error)
+    assert isinstance(full, exc.DBAPIError)
+    assert database_full(full.orig) and not database_full(full)  # the driver's error itself
+
+
+def test_disk_or_database_full_covers_the_disk_too() -> None:
+    enospc = OSError(errno.ENOSPC, "No space left on device")
+    assert disk_or_database_full(enospc) and disk_or_database_full(_wrapped(enospc))
+    assert not disk_or_database_full(OSError(errno.EIO, "Input/output error"))
+    assert not disk_or_database_full(ValueError("no space"))
+    # Other database errors are not a full disk (one is unavailable, one a bug).
+    assert not disk_or_database_full(psycopg.errors.AdminShutdown("terminating connection"))
+    assert not disk_or_database_full(psycopg.errors.UndefinedTable("no such table"))
+
+
+def _wrapped(inner: BaseException) -> RuntimeError:
+    try:
+        raise RuntimeError("while committing") from inner
+    except RuntimeError as outer:
+        return outer

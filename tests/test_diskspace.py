@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from atproto_video.core.diskspace import out_of_space, refuses_writes, says_out_of_space
+from atproto_video.core.diskspace import causes, out_of_space, refuses_writes, says_out_of_space
 from tests.support.tmpfs import fill, small_tmpfs
 
 
@@ -32,6 +32,14 @@ def _wrapped(inner: BaseException) -> RuntimeError:
 ])
 def test_out_of_space(exc: BaseException, full: bool) -> None:
     assert out_of_space(exc) is full
+
+
+def test_causes_visit_each_exception_once() -> None:
+    inner = OSError(errno.EIO, "Input/output error")
+    outer = _wrapped(inner)
+    inner.__context__ = outer  # a cycle: the walk must still end
+    assert list(causes(outer)) == [outer, inner]
+    assert not out_of_space(outer)
 
 
 def test_ffmpeg_reports() -> None:

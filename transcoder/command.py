@@ -20,6 +20,7 @@ from typing import Any
 
 from atproto_video.core.atomicfile import atomic_write_text
 from atproto_video.core.config import ConfigError, Strategy, TranscodeSettings
+from atproto_video.core.errors import StorageUnavailable
 from atproto_video.transcoder.contract import (
     EXIT_ENCODING,
     EXIT_FOR_FAILURE,
@@ -228,13 +229,10 @@ def _run_remux(args: argparse.Namespace, rendition: str, limits: TranscodeLimits
     storage into scratch and the MP4 published back."""
     remote = str(args.output_dir).startswith("s3://")
     files = None
-    unavailable: tuple[type[Exception], ...] = ()  # raised by object storage only
     if remote:
         from atproto_video.core.s3 import WorkerFiles  # boto3 loads only here
-        from atproto_video.core.storage import StorageUnavailable
 
         files = WorkerFiles.from_env()
-        unavailable = (StorageUnavailable,)
     uri: str | None = args.progress_file
     write: Callable[[str, bool], None] | None = None
     if uri is not None and files is not None:
@@ -254,7 +252,7 @@ def _run_remux(args: argparse.Namespace, rendition: str, limits: TranscodeLimits
             remux_rendition(Path(args.output_dir), rendition, limits, on_progress=reporter)
     except TranscodeError as exc:
         return _fail(args, exc)
-    except unavailable as exc:
+    except StorageUnavailable as exc:  # raised by object storage only
         log.error("%s", exc)
         return _fail(args, EncodingFailure("object storage is unavailable"))
     except Exception:
@@ -275,7 +273,6 @@ def _run_remote(
     """Object storage: fetch the source into scratch (TMPDIR, an emptyDir in a pod),
     transcode there, publish the outputs, report progress as an object."""
     from atproto_video.core.s3 import WorkerFiles  # boto3 loads only here
-    from atproto_video.core.storage import StorageUnavailable
 
     files = WorkerFiles.from_env()
     uri: str | None = args.progress_file

@@ -15,6 +15,7 @@ import pytest
 from atproto_video.transcoder.command import register
 from atproto_video.transcoder.contract import EXIT_ENCODING, EXIT_VALIDATION
 from tests.support.media import make_clip
+from tests.support.waiting import free_port
 from tests.transcoder.layout import assert_valid_layout
 
 
@@ -85,6 +86,25 @@ def test_env_limits_apply(source: Path, tmp_path: Path) -> None:
     assert "maximum is" in done.stderr
     bad = cli(str(source), str(tmp_path / "out"), env={"VIDEO_MAX_FPS": "fast"})
     assert bad.returncode == 2 and "VIDEO_MAX_FPS" in bad.stderr
+
+
+@pytest.mark.parametrize("target", [("--target", "720p"),
+                                    ("--target", "mp4", "--from-rendition", "720p")])
+def test_an_unreachable_object_store_is_an_encoding_failure(
+    tmp_path: Path, target: tuple[str, ...]
+) -> None:
+    """A transcode and a remux alike: the store's outage is named, and the exit code says a
+    retry may help (the operator retries the Job)."""
+    log = tmp_path / "termination-log"
+    env = {"VIDEO_STORAGE": "s3", "VIDEO_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+           "VIDEO_S3_REGION": "us-east-1", "VIDEO_S3_FORCE_PATH_STYLE": "true",
+           "VIDEO_S3_RETRY_S": "0.5", "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b",
+           "TMPDIR": str(tmp_path)}
+    done = cli("s3://videos/jobs/job-00000001/source", "s3://videos/jobs/job-00000001/out",
+               *target, "--termination-log", str(log), env=env)
+    assert done.returncode == EXIT_ENCODING, done.stderr
+    assert json.loads(log.read_text()) == {"failureCode": "encoding_failure",
+                                           "error": "object storage is unavailable"}
 
 
 def test_help_documents_targets_and_exit_codes() -> None:
