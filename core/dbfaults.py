@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import sys
+import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -54,10 +54,7 @@ def disk_or_database_full(exc: BaseException) -> bool:
 
 def database_full(exc: BaseException) -> bool:
     """Whether ``exc`` itself is a database refusing a write because its disk is full."""
-    # Not imported here: an SQLite error exists only once the embedded database has loaded
-    # sqlite3, and a Postgres deployment (API, operator) need not pay for it.
-    sqlite3 = sys.modules.get("sqlite3")
-    if sqlite3 is not None and isinstance(exc, sqlite3.Error):
+    if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
         return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
     return getattr(exc, "sqlstate", None) == PG_DISK_FULL
