@@ -2,13 +2,18 @@
 
 Measured on this machine: one rendition of a longer clip encoded by the worker's CLI (the
 worker image's entrypoint, ``atproto-video transcode``) once whole and once as segments
-(``--segment K/N``, one after the other, as N Jobs would run them) plus the join. The ratio
+(``--segment K/N``, one after the other, as N Jobs would run them) plus the join. The segment
+length is the deployment's: ``VIDEO_SEGMENT_SECONDS`` (default 60, used as 64 s), and the clip
+is four segments long. The rendition is the cheapest (480p), where a worker's fixed start-up
+cost (about 0.3-0.5 CPU-s: Python, ffmpeg's start, encoder set-up) weighs most against the
+encode; shorter segments weigh it more (``VIDEO_SEGMENT_SECONDS=24 python -m bench segments``
+measures that, about 1.05 here). The ratio
 is the segments' total CPU (each worker process with its ffmpeg children, plus the join) over
 the single encode's (worker, ffprobe, ffmpeg). Segment workers get the probe's facts
 (``--source-info``) as the operator passes them, from the probe recorded when the upload was
 planned, so they run no ffprobe; that probe is charged to the segments once (``probe_plan``
 in-process, as the API runs it), although the cluster pays it for an unsplit job too. The
-workers run with compiled bytecode, as the image's (pip-installed) package does. Seven
+workers run with compiled bytecode, as the image's (pip-installed) package does. Five
 rounds: on this shared machine the same encode's CPU seconds vary by up to 15% between rounds,
 so one round's ratio swings by about 0.1 with other load. The headline is the median of the
 per-round ratios (each round's segments against the single encode run next to them); beside it
@@ -40,25 +45,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-from atproto_video.core.config import TranscodeSettings
+from atproto_video.core.config import KubeSettings, TranscodeSettings
 from atproto_video.operator.segments import source_facts
 from atproto_video.transcoder.limits import TranscodeLimits
 from atproto_video.transcoder.plan import probe_plan, summary
-from atproto_video.transcoder.segments import join_segments, plan_segments
+from atproto_video.transcoder.segments import join_segments, plan_segments, segment_length
 from tests.support import hlsequiv
 from tests.support.media import make_clip
 
-SECONDS = 120
-SEGMENT_S = 24
+SEGMENTS = 4
 SIZE = "854x480"
 TARGET = "480p"
 NODES = (2, 4, 8)
 
 
-def make_source(path: Path) -> Path:
+def _segment_setting() -> int:
+    """``VIDEO_SEGMENT_SECONDS`` as the operator reads it."""
+    setting = KubeSettings.from_env().segment_s
+    if setting <= 0:
+        raise SystemExit("bench segments: VIDEO_SEGMENT_SECONDS is 0 (splitting off)")
+    return setting
+
+
+def make_source(path: Path, seconds: int) -> Path:
     """A phone-like upload: keyframes every 2 s (a segment's seek decodes from the one before
     its start), high quality, AAC."""
-    return make_clip(path, seconds=SECONDS, size=SIZE, rate=30,
+    return make_clip(path, seconds=seconds, size=SIZE, rate=30,
                      video=("-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-g", "60",
                             "-pix_fmt", "yuv420p"),
                      audio_codec=("-c:a", "aac", "-b:a", "128k"))
@@ -117,11 +129,16 @@ def simulate(segment_walls: list[float], join_s: float, nodes: int,
     return max(loads) + join_s + remux_s
 
 
-def run(workdir: Path, rounds: int = 7) -> dict[str, Any]:
+def run(workdir: Path, rounds: int = 5) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
-    src = make_source(workdir / "source.mp4")
+    setting = _segment_setting()
+    hls_s = TranscodeLimits.from_settings(TranscodeSettings.from_env()).segment_s
+    length = segment_length(setting, hls_s)  # what the operator tells its workers
+    seconds = SEGMENTS * length
+    src = make_source(workdir / "source.mp4", seconds)
     env = _worker_env(workdir)
-    segments = plan_segments(SECONDS, SEGMENT_S, 0, 4)
+    segments = plan_segments(seconds, setting, 0, hls_s)
+    assert len(segments) == SEGMENTS, segments
     rounds_out: list[dict[str, Any]] = []
     for i in range(rounds):  # interleaved, so drift on a shared machine hits both alike
         single_dir, split_dir = workdir / f"single-{i}", workdir / f"split-{i}"
@@ -133,7 +150,7 @@ def run(workdir: Path, rounds: int = 7) -> dict[str, Any]:
         facts, probe_cpu = _probe(src)
         for segment in segments:
             wall, cpu = _worker(env, src, split_dir, "--segment", segment.name,
-                                "--segment-seconds", str(SEGMENT_S), "--source-info", facts)
+                                "--segment-seconds", str(length), "--source-info", facts)
             walls.append(wall)
             cpus.append(cpu)
         if not i % 2:
@@ -184,8 +201,9 @@ def run(workdir: Path, rounds: int = 7) -> dict[str, Any]:
                                          / statistics.median(singles), 4),
             "extra_cpu_s_per_extra_segment": round(
                 (statistics.median(totals) - statistics.median(singles)) / (len(segments) - 1), 3),
-            "clip": f"{SECONDS} s {SIZE} 30 fps with audio, rendition {TARGET}, "
-                    f"{len(segments)} segments of {SEGMENT_S} s",
+            "clip": f"{seconds} s {SIZE} 30 fps with audio, rendition {TARGET}, "
+                    f"{len(segments)} segments of {length} s "
+                    f"(VIDEO_SEGMENT_SECONDS={setting})",
             "samples_without_probe": [round(x, 4) for x in unprobed],
             "how": "sum of the segment workers' CPU (atproto-video transcode with compiled "
                    "bytecode, as in the worker image: python, ffmpeg; given the probe's facts "
