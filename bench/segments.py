@@ -7,7 +7,7 @@ length is the deployment's: ``VIDEO_SEGMENT_SECONDS`` (default 60, used as 64 s)
 is four segments long. The rendition is the cheapest (480p), where a worker's fixed start-up
 cost (about 0.3-0.5 CPU-s: Python, ffmpeg's start, encoder set-up) weighs most against the
 encode; shorter segments weigh it more (``VIDEO_SEGMENT_SECONDS=24 python -m bench segments``
-measures that, about 1.05 here). The ratio
+measures that case; five 24 s segments measured about 1.05 here). The ratio
 is the segments' total CPU (each worker process with its ffmpeg children, plus the join) over
 the single encode's (worker, ffprobe, ffmpeg). Segment workers get the probe's facts
 (``--source-info``) as the operator passes them, from the probe recorded when the upload was
