@@ -105,10 +105,9 @@ def _worker(env: dict[str, str], src: Path, out: Path, *extra: str) -> tuple[flo
     return wall, usage.ru_utime + usage.ru_stime
 
 
-def _probe(src: Path) -> tuple[str, float]:
+def _probe(src: Path, limits: TranscodeLimits) -> tuple[str, float]:
     """The planning probe, as the API runs it in-process for every cluster job (split or
     not), and the ``--source-info`` the operator makes of what it records: (facts, CPU s)."""
-    limits = TranscodeLimits.from_settings(TranscodeSettings.from_env())
     before, c0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.process_time()
     _, info = probe_plan(src, limits)
     facts = source_facts(summary(info))
@@ -132,7 +131,8 @@ def simulate(segment_walls: list[float], join_s: float, nodes: int,
 def run(workdir: Path, rounds: int = 5) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     setting = _segment_setting()
-    hls_s = TranscodeLimits.from_settings(TranscodeSettings.from_env()).segment_s
+    limits = TranscodeLimits.from_settings(TranscodeSettings.from_env())
+    hls_s = limits.segment_s
     length = segment_length(setting, hls_s)  # what the operator tells its workers
     seconds = SEGMENTS * length
     src = make_source(workdir / "source.mp4", seconds)
@@ -147,7 +147,7 @@ def run(workdir: Path, rounds: int = 5) -> dict[str, Any]:
         if i % 2:
             single_wall, single_cpu = _worker(env, src, single_dir)
         # The probe whose facts the segment workers get (in the cluster: the API's, once).
-        facts, probe_cpu = _probe(src)
+        facts, probe_cpu = _probe(src, limits)
         for segment in segments:
             wall, cpu = _worker(env, src, split_dir, "--segment", segment.name,
                                 "--segment-seconds", str(length), "--source-info", facts)
